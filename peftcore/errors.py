@@ -1,0 +1,42 @@
+"""The project's own errors: each one is a single line a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PeftcoreError(Exception):
+    """Base class: anything peftcore raises on purpose."""
+
+
+class SpecError(PeftcoreError, ValueError):
+    """A spec file is malformed: names the file, the key and what was expected.
+
+    >>> str(SpecError("methods/lora.yaml", "adapter.r", "expected an integer, got 'x'"))
+    "methods/lora.yaml: key 'adapter.r': expected an integer, got 'x'"
+    """
+
+    def __init__(self, file: str | Path | None, key: str | None, expected: str) -> None:
+        self.file = str(file) if file is not None else None
+        self.key = key
+        self.expected = expected
+        parts = []
+        if self.file:
+            parts.append(self.file)
+        if key:
+            parts.append(f"key {key!r}")
+        parts.append(expected)
+        super().__init__(": ".join(parts))
+
+
+class AssetError(PeftcoreError):
+    """A model or data asset is missing or damaged; the message says how to fix it."""
+
+
+class DivergenceError(PeftcoreError):
+    """Training produced a NaN or infinite loss."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        self.step = step
+        self.loss = loss
+        super().__init__(f"training diverged at step {step}: loss is {loss}")

