@@ -1,0 +1,55 @@
+"""The ``peftcore`` console script.
+
+Subcommands live in their own modules and are imported only when used, so ``peftcore list``
+stays fast: each module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from peftcore.errors import PeftcoreError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "list": ("peftcore.listing", "list models, methods, tasks and profiles with their descriptions"),
+    "estimate": ("peftcore.planner", "predict trainable parameters, adapter size and peak memory"),
+    "report": ("peftcore.report", "build summary tables and an HTML report from stored runs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftcore", description="Parameter-efficient fine-tuning benchmark")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # a subcommand whose module is not built yet
+            command.set_defaults(_missing=module_name)
+            continue
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"peftcore {args.command}: not available in this build ({args._missing} is missing)", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except PeftcoreError as err:
+        print(f"peftcore {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

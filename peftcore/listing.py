@@ -1,0 +1,63 @@
+"""``peftcore list``: what the spec directory offers, one line each."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from peftcore.errors import SpecError
+from peftcore.specs import KINDS, SpecStore
+
+DEFAULT_SPECS = Path("benchmarks/specs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", choices=KINDS, help="list only this kind")
+    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)")
+
+
+def describe(kind: str, spec: Any) -> str:
+    if kind == "models":
+        src = spec.source
+        where = {"hub": src.id, "local": src.path, "gguf_package": f"{src.package}:{src.file}"}[src.kind]
+        return f"{spec.description} [{src.kind}: {where}; {spec.params or '?'} params; license {spec.license}]"
+    if kind == "methods":
+        quant = spec.base.quantization
+        base = "" if quant == "none" else f", {quant} base"
+        return f"{spec.description} [tuner {spec.tuner}{base}]"
+    if kind == "tasks":
+        src = spec.source
+        where = src.id if src.kind == "hub" else f"{src.package + ':' if src.package else ''}{src.path}"
+        size = _task_size(spec)
+        return f"{spec.description} [{spec.type}; {src.kind}: {where}; {size}; license {spec.license}]"
+    matrix = f"{len(spec.methods)} methods x {len(spec.models)} models x {len(spec.tasks)} tasks"
+    return f"{spec.description} [{matrix}]"
+
+
+def _task_size(spec: Any) -> str:
+    try:
+        from peftcore.data import source_size
+    except ImportError:
+        return "size unknown"
+    try:
+        return f"{source_size(spec):,} examples"
+    except Exception as err:  # noqa: BLE001 - a listing shows what it can, the error as the size
+        return f"unavailable: {err}"
+
+
+def run(args: argparse.Namespace) -> int:
+    store = SpecStore(args.specs)
+    failed = 0
+    for kind in [args.kind] if args.kind else KINDS:
+        print(f"{kind}:")
+        names = store.names(kind)
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            try:
+                line = describe(kind, store.get(kind, name))
+            except SpecError as err:
+                failed += 1
+                line = f"!! {err}"
+            print(f"  {name:<{width}}  {line}")
+    return 1 if failed else 0
