@@ -913,29 +913,23 @@ def load_task(task: TaskSpec, sizes: DataSizes) -> TaskData:
 
 def _build(task: TaskSpec, fields: Sequence[_Field], sizes: DataSizes) -> dict[str, Any]:
     records = usable_records(task)
-    n = len(records.records)
-    _check_sizes(task, sizes, n, records.where)
-    mapped = [
-        _map_record(task, fields, record, f"record {pos} of {records.where}")
-        for record, pos in zip(records.records, records.positions, strict=True)
-    ]
+    examples = []
+    # Every record is mapped and rendered, not just the sampled ones: a record the spec cannot
+    # handle fails whatever the sizes and seed, and before any size complaint.
+    for record, uid, pos in zip(records.records, records.uids, records.positions, strict=True):
+        where = f"record {pos} of {records.where}"
+        examples.append(_example(task, uid, _map_record(task, fields, record, where), where))
+    _check_sizes(task, sizes, len(examples), records.where)
     order = split_order(records.uids, sizes.split_seed)
-    held_idx = order[: sizes.held_out]
-    train_idx = order[sizes.held_out : sizes.held_out + sizes.train]
-    examples = {}
-    for i in range(n):  # render every record: a template that fails on any of them fails now
-        examples[i] = _example(
-            task, records.uids[i], mapped[i], f"record {records.positions[i]} of {records.where}"
-        )
-    uid = records.uids
+    held_out = [examples[i] for i in order[: sizes.held_out]]
+    train = [examples[i] for i in order[sizes.held_out : sizes.held_out + sizes.train]]
+    uids = {name: [e["uid"] for e in split] for name, split in (("train", train), ("held_out", held_out))}
     return {
-        "train": [examples[i] for i in train_idx],
-        "held_out": [examples[i] for i in held_idx],
+        "train": train,
+        "held_out": held_out,
         "data_sha256": records.data_sha256,
-        "split_sha256": split_sha256(
-            [uid[i] for i in train_idx], [uid[i] for i in held_idx], [uid[i] for i in train_idx[: sizes.seen]]
-        ),
-        "source_size": n,
+        "split_sha256": split_sha256(uids["train"], uids["held_out"], uids["train"][: sizes.seen]),
+        "source_size": len(examples),
     }
 
 
