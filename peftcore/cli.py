@@ -40,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
-        print(f"peftcore {args.command}: not available in this build ({args._missing} is missing)", file=sys.stderr)
+        print(
+            f"peftcore {args.command}: not available in this build ({args._missing} is missing)",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args._run(args) or 0)

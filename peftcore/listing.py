@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from peftcore.cases import expand
 from peftcore.errors import SpecError
 from peftcore.specs import KINDS, SpecStore
 
@@ -14,14 +15,19 @@ DEFAULT_SPECS = Path("benchmarks/specs")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", choices=KINDS, help="list only this kind")
-    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)")
+    parser.add_argument(
+        "--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)"
+    )
 
 
-def describe(kind: str, spec: Any) -> str:
+def describe(kind: str, spec: Any, cases: int | None = None) -> str:
+    """One line for a spec; ``cases`` is how many cases a profile expands into, when known."""
     if kind == "models":
         src = spec.source
         where = {"hub": src.id, "local": src.path, "gguf_package": f"{src.package}:{src.file}"}[src.kind]
-        return f"{spec.description} [{src.kind}: {where}; {spec.params or '?'} params; license {spec.license}]"
+        return (
+            f"{spec.description} [{src.kind}: {where}; {spec.params or '?'} params; license {spec.license}]"
+        )
     if kind == "methods":
         quant = spec.base.quantization
         base = "" if quant == "none" else f", {quant} base"
@@ -32,6 +38,8 @@ def describe(kind: str, spec: Any) -> str:
         size = _task_size(spec)
         return f"{spec.description} [{spec.type}; {src.kind}: {where}; {size}; license {spec.license}]"
     matrix = f"{len(spec.methods)} methods x {len(spec.models)} models x {len(spec.tasks)} tasks"
+    if cases is not None:
+        matrix += f" = {cases} cases"
     return f"{spec.description} [{matrix}]"
 
 
@@ -42,7 +50,7 @@ def _task_size(spec: Any) -> str:
         return "size unknown"
     try:
         return f"{source_size(spec):,} examples"
-    except Exception as err:  # noqa: BLE001 - a listing shows what it can, the error as the size
+    except Exception as err:
         return f"unavailable: {err}"
 
 
@@ -55,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
         width = max((len(n) for n in names), default=0)
         for name in names:
             try:
-                line = describe(kind, store.get(kind, name))
+                spec = store.get(kind, name)
+                # Expanding a profile checks the names it lists, which loading it alone does not.
+                cases = len(expand(store, name)) if kind == "profiles" else None
+                line = describe(kind, spec, cases)
             except SpecError as err:
                 failed += 1
                 line = f"!! {err}"

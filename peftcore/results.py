@@ -99,7 +99,9 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecordError(f"{path}: expected a JSON object")
     if data.get("format") != RECORD_FORMAT:
-        raise RecordError(f"{path}: record format {data.get('format')!r}, this peftcore reads {RECORD_FORMAT}")
+        raise RecordError(
+            f"{path}: record format {data.get('format')!r}, this peftcore reads {RECORD_FORMAT}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise RecordError(f"{path}: missing keys {', '.join(missing)}")
