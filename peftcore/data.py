@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 # Bump when a change alters uids, mapping, rendering or splitting: it invalidates disk caches.
 ALGORITHM_VERSION = 1
 
-SPECIAL_FIELDS = ("choices", "choice_labels", "label", "answers")
 _CHOICE_TYPES = ("multiple_choice", "classification")
 _SUFFIXES = {
     "json": (".json", ".jsonl", ".json.gz", ".jsonl.gz"),
@@ -200,7 +199,7 @@ def _map_record(
                 raise SpecError(
                     task.file,
                     f"fields.{spec_field.name}",
-                    f"path {path.parts and '.'.join(path.parts)!r} not found in {where} "
+                    f"path {'.'.join(path.parts)!r} not found in {where} "
                     f"(nothing at {missing.at!r}; there: {keys:.300}); fix the path",
                 ) from None
             if value is None:
@@ -406,7 +405,8 @@ def _example(task: TaskSpec, uid: str, mapped: dict[str, Any], where: str) -> di
 def _answers(task: TaskSpec, mapped: Mapping[str, Any], where: str) -> list[str]:
     raw = mapped["answers"]
     items = raw if isinstance(raw, list) else [raw]
-    answers = [str(a) for a in items if a is not None and not isinstance(a, (dict, list)) and str(a).strip()]
+    texts = (str(a) for a in items if a is not None and not isinstance(a, (dict, list)) and str(a).strip())
+    answers = list(dict.fromkeys(texts))  # repeats (SQuAD lists one span per annotator) dropped, order kept
     if not answers:
         raise SpecError(task.file, "fields.answers", f"no gold answer in {where} (got {raw!r:.80})")
     return answers
@@ -542,7 +542,10 @@ def _read_json(task: TaskSpec, path: Path) -> Iterator[Any]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise AssetError(f"{task.file}: {path} line {number} is not valid JSON: {err}") from None
+                    raise AssetError(
+                        f"{task.file}: {path} line {number} is not valid JSON ({err}); expected JSON Lines "
+                        "(one record a line) or one JSON array of records"
+                    ) from None
 
 
 def _chain(head: str, handle: Any) -> Iterator[str]:
@@ -589,7 +592,10 @@ def _read_disk(task: TaskSpec, path: Path) -> list[Any]:
     try:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as err:
-        raise AssetError(f"{task.file}: cannot load_from_disk {path}: {err}") from None
+        raise AssetError(
+            f"{task.file}: cannot load_from_disk {path} ({_first_line(err)}); is it a folder written by "
+            "save_to_disk? For data files set source.format (json, csv, parquet, arrow)"
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         split = task.source.split
         if split not in loaded:
@@ -605,12 +611,16 @@ def _read_hub(task: TaskSpec) -> list[Any]:
     try:
         loaded = datasets.load_dataset(src.id, src.name, split=src.split or "train")
     except Exception as err:  # offline, missing, gated, renamed: one line either way
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise AssetError(
-            f"{task.file}: cannot load hub dataset {src.id!r} ({type(err).__name__}: {first:.200}); "
+            f"{task.file}: cannot load hub dataset {src.id!r} ({type(err).__name__}: {_first_line(err)}); "
             "hub data needs a network (HF_DATASETS_OFFLINE unset) or a local copy as source.kind: local"
         ) from None
     return list(loaded.to_list())
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 _READERS: dict[str, Callable[[TaskSpec, Path], Iterator[Any]]] = {
@@ -649,7 +659,8 @@ def canonical_json(record: Any) -> str:
 
 
 def record_uid(record: Any) -> str:
-    return hashlib.sha256(canonical_json(record).encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate ("\ud800" in a JSON file) still hashes, and stably
+    return hashlib.sha256(canonical_json(record).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -805,9 +816,7 @@ def _cache_read(name: str, key: str) -> dict[str, Any] | None:
 def _cache_write(name: str, key: str, payload: dict[str, Any]) -> None:
     from peftcore.results import atomic_write_text
 
-    text = json.dumps(
-        {"key": key, **payload}, ensure_ascii=False, separators=(",", ":"), default=_json_default
-    )
+    text = json.dumps({"key": key, **payload}, separators=(",", ":"), default=_json_default)
     try:
         atomic_write_text(cache_dir() / name, text)
     except OSError as err:  # a read-only home: the cache is an optimisation, loading still works
