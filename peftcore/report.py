@@ -1398,10 +1398,11 @@ def _fsync_dir(path: Path) -> None:
 def compact_table(records: Iterable[Mapping[str, Any]]) -> str:
     """A short plain-text table for a terminal: case, status, train time, peak memory, primary metric.
 
-    One line per record (seeds are not merged); a case that did not finish shows its reason.
+    One line per record, in the order given (seeds are not merged); a case that did not finish
+    shows its reason in the last column.
     """
     rows = [("case", "status", "train time", "peak memory", "held-out (primary)")]
-    for record in sorted(records, key=lambda r: _natural(str(r["case_id"]))):
+    for record in records:
         finished = record.get("status") == "finished"
         seconds = Quantity("training", "train_seconds").value(record)
         memory = Quantity("training", "peak_memory_bytes").value(record)
