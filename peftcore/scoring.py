@@ -1,0 +1,617 @@
+"""Scoring a model on a task's examples: one batched evaluator per task type.
+
+``score(model, fmt, examples, task, settings, device=..., precision=...)`` picks the evaluator
+by ``task.type`` and returns a :class:`ScoreResult` (metrics, per-example predictions, and the
+cost of inference: latency, throughput, peak memory).
+
+- ``multiple_choice`` / ``classification``: log-likelihood of every choice given the context,
+  as lm-evaluation-harness scores ``multiple_choice`` tasks. ``accuracy`` takes the choice
+  with the highest summed log-probability, ``accuracy_norm`` the highest log-probability per
+  UTF-8 byte of the choice text.
+- ``generation``: batched greedy decoding with the KV cache and left padding, cut at the
+  task's stop strings, reduced by ``generation.extract`` (``none``, ``first_line``,
+  ``number``), compared with ``Example.answers``.
+- ``language_modeling``: perplexity of ``Example.target`` with a sliding window (stride half
+  the window; only tokens no earlier window scored count), summed over all examples.
+
+Token ids come from :class:`peftcore.prompting.PromptFormat`, so scoring sees exactly the
+context and answer tokens training used. The model may be a transformers model or a peft
+model (LoRA and friends, prompt tuning and prefix tuning, whose virtual tokens are
+accounted for), full precision or bitsandbytes-quantized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from peftcore.example import Example
+from peftcore.measure import PeakMemory, stopwatch
+from peftcore.metrics import extract_number, resolve_metric
+from peftcore.prompting import PromptFormat
+from peftcore.specs import EvalSettings, TaskSpec
+
+if TYPE_CHECKING:
+    import torch
+
+# When neither the model config nor the caller says how long an input may be.
+FALLBACK_MAX_LENGTH = 2048
+# Prompt-learning tuners whose virtual tokens are input embeddings (not a KV-cache prefix).
+_EMBEDDING_PROMPT_TUNERS = ("PROMPT_TUNING", "P_TUNING")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What scoring one split gives, JSON-ready (floats, ints, strings, lists, dicts).
+
+    - ``metrics``: metric name -> value, the task spec's metrics plus what the evaluator adds
+      (``accuracy_norm`` for choices, ``number_unparseable_rate`` next to ``abs_diff``).
+    - ``predictions``: one dict per example, in the order of the examples given, with ``uid``
+      and ``choice``/``choice_norm``/``loglikelihoods`` (choices), ``generated``/``answer``
+      (generation) or ``nll``/``tokens`` (language modelling).
+    - ``inference``: ``examples``, ``seconds``, ``latency_ms_per_example``,
+      ``examples_per_second``, ``peak_memory_bytes``, ``memory_method`` and details
+      (``batch_size``, ``precision``, ``padding_fraction``, ...), measured over the model's
+      work only (metric computation such as BERTScore is not inference).
+    """
+
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]
+    inference: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score(
+    model: Any,
+    fmt: PromptFormat,
+    examples: Sequence[Example],
+    task: TaskSpec,
+    settings: EvalSettings,
+    *,
+    device: str,
+    precision: str,
+    max_length: int | None = None,
+) -> ScoreResult:
+    """Score ``model`` on ``examples`` of ``task`` and measure what inference costs.
+
+    ``precision`` is ``bf16`` (autocast to bfloat16; log-softmax still in float32), ``fp16``
+    (autocast to float16, CUDA only) or ``fp32`` (no autocast). ``max_length`` caps the
+    tokens one forward pass sees (default: the model's ``max_position_embeddings`` minus any
+    virtual tokens); it is also the perplexity window. Longer inputs lose the start of their
+    context. The model is put in eval mode for the call and given back in the mode it had.
+
+    Raises ``ValueError`` for no examples, an unknown task type, a metric whose inputs the
+    task type cannot give, or an example that cannot be scored (no choices, an empty choice).
+    """
+    if not examples:
+        raise ValueError(f"no examples to score for task {task.name!r}")
+    evaluator = EVALUATORS.get(task.type)
+    if evaluator is None:
+        raise ValueError(f"no evaluator for task type {task.type!r}; known: {', '.join(sorted(EVALUATORS))}")
+    limit = max_length or getattr(settings, "max_length", None) or max_input_length(model)
+    run = _Run(model=model, fmt=fmt, task=task, settings=settings, device=device, max_length=limit)
+    memory = PeakMemory(device)
+    with _inference(model, device, precision), memory, stopwatch() as clock:
+        raw = evaluator.infer(run, examples)
+    metrics, predictions = evaluator.finish(run, examples, raw)
+    seconds = clock["seconds"]
+    n = len(examples)
+    inference: dict[str, Any] = {
+        "examples": n,
+        "seconds": round(seconds, 4),
+        "latency_ms_per_example": round(1000.0 * seconds / n, 3),
+        "examples_per_second": round(n / seconds, 3) if seconds > 0 else math.inf,
+        "peak_memory_bytes": int(memory.peak_bytes),
+        "memory_method": memory.method,
+        "precision": precision,
+        "batch_size": settings.batch_size,
+        **raw.stats,
+    }
+    return ScoreResult(metrics=metrics, predictions=predictions, inference=inference)
+
+
+# --------------------------------------------------------------------------- shared plumbing
+
+
+@dataclass(frozen=True)
+class _Run:
+    model: Any
+    fmt: PromptFormat
+    task: TaskSpec
+    settings: EvalSettings
+    device: str
+    max_length: int
+
+
+@dataclass
+class _Raw:
+    """What an evaluator's inference phase hands to its metric phase."""
+
+    values: list[Any]
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Evaluator:
+    infer: Callable[[_Run, Sequence[Example]], _Raw]
+    finish: Callable[[_Run, Sequence[Example], _Raw], tuple[dict[str, float], list[dict[str, Any]]]]
+
+
+@contextlib.contextmanager
+def _inference(model: Any, device: str, precision: str) -> Iterator[None]:
+    import torch
+
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    elif precision not in ("fp32",):
+        raise ValueError(f"precision must be bf16, fp16 or fp32, got {precision!r}")
+    try:
+        with torch.inference_mode(), autocast:
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _peft_config(model: Any) -> Any:
+    """The active peft config of a PeftModel, else None."""
+    return getattr(model, "active_peft_config", None) if hasattr(model, "peft_config") else None
+
+
+def _soft_prompt_tuner(model: Any) -> bool:
+    """True for prompt tuning / p-tuning, whose virtual tokens are input embeddings."""
+    config = _peft_config(model)
+    return config is not None and str(getattr(config.peft_type, "value", "")) in _EMBEDDING_PROMPT_TUNERS
+
+
+def virtual_tokens(model: Any) -> int:
+    """How many positions a prompt-learning adapter adds in front of the input (0 otherwise)."""
+    config = _peft_config(model)
+    if config is None or not getattr(config, "is_prompt_learning", False):
+        return 0
+    return int(config.num_virtual_tokens)
+
+
+def max_input_length(model: Any) -> int:
+    """Tokens a forward pass may hold: the model's positions minus any virtual tokens."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config: Any = getattr(base, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    positions = getattr(text_config, "max_position_embeddings", None) or FALLBACK_MAX_LENGTH
+    return max(1, int(positions) - virtual_tokens(model))
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _pad_id(fmt: PromptFormat) -> int:
+    tok = fmt.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad batches with")
+    return int(pad)
+
+
+def _batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield list(order[start : start + size])
+
+
+# --------------------------------------------------------------------------- log-likelihood core
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """Score ``tokens[start:]`` given ``tokens[:start]`` (``start >= 1``)."""
+
+    tokens: tuple[int, ...]
+    start: int
+
+
+def token_loglikelihoods(
+    model: Any, requests: Sequence[TokenRequest], *, batch_size: int, pad_id: int, device: str
+) -> tuple[list[float], dict[str, Any]]:
+    """Summed log-probability (natural log) of each request's scored tokens, batched.
+
+    Requests are sorted longest first and right-padded (with an attention mask, padding after
+    a row cannot change its logits). As in lm-evaluation-harness the last token is not fed
+    (nothing is predicted from it); the logits at positions ``start-1 .. len-2`` predict the
+    scored tokens. Only the logits the batch needs are computed when the model accepts
+    ``logits_to_keep``, and log-softmax is taken in float32. Virtual tokens of prompt tuning
+    come before the input, so counting positions from the end of the output stays right.
+    """
+    import torch
+
+    for request in requests:
+        if not 1 <= request.start < len(request.tokens):
+            raise ValueError(f"nothing to score: start {request.start} in {len(request.tokens)} tokens")
+    keep_supported = _accepts_logits_to_keep(model)
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].tokens))
+    totals = [0.0] * len(requests)
+    real = padded = 0
+    for batch in _batches(order, batch_size):
+        inputs = [requests[i].tokens[:-1] for i in batch]
+        width = max(len(row) for row in inputs)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, tokens in enumerate(inputs):
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, : len(tokens)] = 1
+        real += sum(len(row) for row in inputs)
+        padded += ids.numel()
+        # Output position p of the kept logits is input position first + p.
+        first = min(requests[i].start for i in batch) - 1 if keep_supported else 0
+        extra = {"logits_to_keep": width - first} if keep_supported else {}
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits
+        logits = logits[:, -(width - first) :]
+        for row, i in enumerate(batch):
+            request = requests[i]
+            lo, hi = request.start - 1 - first, len(request.tokens) - 1 - first
+            logprobs = torch.log_softmax(logits[row, lo:hi].float(), dim=-1)
+            targets = torch.tensor(request.tokens[request.start :], dtype=torch.long, device=logprobs.device)
+            totals[i] = float(logprobs.gather(-1, targets[:, None]).sum())
+    stats = {"padding_fraction": round(1 - real / padded, 4) if padded else 0.0, "forward_tokens": real}
+    return totals, stats
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def _choice_requests(run: _Run, example: Example) -> list[TokenRequest]:
+    fmt = run.fmt
+    if not example.choices:
+        raise ValueError(f"example {example.uid} of task {run.task.name!r} has no choices to score")
+    context = fmt.encode_context(example.prompt)
+    if not context:
+        # lm-evaluation-harness conditions an empty context on the end-of-text token.
+        prefix = fmt.tokenizer.bos_token_id if fmt.tokenizer.bos_token_id is not None else _pad_id(fmt)
+        context = [prefix]
+    requests = []
+    for choice in example.choices:
+        continuation = fmt.encode_continuation(choice)
+        if not continuation:
+            raise ValueError(f"example {example.uid}: choice {choice!r} encodes to no tokens")
+        if len(continuation) > run.max_length:
+            raise ValueError(
+                f"example {example.uid}: a choice of {len(continuation)} tokens is longer than "
+                f"the {run.max_length} tokens the model can see"
+            )
+        tokens = (context + continuation)[-(run.max_length + 1) :]  # drop the start of the context
+        requests.append(TokenRequest(tuple(tokens), len(tokens) - len(continuation)))
+    return requests
+
+
+def choice_bytes(fmt: PromptFormat, choice: str) -> int:
+    """Length of a choice for ``accuracy_norm``: UTF-8 bytes of the scored continuation
+    without the whitespace that separates it from the context.
+
+    lm-evaluation-harness divides by the length of the choice string without its
+    ``target_delimiter`` (the leading space); our choices are rendered with it, so it is
+    stripped here. For ASCII text bytes equal characters, so this equals lm-eval's
+    ``acc_norm`` (characters) and ``acc_bytes`` (bytes).
+    """
+    return max(1, len(fmt.continuation(choice).lstrip().encode("utf-8")))
+
+
+def _infer_choices(run: _Run, examples: Sequence[Example]) -> _Raw:
+    requests: list[TokenRequest] = []
+    spans = []
+    for example in examples:
+        mine = _choice_requests(run, example)
+        spans.append((len(requests), len(requests) + len(mine)))
+        requests.extend(mine)
+    totals, stats = token_loglikelihoods(
+        run.model, requests, batch_size=run.settings.batch_size, pad_id=_pad_id(run.fmt), device=run.device
+    )
+    stats["requests"] = len(requests)
+    return _Raw([totals[a:b] for a, b in spans], stats)
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: values[i])
+
+
+def _finish_choices(
+    run: _Run, examples: Sequence[Example], raw: _Raw
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    chosen, chosen_norm, gold, predictions = [], [], [], []
+    for example, lls in zip(examples, raw.values, strict=True):
+        if example.label is None:
+            raise ValueError(f"example {example.uid} of task {run.task.name!r} has no gold label")
+        per_byte = [ll / choice_bytes(run.fmt, c) for ll, c in zip(lls, example.choices, strict=True)]
+        chosen.append(_argmax(lls))
+        chosen_norm.append(_argmax(per_byte))
+        gold.append(example.label)
+        predictions.append(
+            {
+                "uid": example.uid,
+                "choice": chosen[-1],
+                "choice_norm": chosen_norm[-1],
+                "label": example.label,
+                "loglikelihoods": [round(v, 5) for v in lls],
+            }
+        )
+    names = ["accuracy", "accuracy_norm", *run.task.metrics]
+    metrics: dict[str, float] = {}
+    for name in dict.fromkeys(names):
+        metric = resolve_metric(name)
+        if metric.inputs == "judge":
+            continue
+        if metric.inputs != "indices":
+            raise ValueError(
+                f"task {run.task.name!r} ({run.task.type}) gives chosen indices, but metric "
+                f"{name!r} takes {metric.inputs}"
+            )
+        metrics[name] = float(metric(chosen_norm if name == "accuracy_norm" else chosen, gold))
+    return metrics, predictions
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def max_new_tokens(task: TaskSpec, settings: EvalSettings) -> int:
+    return settings.max_new_tokens if settings.max_new_tokens is not None else task.generation.max_new_tokens
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any stop string.
+
+    >>> cut_at_stop(" Paris\\nQuestion: next", ["\\n", "Question:"])
+    ' Paris'
+    """
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            at = text.find(stop)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut]
+
+
+def extract_answer(text: str, how: str) -> str:
+    """The answer the metrics see: the cut text reduced by the task's ``generation.extract``.
+
+    >>> extract_answer("  Paris.\\nMore", "first_line")
+    'Paris.'
+    >>> extract_answer("3 + 4 = 7 apples", "number")
+    '7'
+    >>> extract_answer("no idea", "number")
+    ''
+    """
+    if how == "none":
+        return text.strip()
+    if how == "first_line":
+        lines = [line.strip() for line in text.strip().splitlines()]
+        return lines[0] if lines else ""
+    if how == "number":
+        value = extract_number(text)
+        if value is None:
+            return ""
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    raise ValueError(f"unknown generation.extract {how!r}; expected none, first_line or number")
+
+
+def _generation_config(run: _Run, new_tokens: int) -> Any:
+    from transformers import GenerationConfig
+
+    tok = run.fmt.tokenizer
+    model_config = getattr(run.model, "generation_config", None)
+    eos = getattr(model_config, "eos_token_id", None)
+    if eos is None:
+        eos = tok.eos_token_id
+    stops = [s for s in run.task.generation.stop if s]
+    return GenerationConfig(
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        pad_token_id=_pad_id(run.fmt),
+        eos_token_id=eos,
+        stop_strings=stops or None,
+    )
+
+
+def _generate_batch(run: _Run, contexts: Sequence[Sequence[int]], config: Any) -> list[list[int]]:
+    """Greedy continuations of left-padded contexts: the new token ids of each row."""
+    import torch
+
+    model, pad = run.model, _pad_id(run.fmt)
+    width = max(len(c) for c in contexts)
+    ids = torch.full((len(contexts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for row, tokens in enumerate(contexts):
+        ids[row, width - len(tokens) :] = torch.tensor(list(tokens), dtype=torch.long)
+        mask[row, width - len(tokens) :] = 1
+    ids, mask = ids.to(run.device), mask.to(run.device)
+    if _soft_prompt_tuner(model):
+        embeds, mask = _with_soft_prompt(model, ids, mask)
+        out = model.get_base_model().generate(
+            inputs_embeds=embeds, attention_mask=mask, generation_config=config, tokenizer=run.fmt.tokenizer
+        )
+        new = out  # decoder-only generate from embeddings returns only the new tokens
+    else:
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=run.fmt.tokenizer
+        )
+        new = out[:, width:]
+    return [row.tolist() for row in new]
+
+
+def _with_soft_prompt(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings with the soft prompt placed after each row's left padding.
+
+    peft's own ``generate`` puts the virtual tokens before the padding and ignores the
+    position ids generate computes from the mask (with a warning), so a padded row would see
+    its prompt at other positions than when generated alone. Placing the virtual tokens right
+    before the real tokens gives every row the positions it has unpadded (and in training).
+    """
+    import torch
+
+    embeds = model.word_embeddings(ids)
+    prompts = model.get_prompt(batch_size=ids.shape[0]).to(embeds.dtype)
+    ones = torch.ones(prompts.shape[:2], dtype=mask.dtype, device=mask.device)
+    rows, masks = [], []
+    for row in range(ids.shape[0]):
+        pads = int((mask[row] == 0).sum())
+        rows.append(torch.cat([embeds[row, :pads], prompts[row], embeds[row, pads:]]))
+        masks.append(torch.cat([mask[row, :pads], ones[row], mask[row, pads:]]))
+    return torch.stack(rows), torch.stack(masks)
+
+
+def generate_texts(run: _Run, prompts: Sequence[str], new_tokens: int) -> tuple[list[str], dict[str, Any]]:
+    """Greedy generations for ``prompts`` (decoded, special tokens dropped, cut at the stops)."""
+    fmt = run.fmt
+    room = max(1, run.max_length - new_tokens)
+    contexts = [fmt.encode_context(p)[-room:] for p in prompts]
+    for i, context in enumerate(contexts):
+        if not context:
+            prefix = fmt.tokenizer.bos_token_id if fmt.tokenizer.bos_token_id is not None else _pad_id(fmt)
+            contexts[i] = [prefix]
+    config = _generation_config(run, new_tokens)
+    # Longest first: similar lengths share a batch (less padding), and memory peaks early.
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    texts = [""] * len(prompts)
+    real = padded = 0
+    for batch in _batches(order, run.settings.batch_size):
+        rows = _generate_batch(run, [contexts[i] for i in batch], config)
+        width = max(len(contexts[i]) for i in batch)
+        real += sum(len(contexts[i]) for i in batch)
+        padded += width * len(batch)
+        for i, new in zip(batch, rows, strict=True):
+            text = fmt.tokenizer.decode(new, skip_special_tokens=True)
+            # Generation goes on for the other rows of a batch after one row's stop string.
+            texts[i] = cut_at_stop(text, run.task.generation.stop)
+    stats = {
+        "max_new_tokens": new_tokens,
+        "prompt_padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
+    }
+    return texts, stats
+
+
+def _infer_generation(run: _Run, examples: Sequence[Example]) -> _Raw:
+    texts, stats = generate_texts(run, [e.prompt for e in examples], max_new_tokens(run.task, run.settings))
+    return _Raw(texts, stats)
+
+
+def _finish_generation(
+    run: _Run, examples: Sequence[Example], raw: _Raw
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    how = run.task.generation.extract
+    answers = [extract_answer(text, how) for text in raw.values]
+    references = [list(example.answers) for example in examples]
+    names = list(run.task.metrics)
+    if "abs_diff" in names:
+        names.append("number_unparseable_rate")  # the share abs_diff leaves out
+    metrics: dict[str, float] = {}
+    for name in dict.fromkeys(names):
+        metric = resolve_metric(name)
+        if metric.inputs == "judge":
+            continue  # peftcore.judge scores these from the predictions
+        if metric.inputs != "texts":
+            raise ValueError(
+                f"task {run.task.name!r} (generation) gives texts, but metric {name!r} takes {metric.inputs}"
+            )
+        metrics[name] = float(metric(answers, references))
+    predictions = [
+        {"uid": e.uid, "generated": text, "answer": answer}
+        for e, text, answer in zip(examples, raw.values, answers, strict=True)
+    ]
+    return metrics, predictions
+
+
+# --------------------------------------------------------------------------- language modelling
+
+
+def sliding_windows(tokens: Sequence[int], window: int, stride: int) -> list[TokenRequest]:
+    """Windows over ``tokens`` as in the transformers perplexity guide.
+
+    Each window holds up to ``window`` tokens and starts ``stride`` after the previous one;
+    it scores only the tokens no earlier window scored (the first token of the text has no
+    context and is never scored). Every other token is scored exactly once.
+
+    >>> [(len(w.tokens), w.start) for w in sliding_windows(range(10), 4, 2)]
+    [(4, 1), (4, 2), (4, 2), (4, 2)]
+    """
+    if window < 2 or stride < 1:
+        raise ValueError(f"need window >= 2 and stride >= 1, got {window} and {stride}")
+    tokens = list(tokens)
+    windows = []
+    previous_end = 0
+    for begin in range(0, len(tokens), stride):
+        end = min(begin + window, len(tokens))
+        new = end - previous_end
+        chunk = tokens[begin:end]
+        if len(chunk) >= 2:
+            windows.append(TokenRequest(tuple(chunk), max(1, len(chunk) - new)))
+        previous_end = end
+        if end == len(tokens):
+            break
+    return windows
+
+
+def _infer_perplexity(run: _Run, examples: Sequence[Example]) -> _Raw:
+    window = max(2, run.max_length)
+    stride = max(1, window // 2)
+    requests: list[TokenRequest] = []
+    spans = []
+    counts = []
+    for example in examples:
+        # The same ids training uses for a language-modelling example (special tokens included).
+        tokens = run.fmt.tokenizer(example.target, add_special_tokens=True)["input_ids"]
+        mine = sliding_windows(tokens, window, stride)
+        spans.append((len(requests), len(requests) + len(mine)))
+        counts.append(sum(len(w.tokens) - w.start for w in mine))
+        requests.extend(mine)
+    if not requests:
+        raise ValueError(f"task {run.task.name!r}: no example has two tokens to score")
+    totals, stats = token_loglikelihoods(
+        run.model, requests, batch_size=run.settings.batch_size, pad_id=_pad_id(run.fmt), device=run.device
+    )
+    stats.update(window=window, stride=stride, windows=len(requests))
+    return _Raw([(-sum(totals[a:b]), n) for (a, b), n in zip(spans, counts, strict=True)], stats)
+
+
+def _finish_perplexity(
+    run: _Run, examples: Sequence[Example], raw: _Raw
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    total_nll = math.fsum(nll for nll, _ in raw.values)
+    total_tokens = sum(n for _, n in raw.values)
+    metrics: dict[str, float] = {}
+    for name in dict.fromkeys(["perplexity", *run.task.metrics]):
+        metric = resolve_metric(name)
+        if metric.inputs == "judge":
+            continue
+        if metric.inputs != "nll":
+            raise ValueError(
+                f"task {run.task.name!r} (language_modeling) gives log-likelihoods, but metric "
+                f"{name!r} takes {metric.inputs}"
+            )
+        metrics[name] = float(metric(total_nll, total_tokens))
+    predictions = [
+        {"uid": e.uid, "nll": round(nll, 4), "tokens": n}
+        for e, (nll, n) in zip(examples, raw.values, strict=True)
+    ]
+    return metrics, predictions
+
+
+EVALUATORS: dict[str, _Evaluator] = {
+    "multiple_choice": _Evaluator(_infer_choices, _finish_choices),
+    "classification": _Evaluator(_infer_choices, _finish_choices),
+    "generation": _Evaluator(_infer_generation, _finish_generation),
+    "language_modeling": _Evaluator(_infer_perplexity, _finish_perplexity),
+}
