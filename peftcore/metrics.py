@@ -268,8 +268,9 @@ def number_exact_match(predictions: Sequence[str], references: Sequence[Referenc
     _check_pairs(predictions, references)
     hits = 0
     for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        golds = _gold_numbers(ref, i)
         value = extract_number(pred)
-        hits += value is not None and value in _gold_numbers(ref, i)
+        hits += value is not None and value in golds
     return hits / len(predictions)
 
 
@@ -282,9 +283,10 @@ def number_parse_counts(predictions: Sequence[str], references: Sequence[Referen
     _check_pairs(predictions, references)
     counts = {"scored": 0, "unparseable_predictions": 0, "unparseable_references": 0}
     for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        golds = _gold_numbers(ref, i)
         if extract_number(pred) is None:
             counts["unparseable_predictions"] += 1
-        elif not _gold_numbers(ref, i):
+        elif not golds:
             counts["unparseable_references"] += 1
         else:
             counts["scored"] += 1
