@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.errors import SpecError
-from peftcore.schema import build, plain
+from peftcore.schema import build, freeze, plain
 from peftcore.specs import (
     DataSizes,
     EvalSettings,
@@ -72,11 +72,17 @@ def resolve_training(
     task: TaskSpec,
     overrides: Mapping[str, Any] | None = None,
 ) -> TrainingBudget:
+    """The budget of one (method, task) pair in ``profile``; ``overrides`` come from the command line.
+
+    Each spec's own ``training:`` block was checked where it is written (at load); a bad
+    command-line value is reported as such.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    build(TrainingBudget, given, "command line", "training")
     merged: dict[str, Any] = dict(store.defaults.get("training", {}))
-    for layer in (task.training, profile.training, method.training, overrides or {}):
+    for layer in (task.training, profile.training, method.training, given):
         merged = deep_merge(merged, {k: v for k, v in layer.items() if v is not None})
-    file = method.file if method.training else profile.file
-    return build(TrainingBudget, merged, file, "training")
+    return build(TrainingBudget, merged, profile.file, "training")
 
 
 def expand(
@@ -94,15 +100,23 @@ def expand(
     tasks = [_named(store, profile, "tasks", name) for name in profile.tasks]
     data = profile.data
     if data_overrides:
-        data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), profile.file, "data")
-    if data.seen > data.train:
-        raise SpecError(profile.file, "data.seen", f"seen ({data.seen}) is drawn from train ({data.train})")
+        data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
+        if data.seen > data.train:
+            raise SpecError(
+                "command line", "data.seen", f"seen ({data.seen}) is drawn from train ({data.train})"
+            )
     seed_list = list(seeds) if seeds else [None]
+    # The budget does not depend on the model: resolve it once per (method, task).
+    budgets = {
+        (method.name, task.name): resolve_training(store, profile, method, task, overrides)
+        for method in methods
+        for task in tasks
+    }
     cases = []
     for model in models:
         for method in methods:
             for task in tasks:
-                budget = resolve_training(store, profile, method, task, overrides)
+                budget = budgets[method.name, task.name]
                 for seed in seed_list:
                     training = budget if seed is None else dataclasses.replace(budget, seed=seed)
                     cases.append(
@@ -157,4 +171,4 @@ def _apply_model_overrides(method: MethodSpec, model: ModelSpec) -> MethodSpec:
     extra = model.adapter_overrides.get(method.tuner) if method.is_peft else None
     if not extra:
         return method
-    return dataclasses.replace(method, adapter=type(method.adapter)(deep_merge(method.adapter, extra)))
+    return dataclasses.replace(method, adapter=freeze(deep_merge(method.adapter, extra)))

@@ -121,25 +121,38 @@ def _missing_bases(name: str, index: dict[str, tuple[list[str], list[str]]]) -> 
     return False
 
 
-def check_adapter(tuner: str, adapter: Mapping[str, Any], file: Path | None) -> None:
-    """Raise SpecError for an unknown tuner or a keyword its peft config class does not take."""
+def check_adapter(
+    tuner: str,
+    adapter: Mapping[str, Any],
+    file: Path | None,
+    *,
+    key: str = "adapter",
+    tuner_key: str = "tuner",
+) -> None:
+    """Raise SpecError for an unknown tuner or a keyword its peft config class does not take.
+
+    ``key`` and ``tuner_key`` are where the keywords and the tuner name sit in the spec file
+    (a model's ``adapter_overrides.vblora`` holds both).
+    """
     if tuner in SPECIAL_TUNERS:
         if adapter:
-            raise SpecError(file, "adapter", f"tuner {tuner!r} takes no adapter block")
+            raise SpecError(file, key, f"tuner {tuner!r} takes no adapter block")
         return
     tuners = available_tuners()
     if not tuners:
         return  # peft's source is not readable here; the config class checks it later
     if tuner not in tuners:
-        raise SpecError(file, "tuner", f"unknown tuner {tuner!r}; " + suggest(tuner, (*SPECIAL_TUNERS, *tuners)))
+        raise SpecError(
+            file, tuner_key, f"unknown tuner {tuner!r}; " + suggest(tuner, (*SPECIAL_TUNERS, *tuners))
+        )
     found = config_fields(tuner)
     if found is None:
         return
     cls_name, fields = found
-    for key in adapter:
-        if key in RESERVED:
-            raise SpecError(file, f"adapter.{key}", "set by peftcore itself; remove it from the spec")
-        if key not in fields:
+    for name in adapter:
+        if name in RESERVED:
+            raise SpecError(file, f"{key}.{name}", "set by peftcore itself; remove it from the spec")
+        if name not in fields:
             raise SpecError(
-                file, f"adapter.{key}", f"not a {cls_name} keyword (peft); " + suggest(key, fields - RESERVED)
+                file, f"{key}.{name}", f"not a {cls_name} keyword (peft); " + suggest(name, fields - RESERVED)
             )

@@ -24,7 +24,9 @@ _RUN_ID = pytest.StashKey[str]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("peftcore", "peftcore benchmark grid")
-    group.addoption("--profile", default=None, help=f"profile under specs/profiles (default: {DEFAULT_PROFILE})")
+    group.addoption(
+        "--profile", default=None, help=f"profile under specs/profiles (default: {DEFAULT_PROFILE})"
+    )
     group.addoption("--specs", default=None, help="spec directory (default: ini peftcore_specs)")
     group.addoption("--max-steps", type=int, default=None, help="override every case's training steps")
     group.addoption("--batch-size", type=int, default=None, help="override every case's batch size")
@@ -33,7 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--held-out-size", type=int, default=None, help="override the held-out split size")
     group.addoption("--seen-size", type=int, default=None, help="override the seen split size")
     group.addoption(
-        "--seeds", default=None, help="comma-separated training seeds, e.g. 0,1,2: each case runs once per seed"
+        "--seeds",
+        default=None,
+        help="comma-separated training seeds, e.g. 0,1,2: each case runs once per seed",
     )
     group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
     group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
@@ -68,6 +72,7 @@ def run_id(config: pytest.Config) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "peftcore_case: a benchmark case generated from the specs")
+    _seeds(config)  # a malformed --seeds is a usage error, reported before collection
     store = None
     try:
         if (spec_dir(config) / "defaults.yaml").is_file():
@@ -101,7 +106,9 @@ def _seeds(config: pytest.Config) -> list[int] | None:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise pytest.UsageError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
+        raise pytest.UsageError(
+            f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}"
+        ) from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise pytest.UsageError(f"--seeds: expected distinct integers, got {text!r}")
     return seeds
@@ -136,11 +143,15 @@ def planned_cases(config: pytest.Config) -> list[Case]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
+    problem: str | None = None
     try:
         cases = planned_cases(metafunc.config)
     except SpecError as err:
-        # One line naming the file and key; no traceback from inside the loader.
-        pytest.fail(f"spec error: {err}", pytrace=False)
+        problem = str(err)
+    if problem is not None:
+        # One line naming the file and key; no traceback from inside the loader. Raised outside
+        # the except block, or pytest prints the SpecError again as the failure's context.
+        pytest.fail(f"spec error: {problem}", pytrace=False)
     params = [
         pytest.param(
             case,

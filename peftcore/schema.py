@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -71,8 +73,7 @@ def build(cls: type, data: Any, file: str | Path | None, prefix: str = "") -> An
     """
     if not isinstance(data, Mapping):
         raise SpecError(file, prefix or None, f"expected a mapping, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    hints, fields = _schema(cls)
     for key in data:
         if key not in fields:
             raise SpecError(file, _join(prefix, str(key)), "unknown key; " + suggest(str(key), fields))
@@ -81,9 +82,41 @@ def build(cls: type, data: Any, file: str | Path | None, prefix: str = "") -> An
         key = _join(prefix, name)
         if name in data:
             kwargs[name] = convert(hints[name], data[name], file, key)
+            _check_range(field, kwargs[name], file, key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise SpecError(file, key, "required key is missing")
     return cls(**kwargs)
+
+
+@functools.cache
+def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """Resolved annotations and the settable fields of a spec class (resolving is the slow part)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+    return hints, fields
+
+
+def _check_range(field: dataclasses.Field[Any], value: Any, file: str | Path | None, key: str) -> None:
+    """Bounds a field declares in its metadata (``min``/``max``, inclusive); NaN is never in range."""
+    low, high = field.metadata.get("min"), field.metadata.get("max")
+    if (low is None and high is None) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(file, key, f"expected a finite number, got {value}")
+    if low is not None and value < low:
+        raise SpecError(file, key, f"expected at least {low}, got {value}")
+    if high is not None and value > high:
+        raise SpecError(file, key, f"expected at most {high}, got {value}")
+
+
+def at_least(low: float, default: Any) -> Any:
+    """A dataclass field with a lower bound that :func:`build` checks."""
+    return dataclasses.field(default=default, metadata={"min": low})
+
+
+def between(low: float, high: float, default: Any) -> Any:
+    """A dataclass field with inclusive bounds that :func:`build` checks."""
+    return dataclasses.field(default=default, metadata={"min": low, "max": high})
 
 
 def _join(prefix: str, key: str) -> str:
@@ -113,7 +146,7 @@ def convert(hint: Any, value: Any, file: str | Path | None, key: str) -> Any:
             return value
         raise SpecError(file, key, f"expected one of {', '.join(map(str, args))}; got {_describe(value)}")
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, file, key)
+        return build(typing.cast(type, hint), value, file, key)
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise SpecError(file, key, f"expected a list, got {_describe(value)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 
 from peftcore import peft_schema
 from peftcore.errors import SpecError
-from peftcore.schema import build, suggest
+from peftcore.schema import at_least, between, build, plain, suggest
 
 KINDS = ("models", "methods", "tasks", "profiles")
 SECTION = {"models": "model", "methods": "method", "tasks": "task", "profiles": "profile"}
@@ -38,20 +39,20 @@ _INTERNAL = {"internal": True}
 class TrainingBudget:
     """How much a case trains. Set in defaults/profile; a task or method may override keys."""
 
-    max_steps: int = 30
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 256
-    learning_rate: float = 2e-4
+    max_steps: int = at_least(0, 30)
+    batch_size: int = at_least(1, 4)
+    gradient_accumulation_steps: int = at_least(1, 1)
+    max_length: int = at_least(1, 256)
+    learning_rate: float = at_least(0, 2e-4)
     lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = between(0, 1, 0.0)
+    weight_decay: float = at_least(0, 0.0)
+    max_grad_norm: float = at_least(0, 1.0)
     seed: int = 0
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"
-    logging_steps: int = 1
+    logging_steps: int = at_least(1, 1)
     report_to: tuple[str, ...] = ()
 
 
@@ -59,16 +60,16 @@ class TrainingBudget:
 class DataSizes:
     """How many examples each split gets. ``seen`` is drawn from ``train``."""
 
-    train: int = 200
-    held_out: int = 50
-    seen: int = 50
+    train: int = at_least(0, 200)
+    held_out: int = at_least(1, 50)
+    seen: int = at_least(0, 50)
     split_seed: int = 1234
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    batch_size: int = 8
-    max_new_tokens: int | None = None  # None: the task's own setting
+    batch_size: int = at_least(1, 8)
+    max_new_tokens: int | None = at_least(1, None)  # None: the task's own setting
     judge: Mapping[str, Any] | None = None
 
 
@@ -159,7 +160,7 @@ class DataSource:
 
 @dataclass(frozen=True)
 class Generation:
-    max_new_tokens: int = 32
+    max_new_tokens: int = at_least(1, 32)
     stop: tuple[str, ...] = ("\n",)
     extract: Literal["none", "first_line", "number"] = "first_line"
 
@@ -213,14 +214,29 @@ SPEC_CLASS: dict[str, type] = {
 # --------------------------------------------------------------------------- loading
 
 
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader, reading ``2e-4`` as a number (YAML 1.2) rather than a string (YAML 1.1).
+
+    Adapter blocks go to peft verbatim, so ``lora_dropout: 1e-1`` must arrive as a float.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(path, None, f"cannot read file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(path, None, f"not UTF-8 text (byte {err.start})") from None
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never yaml.Loader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -233,7 +249,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     for key in data:
         if not isinstance(key, str):
             raise SpecError(path, repr(key), "keys must be strings")
+    _check_shape(data, path, ())
     return data
+
+
+_MAX_DEPTH = 64
+
+
+def _check_shape(value: Any, path: Path, inside: tuple[int, ...]) -> None:
+    """Reject what nothing downstream could walk: an alias inside itself (``a: &x [*x]``), or
+    nesting deep enough to exhaust the interpreter's recursion limit."""
+    if isinstance(value, (dict, list)):
+        if id(value) in inside:
+            raise SpecError(path, None, "a YAML alias refers to a structure that contains it")
+        if len(inside) >= _MAX_DEPTH:
+            raise SpecError(path, None, f"nested more than {_MAX_DEPTH} levels deep")
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_shape(item, path, (*inside, id(value)))
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +298,17 @@ class SpecStore:
             if not isinstance(value, Mapping):
                 raise SpecError(self.root / "defaults.yaml", key, "expected a mapping")
         build(TrainingBudget, self.defaults.get("training", {}), self.root / "defaults.yaml", "training")
+        for kind, section in SECTION.items():
+            # A typo here would otherwise surface as an error in every spec of the kind.
+            known = {f.name for f in dataclasses.fields(SPEC_CLASS[kind]) if not f.metadata.get("internal")}
+            known.discard("name")
+            for key in self.defaults.get(section, {}):
+                if key not in known:
+                    raise SpecError(
+                        self.root / "defaults.yaml",
+                        f"{section}.{key}",
+                        "unknown key; " + suggest(str(key), known),
+                    )
         self._cache: dict[tuple[str, str], Any] = {}
 
     # -- discovery
@@ -284,9 +327,11 @@ class SpecStore:
         key = (kind, name)
         if key not in self._cache:
             path = self.path(kind, name)
-            if not path.is_file():
+            if not _is_plain_name(name) or not path.is_file():
                 singular = SECTION[kind]
-                raise SpecError(None, None, f"unknown {singular} {name!r}; " + suggest(name, self.names(kind)))
+                raise SpecError(
+                    None, None, f"unknown {singular} {name!r}; " + suggest(name, self.names(kind))
+                )
             raw = self._resolve(kind, path, stack=())
             self._cache[key] = self.validate(kind, name, raw, path)
         return self._cache[key]
@@ -310,6 +355,8 @@ class SpecStore:
             chain = " -> ".join(p.name for p in (*stack, path))
             raise SpecError(stack[-1], "include", f"include cycle: {chain}")
         raw = _read_yaml(path)
+        if "name" in raw:
+            raise SpecError(path, "name", f"a spec is named by its file ({path.stem}); remove this key")
         include = raw.get("include")
         if include is None:
             return raw
@@ -332,20 +379,35 @@ class SpecStore:
 
     def method_variant(self, profile: ProfileSpec, name: str) -> MethodSpec:
         """A method declared inline in a profile's ``variants:`` (e.g. one point of a rank sweep)."""
-        raw = dict(profile.variants[name])
+        file = Path(profile.file) if profile.file else self.root / "profiles"
+        where = f"variants.{name}"
+        declared = profile.variants[name]
+        if not isinstance(declared, Mapping):
+            raise SpecError(file, where, f"expected a mapping of method keys, got {declared!r:.60}")
+        raw = plain(declared)
+        if "name" in raw:
+            raise SpecError(file, f"{where}.name", "a variant is named by its key; remove this key")
         include = raw.pop("include", None)
-        file = profile.file or self.root / "profiles"
         if include is not None:
-            if not isinstance(include, str):
-                raise SpecError(file, f"variants.{name}.include", "expected a method name")
-            base = self._resolve("methods", self._include_path("methods", self.path("methods", "x"), include), ())
+            if not isinstance(include, str) or not include:
+                raise SpecError(file, f"{where}.include", "expected a method name")
+            try:
+                target = self._include_path("methods", self.root / "methods" / f"{name}.yaml", include)
+            except SpecError as err:
+                raise SpecError(file, f"{where}.include", err.expected) from None
+            base = self._resolve("methods", target, ())  # errors there name the included file
             base.pop("include", None)
             raw = deep_merge(base, raw)
         try:
-            return self.validate("methods", name, raw, Path(file))
+            return self.validate("methods", name, raw, file)
         except SpecError as err:
-            key = f"variants.{name}.{err.key}" if err.key else f"variants.{name}"
+            key = f"{where}.{err.key}" if err.key else where
             raise SpecError(file, key, err.expected) from None
+
+
+def _is_plain_name(name: str) -> bool:
+    """A spec name is a file stem: no folders, no hidden or parent entries."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _check(kind: str, spec: Any) -> None:
@@ -353,6 +415,7 @@ def _check(kind: str, spec: Any) -> None:
     file = spec.file
     if kind == "methods":
         peft_schema.check_adapter(spec.tuner, spec.adapter, file)
+        _check_training(file, spec.training)
     elif kind == "models":
         src = spec.source
         need = {"hub": ("id",), "local": ("path",), "gguf_package": ("package", "module", "file")}[src.kind]
@@ -361,18 +424,27 @@ def _check(kind: str, spec: Any) -> None:
                 raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
         if src.sha256 is not None and (len(src.sha256) != 64 or not _is_hex(src.sha256)):
             raise SpecError(file, "source.sha256", "expected 64 hexadecimal characters")
+        for tuner, keywords in spec.adapter_overrides.items():
+            where = f"adapter_overrides.{tuner}"
+            peft_schema.check_adapter(tuner, keywords, file, key=where, tuner_key=where)
     elif kind == "tasks":
         src = spec.source
         need = {"package": ("package", "module", "path"), "local": ("path",), "hub": ("id",)}[src.kind]
         for key in need:
             if getattr(src, key) is None:
                 raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
+        for ours, where in spec.fields.items():
+            paths = where if isinstance(where, tuple) else (where,)
+            if not paths or not all(isinstance(p, str) and p for p in paths):
+                raise SpecError(
+                    file,
+                    f"fields.{ours}",
+                    f"expected a dotted path in a record or a list of them, got {where!r:.60}",
+                )
         _check_template(spec)
-        for key in spec.training:
-            _check_training_key(file, "training", key)
+        _check_training(file, spec.training)
     elif kind == "profiles":
-        for key in spec.training:
-            _check_training_key(file, "training", key)
+        _check_training(file, spec.training)
         for axis in ("methods", "models", "tasks"):
             if not getattr(spec, axis):
                 raise SpecError(file, axis, f"empty list: a profile needs at least one {SECTION[axis]}")
@@ -380,17 +452,19 @@ def _check(kind: str, spec: Any) -> None:
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise SpecError(file, axis, f"listed twice: {', '.join(dupes)}")
-    if kind == "methods":
-        for key in spec.training:
-            _check_training_key(file, "training", key)
+        if spec.data.seen > spec.data.train:
+            raise SpecError(
+                file, "data.seen", f"seen ({spec.data.seen}) is drawn from train ({spec.data.train})"
+            )
 
 
-_TRAINING_KEYS = {f.name for f in dataclasses.fields(TrainingBudget)}
+def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
+    """A partial training budget: every key known and of the right type, where it is written.
 
-
-def _check_training_key(file: Path | None, prefix: str, key: str) -> None:
-    if key not in _TRAINING_KEYS:
-        raise SpecError(file, f"{prefix}.{key}", "unknown training key; " + suggest(key, _TRAINING_KEYS))
+    (Merged into a full budget only at expansion, where a wrong value could not be traced back to
+    the file that set it.) ``null`` means "not set here".
+    """
+    build(TrainingBudget, {k: v for k, v in training.items() if v is not None}, file, "training")
 
 
 def _is_hex(text: str) -> bool:
