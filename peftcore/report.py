@@ -531,6 +531,11 @@ def run_facts(run: Run) -> list[tuple[str, str]]:
     return facts
 
 
+def _problems(run: Run, reference: Run | None) -> list[str]:
+    """Unreadable record files of the reported run and of the run it is compared with."""
+    return [*run.problems, *(reference.problems if reference is not None else ())]
+
+
 def failed_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted((r for r in records if r["status"] != "finished"), key=lambda r: str(r["case_id"]))
 
@@ -614,9 +619,10 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
             )
         )
         lines.append("")
-    if run.problems:
+    problems = _problems(run, reference)
+    if problems:
         lines += ["## Record files that could not be read", ""]
-        lines.extend(f"- {_md(p)}" for p in run.problems)
+        lines.extend(f"- {_md(p)}" for p in problems)
         lines.append("")
     if reference is not None and comparison is not None:
         lines.extend(_comparison_md(reference, run, comparison))
@@ -638,6 +644,8 @@ def _format_quantity(label: str, value: float) -> str:
 
 
 def _change(row: ComparisonRow) -> str:
+    if row.delta == 0:
+        return "±0"
     name = row.quantity.rpartition(".")[2]
     if name.endswith("_bytes"):
         text = ("+" if row.delta >= 0 else "-") + human_bytes(abs(row.delta))
@@ -648,40 +656,95 @@ def _change(row: ComparisonRow) -> str:
     return text
 
 
-def _comparison_md(reference: Run, current: Run, result: ComparisonResult) -> list[str]:
-    lines = [f"## Comparison with {reference.run_id}", ""]
-    lines.append(
-        f"{current.run_id} against {reference.run_id}, case by case (matched on method, model, task and "
-        "seed); better or worse by each metric's declared direction."
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    right: list[bool]  # right-aligned (numeric) columns
+
+
+def _relative(row: ComparisonRow | None) -> str:
+    if row is None:
+        return DASH
+    if row.delta == 0:
+        return "±0"
+    arrow = {"better": " ▲", "worse": " ▼"}.get(row.verdict, "")
+    if row.relative is None or not math.isfinite(row.relative):
+        return f"{row.delta:+.4g}{arrow}"
+    return f"{row.relative:+.1%}{arrow}"
+
+
+def comparison_parts(
+    reference: Run, current: Run, result: ComparisonResult
+) -> tuple[list[str], Table, Table]:
+    """What the comparison section says: facts, one headline row per case, every changed quantity."""
+    counts = {v: sum(r.verdict == v for r in result.rows) for v in ("better", "worse", "same", "changed")}
+    facts = [
+        f"cases in both: {len(result.matched_cases)}",
+        f"only in {current.run_id}: {', '.join(result.new_cases) or 'none'}",
+        f"only in {reference.run_id}: {', '.join(result.missing_cases) or 'none'}",
+        *(f"not compared: {case}: {why}" for case, why in result.unavailable),
+        *(f"note: {note}" for note in result.notes),
+        f"{counts['better']} values better, {counts['worse']} worse, {counts['same']} unchanged"
+        + (f", {counts['changed']} changed (no direction)" if counts["changed"] else ""),
+    ]
+    primary = {str(r["case_id"]): primary_metric(r) for r in current.records}
+    by_case: dict[str, dict[str, ComparisonRow]] = {}
+    for row in result.rows:
+        by_case.setdefault(row.case_id, {})[row.quantity] = row
+    headline = Table(
+        ["Case", "Metric", reference.run_id, current.run_id, "Change", "Peak train memory", "Train time"],
+        [],
+        [False, False, True, True, True, True, True],
     )
-    lines.append("")
-    lines.append(
-        f"- cases in both: {len(result.matched_cases)}; only in {current.run_id}: "
-        f"{', '.join(result.new_cases) or 'none'}; "
-        f"only in {reference.run_id}: {', '.join(result.missing_cases) or 'none'}"
-    )
-    lines.extend(f"- not compared: {case}: {why}" for case, why in result.unavailable)
-    lines.extend(f"- note: {note}" for note in result.notes)
-    lines.append("")
-    lines.extend(
-        _md_table(
-            ["Case", "Quantity", reference.run_id, current.run_id, "Change", "Verdict"],
-            (
-                [
-                    r.case_id,
-                    r.quantity,
-                    _format_quantity(r.quantity, r.baseline),
-                    _format_quantity(r.quantity, r.current),
-                    _change(r),
-                    _ARROW.get(r.verdict, r.verdict),
-                ]
-                for r in result.rows
-            ),
-            [False, False, True, True, True, False],
+    for case_id, rows in by_case.items():
+        metric = primary.get(case_id) or ""
+        main = rows.get(metric)
+        headline.rows.append(
+            [
+                case_id,
+                metric or DASH,
+                _format_quantity(metric, main.baseline) if main else DASH,
+                _format_quantity(metric, main.current) if main else DASH,
+                (_change(main) + {"better": " ▲", "worse": " ▼"}.get(main.verdict, "")) if main else DASH,
+                _relative(rows.get("training.peak_memory_bytes")),
+                _relative(rows.get("training.train_seconds")),
+            ]
         )
+    detail = Table(
+        ["Case", "Quantity", reference.run_id, current.run_id, "Change", "Verdict"],
+        [
+            [
+                r.case_id,
+                r.quantity,
+                _format_quantity(r.quantity, r.baseline),
+                _format_quantity(r.quantity, r.current),
+                _change(r),
+                _ARROW.get(r.verdict, r.verdict),
+            ]
+            for r in result.rows
+            if r.verdict != "same"
+        ],
+        [False, False, True, True, True, False],
     )
-    lines.append("")
-    return lines
+    return facts, headline, detail
+
+
+_COMPARISON_LEAD = (
+    "{new} against {old}, case by case (matched on method, model, task and seed). ▲ better, ▼ worse, by "
+    "each metric's declared direction; comparison.csv holds every value."
+)
+
+
+def _comparison_md(reference: Run, current: Run, result: ComparisonResult) -> list[str]:
+    facts, headline, detail = comparison_parts(reference, current, result)
+    lines = [f"## Comparison with {reference.run_id}", ""]
+    lines += [_COMPARISON_LEAD.format(new=current.run_id, old=reference.run_id), ""]
+    lines += [f"- {fact}" for fact in facts] + ["", "### Per case", ""]
+    lines += _md_table(headline.header, headline.rows, headline.right)
+    lines += ["", "### Every value that changed", ""]
+    lines += _md_table(detail.header, detail.rows, detail.right) if detail.rows else ["Nothing changed."]
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------- plots
@@ -779,7 +842,16 @@ def plot_pareto(
             capsize=3,
             zorder=3,
         )
-        ax.annotate(row.method, (x, y), xytext=(7, 5), textcoords="offset points", fontsize=9, zorder=4)
+        ax.annotate(
+            row.method,
+            (x, y),
+            xytext=(7, 5),
+            textcoords="offset points",
+            fontsize=9 if on_front else 7.5,
+            fontweight="bold" if on_front else "normal",
+            color="#111111" if on_front else "#555555",
+            zorder=4,
+        )
     base = next((r for r in rows if not r.trains), None)
     base_stat = base.stat(quality) if base else None
     if base is not None and base_stat is not None and not math.isnan(base_stat.mean):
@@ -802,46 +874,63 @@ def plot_pareto(
 
 
 def plot_train_time(
-    groups: Mapping[tuple[str, str], Sequence[Row]], titles: Mapping[tuple[str, str], str]
+    groups: Mapping[tuple[str, str], Sequence[Row]],
+    titles: Mapping[tuple[str, str], str],
+    colors: Mapping[str, str],
 ) -> Plot | None:
+    """One bar per method (its mean over tasks), one marker per task: compact at 17 methods x 10 tasks."""
     quantity = Quantity("training", "train_seconds")
-    methods = list(
-        dict.fromkeys(
-            r.method for rows in groups.values() for r in sorted(rows, key=_method_order) if r.trains
-        )
-    )
-    series = []
+    by_method: dict[str, list[tuple[str, Stat]]] = {}
     for key, rows in groups.items():
-        stats = {r.method: r.stat(quantity) for r in rows if r.trains}
-        if any(stats.values()):
-            series.append((titles[key], stats))
-    if not methods or not series:
+        for row in sorted(rows, key=_method_order):
+            stat = row.stat(quantity)
+            if row.trains and stat is not None:
+                by_method.setdefault(row.method, []).append((titles[key], stat))
+    if not by_method:
         return None
-    top = max(s.mean for _, stats in series for s in stats.values() if s)
+    methods = sorted(by_method, key=lambda m: _method_order(_row_like(groups, m)))
+    top = max(stat.mean for found in by_method.values() for _, stat in found)
     unit, scale = ("min", 60.0) if top >= 120 else ("s", 1.0)
-    fig = _figure(7.6, 1.0 + 0.32 * len(methods) * max(1, len(series)) ** 0.6 + 0.4)
+    fig = _figure(7.6, 0.9 + 0.34 * len(methods))
     ax = fig.add_subplot()
     _style(ax)
-    from matplotlib import colormaps
-
-    cmap = colormaps["Set2"]
-    height = 0.8 / len(series)
-    for i, (label, stats) in enumerate(series):
-        ys, widths, errs = [], [], []
-        for j, method in enumerate(methods):
-            stat = stats.get(method)
-            if stat:
-                ys.append(j - 0.4 + height * (i + 0.5))
-                widths.append(stat.mean / scale)
-                errs.append((stat.std or 0) / scale)
-        ax.barh(ys, widths, height=height * 0.92, xerr=errs, color=cmap(i % cmap.N), label=label, capsize=2)
+    means = [statistics.fmean(stat.mean for _, stat in by_method[m]) / scale for m in methods]
+    ax.barh(range(len(methods)), means, color=[colors[m] for m in methods], height=0.66, alpha=0.85)
+    labels = list(dict.fromkeys(label for found in by_method.values() for label, _ in found))
+    markers = "osD^vP*Xph"
+    if len(labels) > 1:
+        for i, label in enumerate(labels):
+            points = [
+                (stat.mean / scale, j)
+                for j, m in enumerate(methods)
+                for name, stat in by_method[m]
+                if name == label
+            ]
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=18, color="#333333", zorder=3, label=label)
+        ax.legend(fontsize=8, frameon=False, loc="lower right", title="task", title_fontsize=8)
+    for j, (method, value) in enumerate(zip(methods, means, strict=True)):
+        right = max(value, *(stat.mean / scale for _, stat in by_method[method]))  # clear of the markers
+        ax.annotate(
+            fmt_seconds(Stat(value * scale, None, 1)),
+            (right, j),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlim(0, top / scale * 1.3)
     ax.set_yticks(range(len(methods)), methods)
     ax.invert_yaxis()
-    ax.set_xlabel(f"training time ({unit}, lower is better)")
+    ax.set_xlabel(
+        f"training time ({unit}, lower is better)" + ("; bar: mean over tasks" if len(labels) > 1 else "")
+    )
     ax.set_title("Training time per method", loc="left", fontsize=11)
-    if len(series) > 1:
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
-    return Plot("plot-train-time", "training time per method and task", _png(fig))
+    return Plot("plot-train-time", "training time per method (bars) and per task (markers)", _png(fig))
+
+
+def _row_like(groups: Mapping[tuple[str, str], Sequence[Row]], method: str) -> Row:
+    return next(r for rows in groups.values() for r in rows if r.method == method)
 
 
 def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | None:
@@ -885,10 +974,11 @@ def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | 
     return Plot("plot-adapter-size", "adapter size on disk per method", _png(fig))
 
 
-def _grid(count: int, width: float = 4.3, height: float = 3.1) -> tuple[Any, list[Any]]:
-    cols = min(3, count)
+def _grid(count: int, height: float = 3.1, max_cols: int = 3) -> tuple[Any, list[Any]]:
+    """``count`` panels, at most ``max_cols`` a row, on a page-wide figure."""
+    cols = max(1, min(max_cols, count))
     rows = math.ceil(count / cols)
-    fig = _figure(width * cols, height * rows + 0.5)
+    fig = _figure(13.0 if count > 1 else 7.6, height * rows + 0.5)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(count)]
     return fig, axes
 
@@ -977,7 +1067,8 @@ def plot_held_out_vs_seen(
             panels.append((titles[key], metric, bars))
     if not panels:
         return None
-    fig, axes = _grid(len(panels), height=3.3)
+    methods = max(len(bars) for _, _, bars in panels)
+    fig, axes = _grid(len(panels), height=3.3, max_cols=3 if methods <= 7 else 2 if methods <= 12 else 1)
     for ax, (title, metric, bars) in zip(axes, panels, strict=True):
         _style(ax)
         xs = range(len(bars))
@@ -1029,7 +1120,7 @@ def draw_plots(run: Run) -> dict[str, list[Plot]]:
     pareto = [plot_pareto(m, t, rows, colors, titles[(m, t)]) for (m, t), rows in groups.items()]
     sections = {
         "pareto": pareto,
-        "cost": [plot_train_time(groups, titles), plot_adapter_size(all_rows, colors)],
+        "cost": [plot_train_time(groups, titles, colors), plot_adapter_size(all_rows, colors)],
         "loss": [plot_loss_curves(groups, titles, colors)],
         "generalization": [plot_held_out_vs_seen(groups, titles, colors)],
     }
@@ -1141,36 +1232,47 @@ def _table_html(rows: Sequence[Row]) -> str:
             cells.append(f'<td class="{cls}">{_value_html(c.render(row))}</td>')
         tr_cls = ' class="base"' if not row.trains else ""
         body.append(f"<tr{tr_cls}>{''.join(cells)}</tr>")
+    return _wrap_table(head, body)
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(
+        f"<th{' class=num' if r else ''}>{_e(h)}</th>" for h, r in zip(table.header, table.right, strict=True)
+    )
+    body = []
+    for row in table.rows:
+        cells = []
+        for text, right in zip(row, table.right, strict=True):
+            classes = ["num"] if right else []
+            if "▲" in text:
+                classes.append("better")
+            elif "▼" in text:
+                classes.append("worse")
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{cls}>{_e(text)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return _wrap_table(head, body)
+
+
+def _wrap_table(head: str, body: Sequence[str]) -> str:
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="table-wrap">{table}</div>'
 
 
 def _comparison_html(reference: Run, current: Run, result: ComparisonResult) -> str:
+    facts, headline, detail = comparison_parts(reference, current, result)
+    lead = _COMPARISON_LEAD.format(new=current.run_id, old=reference.run_id)
     parts = [
         '<section id="comparison">',
         f"<h2>Comparison with {_e(reference.run_id)}</h2>",
-        f'<p class="lead">{_e(current.run_id)} against {_e(reference.run_id)}, case by case (matched on '
-        "method, model, task and seed); better or worse by each metric's declared direction.</p>",
-        "<ul>",
-        f"<li>cases in both: {len(result.matched_cases)}</li>",
-        f"<li>only in {_e(current.run_id)}: {_e(', '.join(result.new_cases) or 'none')}</li>",
-        f"<li>only in {_e(reference.run_id)}: {_e(', '.join(result.missing_cases) or 'none')}</li>",
-        *(f"<li>not compared: {_e(case)}: {_e(why)}</li>" for case, why in result.unavailable),
-        *(f"<li>note: {_e(note)}</li>" for note in result.notes),
-        "</ul>",
-        '<div class="table-wrap"><table><thead><tr><th>Case</th><th>Quantity</th>'
-        f"<th class=num>{_e(reference.run_id)}</th><th class=num>{_e(current.run_id)}</th>"
-        "<th class=num>Change</th><th>Verdict</th></tr></thead><tbody>",
+        f'<p class="lead">{_e(lead)}</p>',
+        "<ul>" + "".join(f"<li>{_e(fact)}</li>" for fact in facts) + "</ul>",
+        "<h3>Per case</h3>",
+        _html_table(headline),
+        "<h3>Every value that changed</h3>",
+        _html_table(detail) if detail.rows else '<p class="muted">Nothing changed.</p>',
+        "</section>",
     ]
-    for r in result.rows:
-        parts.append(
-            f"<tr><td>{_e(r.case_id)}</td><td>{_e(r.quantity)}</td>"
-            f"<td class=num>{_e(_format_quantity(r.quantity, r.baseline))}</td>"
-            f"<td class=num>{_e(_format_quantity(r.quantity, r.current))}</td>"
-            f"<td class=num>{_e(_change(r))}</td>"
-            f"<td class={r.verdict}>{_e(_ARROW.get(r.verdict, r.verdict))}</td></tr>"
-        )
-    parts.append("</tbody></table></div></section>")
     return "\n".join(parts)
 
 
@@ -1193,7 +1295,8 @@ def report_html(
     ]
     if failed:
         sections.append(("failed", "Failed cases"))
-    if run.problems:
+    problems = _problems(run, reference)
+    if problems:
         sections.append(("problems", "Unreadable records"))
     if comparison is not None:
         sections.append(("comparison", "Comparison"))
@@ -1280,9 +1383,9 @@ def report_html(
                 f'<td class="reason" title="{_e(r.get("reason") or "")}">{_e(_reason(r))}</td></tr>'
             )
         out.append("</tbody></table></section>")
-    if run.problems:
+    if problems:
         out.append('<section id="problems"><h2>Record files that could not be read</h2><ul class="problems">')
-        out.extend(f"<li>{_e(p)}</li>" for p in run.problems)
+        out.extend(f"<li>{_e(p)}</li>" for p in problems)
         out.append("</ul></section>")
     if reference is not None and comparison is not None:
         out.append(_comparison_html(reference, run, comparison))

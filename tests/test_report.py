@@ -249,7 +249,14 @@ def test_two_runs_are_compared_case_by_case(tmp_path: Path) -> None:
     assert re.search(
         r"\| lora-smollm2-135m-squad \| f1 \| 0\.355 \| 0\.3 \| -0\.055 \(-15\.5%\) \| ▼ worse \|", text
     )
-    assert 'id="comparison"' in (out / "report.html").read_text()
+    per_case, changed = text.split("### Per case")[1].split("### Every value that changed")
+    lora = r"\| lora-smollm2-135m-squad \| f1 \| 0\.355 \| 0\.3 \| -0\.055 \(-15\.5%\) ▼ "
+    assert re.search(lora + r"\| -1\d\.\d% ▲ \| ±0 \|", per_case)  # memory down 15 %: better
+    assert "| base-smollm2-135m-squad | f1 | 0.31 | 0.31 | ±0 | — | — |" in per_case
+    assert "base-smollm2-135m-squad" not in changed  # unchanged values are left to comparison.csv
+    assert "1 values better, 1 worse" in text
+    page = (out / "report.html").read_text()
+    assert 'id="comparison"' in page and '<td class="num worse">-0.055 (-15.5%) ▼</td>' in page
 
 
 def test_two_runs_without_a_common_case_is_an_error(tmp_path: Path) -> None:
