@@ -97,6 +97,18 @@ def apply_method(model: Any, method: MethodSpec, budget: TrainingBudget) -> Any:
         raise SpecError(method.file, "adapter", f"peft could not apply {method.tuner}: {message}") from None
 
 
+def save_trained(model: Any, folder: Any, method: MethodSpec) -> None:
+    """``save_pretrained`` in safetensors; a peft model writes only its adapter."""
+    import warnings
+
+    with warnings.catch_warnings():
+        if method.tuner == "adalora":
+            # AdaLoRA prunes some modules to rank 0, which is its point; peft's save check
+            # reads the zero-sized tensors as an unsynchronised ZeRO-3/FSDP shard and warns.
+            warnings.filterwarnings("ignore", message=r"Adapter .* LoRA tensor\(s\) have invalid shape")
+        model.save_pretrained(folder, safe_serialization=True)
+
+
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(trainable, total) parameters; 4-bit weights count as the parameters they stand for."""
     if hasattr(model, "get_nb_trainable_parameters"):

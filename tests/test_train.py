@@ -1,0 +1,216 @@
+"""The training engine on the real default model: every method trains, saves and reloads.
+
+A few steps on a small fixed batch (the same examples every step), so a working method must
+lower the loss; fp32 so reloaded and in-memory models can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from peftcore.cases import Case
+from peftcore.errors import DivergenceError
+from peftcore.specs import DataSizes, EvalSettings, SpecStore
+
+torch = pytest.importorskip("torch")
+
+from peftcore import methods, prompting, train  # noqa: E402
+from peftcore.data import load_task  # noqa: E402
+from peftcore.models import load_base  # noqa: E402
+
+SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
+TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods", name).trains]
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def bases():
+    """Loaded base variants, one per quantization, shared by the module's tests."""
+    model = SPECS.get("models", "smollm2-135m")
+    loaded = {}
+
+    def get(options):
+        key = (options.quantization, options.double_quant, options.compute_dtype)
+        if key not in loaded:
+            loaded[key] = load_base(model, options, "cpu")
+        return loaded[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def fixed_batch():
+    """Four ARC-Easy training examples, tokenized: one batch, the same every step."""
+    task = SPECS.get("tasks", "arc_easy")
+    return load_task(task, DataSizes(train=4, held_out=4, seen=2))
+
+
+def make_case(method_name: str, **training) -> Case:
+    method = SPECS.get("methods", method_name)
+    model = SPECS.get("models", "smollm2-135m")
+    extra = model.adapter_overrides.get(method.tuner)
+    if extra:
+        method = dataclasses.replace(method, adapter={**method.adapter, **extra})
+    budget = dataclasses.replace(
+        SPECS.get("profiles", "smoke").training if False else _budget(method),
+        **training,
+    )
+    return Case(
+        "test", method, model, SPECS.get("tasks", "arc_easy"), budget, DataSizes(4, 4, 2), EvalSettings()
+    )
+
+
+def _budget(method):
+    from peftcore.cases import resolve_training
+
+    overrides = {
+        "max_steps": STEPS,
+        "batch_size": 4,
+        "max_length": 64,
+        "warmup_ratio": 0.0,
+        "lr_scheduler": "constant",
+        "precision": "fp32",
+        "logging_steps": 1,
+    }
+    return resolve_training(
+        SPECS, SPECS.get("profiles", "smoke"), method, SPECS.get("tasks", "arc_easy"), overrides
+    )
+
+
+def run_training(case: Case, base, data, tmp_path: Path):
+    fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
+    dataset = prompting.tokenized_train_set(
+        data.train, fmt, case.training.max_length, lm=False, data_key=data.split_sha256
+    )
+    torch.manual_seed(case.training.seed)
+    model = methods.apply_method(base.fresh(), case.method, case.training)
+    outcome = train.train(
+        model,
+        base.tokenizer,
+        dataset,
+        case.training,
+        case.method,
+        device="cpu",
+        output_dir=tmp_path / "trainer",
+    )
+    return model, outcome, dataset
+
+
+def logits(model, dataset):
+    batch = {"input_ids": torch.tensor([dataset[0]["input_ids"]])}
+    model.eval()
+    with torch.inference_mode():
+        return model(**batch).logits.float()
+
+
+@pytest.mark.parametrize("method_name", TRAINED_METHODS)
+def test_method_trains_saves_and_reloads(method_name, bases, fixed_batch, tmp_path):
+    case = make_case(method_name)
+    base = bases(case.method.base)
+    model, outcome, dataset = run_training(case, base, fixed_batch, tmp_path)
+
+    losses = [loss for _, loss in outcome.loss_curve]
+    assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
+    assert outcome.train_tokens > 0 and outcome.tokens_per_second > 0
+    # The same four examples every step: the loss must come down.
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+
+    trainable, total = methods.parameter_counts(model)
+    assert 0 < trainable <= total
+
+    methods.save_trained(model, tmp_path / "saved", case.method)
+    files = list((tmp_path / "saved").glob("*.safetensors"))
+    assert files and all(f.stat().st_size > 0 for f in files)
+    before = logits(model, dataset)
+    if case.method.is_peft:
+        from peft import PeftModel
+
+        reloaded = PeftModel.from_pretrained(base.fresh(), tmp_path / "saved")
+    else:
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", dtype=torch.float32)
+    after = logits(reloaded, dataset)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_loss_curve(bases, fixed_batch, tmp_path):
+    case = make_case("lora")
+    base = bases(case.method.base)
+    _, first, _ = run_training(case, base, fixed_batch, tmp_path / "a")
+    _, second, _ = run_training(case, base, fixed_batch, tmp_path / "b")
+    torch.testing.assert_close(
+        torch.tensor([loss for _, loss in first.loss_curve]),
+        torch.tensor([loss for _, loss in second.loss_curve]),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_adalora_reallocates_its_rank_budget_every_step(bases, fixed_batch, tmp_path):
+    case = make_case("adalora", max_steps=12)
+    base = bases(case.method.base)
+    model, outcome, _ = run_training(case, base, fixed_batch, tmp_path)
+    assert outcome.extra["adalora_updates"] == 12
+    config = model.peft_config[model.active_adapter]
+    assert config.rank_pattern, "the final budget was never allocated"
+    assert outcome.extra["adalora_final_rank_total"] < outcome.extra["adalora_initial_rank_total"]
+
+
+def test_nan_loss_stops_training_at_that_step(bases, fixed_batch, tmp_path):
+    case = make_case("lora", max_steps=6)
+    base = bases(case.method.base)
+    fmt = prompting.PromptFormat.for_model(base.tokenizer, "auto")
+    dataset = prompting.tokenized_train_set(
+        fixed_batch.train, fmt, 64, lm=False, data_key=fixed_batch.split_sha256
+    )
+    model = methods.apply_method(base.fresh(), case.method, case.training)
+    calls = {"n": 0}
+
+    def poison(module, args, output):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # the third forward pass, i.e. step 3
+            return output * float("nan")
+        return output
+
+    model.get_base_model().model.norm.register_forward_hook(poison)
+    with pytest.raises(DivergenceError) as err:
+        train.train(
+            model, base.tokenizer, dataset, case.training, case.method, device="cpu", output_dir=tmp_path
+        )
+    assert err.value.step == 3
+    assert "step 3" in str(err.value) and "nan" in str(err.value)
+
+
+def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
+    """Training a fresh copy (fully, or with an adapter) leaves the loaded template untouched."""
+    case = make_case("full", max_steps=2, learning_rate=1e-3)
+    base = bases(case.method.base)
+    snapshot = {k: v.clone() for k, v in base.model.state_dict().items()}
+    run_training(case, base, fixed_batch, tmp_path / "full")
+    run_training(make_case("lora", max_steps=2), base, fixed_batch, tmp_path / "lora")
+    after = base.model.state_dict()
+    assert set(after) == set(snapshot)
+    for key, value in snapshot.items():
+        assert torch.equal(after[key], value), key
+    assert not any("lora" in name for name, _ in base.model.named_modules())
+    assert all(not p.requires_grad or True for p in base.model.parameters())
+
+
+def test_loss_is_only_on_the_answer(bases, fixed_batch):
+    base = bases(SPECS.get("methods", "lora").base)
+    fmt = prompting.PromptFormat.for_model(base.tokenizer, "auto")
+    example = fixed_batch.train[0]
+    row = prompting.encode_training(example, fmt, 256, lm=False)
+    answer = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+    assert base.tokenizer.decode(answer) == fmt.continuation(example.target) + fmt.end
+    # Truncation drops the start of the prompt, never the answer.
+    short = prompting.encode_training(example, fmt, len(answer) + 3, lm=False)
+    assert len(short["input_ids"]) == len(answer) + 3
+    assert [
+        t for t, label in zip(short["input_ids"], short["labels"], strict=True) if label != -100
+    ] == answer
