@@ -1,0 +1,119 @@
+"""``peftcore list``: every spec with its one-line description; broken specs as error lines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peftcore.cli import main
+from peftcore.specs import KINDS, SpecStore
+
+
+def run_list(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main(["list", *args])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def test_lists_every_spec_with_its_description(
+    shipped_specs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines, err = run_list(capsys, "--specs", str(shipped_specs))
+    assert (code, err) == (0, "")
+    store = SpecStore(shipped_specs)
+    headers = [line for line in lines if not line.startswith(" ")]
+    assert headers == [f"{kind}:" for kind in KINDS]
+    for kind in KINDS:
+        start = lines.index(f"{kind}:")
+        rows = lines[start + 1 : start + 1 + len(store.names(kind))]
+        for name, row in zip(store.names(kind), rows, strict=True):
+            spec = store.get(kind, name)
+            assert row.split()[0] == name
+            assert spec.description in row
+            assert "!!" not in row
+
+
+def test_profiles_show_their_case_count(shipped_specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run_list(capsys, "profiles", "--specs", str(shipped_specs))
+    assert code == 0
+    assert lines[0] == "profiles:"
+    smoke = SpecStore(shipped_specs).get("profiles", "smoke")
+    count = len(smoke.methods) * len(smoke.models) * len(smoke.tasks)
+    [row] = [line for line in lines if line.split()[0] == "smoke"]
+    assert row.endswith(f" = {count} cases]")
+
+
+def test_one_kind_only(shipped_specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run_list(capsys, "methods", "--specs", str(shipped_specs))
+    assert code == 0
+    assert lines[0] == "methods:"
+    assert len(lines) == 1 + len(SpecStore(shipped_specs).names("methods"))
+    assert not any(line.endswith(":") for line in lines[1:])
+
+
+def test_a_broken_spec_is_an_error_line(specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (specs / "methods" / "vera.yaml").write_text("tuner: vera\nadapter: {rr: 8}\n")
+    code, lines, _ = run_list(capsys, "--specs", str(specs))
+    assert code == 1
+    [row] = [line for line in lines if line.split()[0] == "vera"]
+    assert row.split(None, 1)[1] == f"!! {specs / 'methods' / 'vera.yaml'}: key 'adapter.rr': " + (
+        "not a VeraConfig keyword (peft); did you mean 'r'?"
+    )
+    # Everything else is still listed.
+    assert any(line.split()[0] == "lora" and "!!" not in line for line in lines)
+    # A profile that lists vera cannot expand: its line is an error too.
+    profiles = lines[lines.index("profiles:") :]
+    [full] = [line for line in profiles if line.split()[0] == "full"]
+    assert "!!" in full
+
+
+def test_a_profile_naming_a_missing_method_is_an_error_line(
+    specs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (specs / "profiles" / "p.yaml").write_text("methods: [lorra]\nmodels: [smollm2-135m]\ntasks: [sst2]\n")
+    code, lines, _ = run_list(capsys, "profiles", "--specs", str(specs))
+    assert code == 1
+    [row] = [line for line in lines if line.split()[0] == "p"]
+    assert f"!! {specs / 'profiles' / 'p.yaml'}: key 'methods': unknown method 'lorra'" in row
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        (None, "not a spec directory: defaults.yaml is missing"),
+        ("training: [1]\n", "key 'training': expected a mapping"),
+    ],
+)
+def test_an_unusable_spec_directory_is_one_error_line(
+    specs: Path, capsys: pytest.CaptureFixture[str], defaults: str | None, message: str
+) -> None:
+    if defaults is None:
+        (specs / "defaults.yaml").unlink()
+    else:
+        (specs / "defaults.yaml").write_text(defaults)
+    code, lines, err = run_list(capsys, "--specs", str(specs))
+    assert code == 2
+    assert lines == []
+    assert err.count("\n") == 1
+    assert err.startswith("peftcore list: error: ")
+    assert message in err
+
+
+def test_list_does_not_import_torch(shipped_specs: Path) -> None:
+    # A fresh interpreter: this test session may well have imported torch already.
+    script = (
+        "import sys\n"
+        "from peftcore.cli import main\n"
+        f"code = main(['list', '--specs', {str(shipped_specs)!r}])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "HEAVY []"
