@@ -17,6 +17,7 @@ Directions (is higher better?) come from :func:`peftcore.metrics.higher_is_bette
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import math
@@ -98,6 +99,14 @@ class Quantity:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         return float(value)
+
+    def applies_to(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record`` should carry this number at all: its task scores the metric, or it
+        has the cost block (the untrained ``base`` method has no ``training`` block)."""
+        q = self.resolve(record)
+        if q.is_metric:
+            return q.name in task_metrics(record) or q.name in reported_metrics(record)
+        return isinstance(record.get(q.block), Mapping)
 
     def higher_is_better(self, record: Mapping[str, Any] | None = None) -> bool | None:
         q = self.resolve(record) if record is not None else self
@@ -325,8 +334,8 @@ def check_expect(
         quantity = bound.quantity.resolve(record)
         value = quantity.value(record)
         if value is None:
-            if quantity.is_metric and quantity.name not in known:
-                continue  # this case's task does not score the metric
+            if not quantity.applies_to(record):
+                continue  # e.g. f1 on a multiple-choice task, training memory of the untrained base
             failures.append(
                 GateFailure(
                     case_id,
@@ -562,8 +571,8 @@ def _check_pair(
     rule: Rule, record: Mapping[str, Any], reference: Mapping[str, Any], source_file: str | Path | None
 ) -> GateFailure | None:
     quantity = rule.quantity.resolve(record)
-    if quantity.is_metric and quantity.name not in {*task_metrics(record), *reported_metrics(record)}:
-        return None  # the task does not score this metric (e.g. f1 on a multiple-choice task)
+    if not (quantity.applies_to(record) and quantity.applies_to(reference)):
+        return None  # e.g. f1 on a multiple-choice task, training memory of the untrained base
     case_id, base_id = str(record["case_id"]), str(reference["case_id"])
     value, base = quantity.value(record), quantity.value(reference)
     where = (
@@ -604,7 +613,8 @@ def _check_pair(
         assert rule.ratio is not None
         limit = rule.ratio * base
         ok = value <= limit * (1 + _EPS)
-        detail = f"is {value / base:.3g} x {method_base}'s {shown_base}; at most {rule.ratio:g} x allowed"
+        times = f"{value / base:.3g} x" if base else "above"
+        detail = f"is {times} {method_base}'s {shown_base}; at most {rule.ratio:g} x allowed"
     else:
         assert rule.tolerance is not None
         direction = higher_is_better(quantity.name)
@@ -698,6 +708,7 @@ class ComparisonResult:
     unavailable: tuple[tuple[str, str], ...] = ()  # (case id, why it was not compared)
     notes: tuple[str, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    matched_cases: tuple[str, ...] = ()  # in both (compared, or listed as unavailable)
 
     def _with(self, *verdicts: str) -> list[ComparisonRow]:
         return [r for r in self.rows if r.verdict in verdicts]
@@ -717,10 +728,6 @@ class ComparisonResult:
     @property
     def failed(self) -> bool:
         return bool(self.regressed)
-
-    @property
-    def matched_cases(self) -> list[str]:
-        return sorted({r.case_id for r in self.rows} | {case for case, _ in self.unavailable})
 
     def regressions_for(self, case_id: str) -> list[ComparisonRow]:
         return [r for r in self.regressed if r.case_id == case_id]
@@ -843,8 +850,15 @@ def compare_records(
             )
     new = sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())
     missing = sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())
+    matched = sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())
     return ComparisonResult(
-        tuple(rows), tuple(new), tuple(missing), tuple(unavailable), tuple(notes), dict(tolerances or {})
+        tuple(rows),
+        tuple(new),
+        tuple(missing),
+        tuple(unavailable),
+        tuple(notes),
+        dict(tolerances or {}),
+        tuple(matched),
     )
 
 
@@ -887,14 +901,7 @@ def compare_to_baseline(
     result = compare_records(records, baseline_records, tolerances)
     if records and baseline_records and not result.matched_cases:
         notes = (*result.notes, "no case of this session is in the baseline")
-        result = ComparisonResult(
-            result.rows,
-            result.new_cases,
-            result.missing_cases,
-            result.unavailable,
-            notes,
-            result.tolerances,
-        )
+        result = dataclasses.replace(result, notes=notes)
     return result
 
 

@@ -128,6 +128,13 @@ def test_a_metric_the_task_does_not_score_is_not_applicable() -> None:
     assert check_expect(make_record("lora", "arc_easy"), {"f1": {"min": 0.9}}, PROFILE_FILE) == []
 
 
+def test_training_bounds_do_not_apply_to_the_untrained_base() -> None:
+    expect = {"peak_memory_bytes": {"max": "1 GiB"}, "inference.peak_memory_bytes": {"max": "1 GiB"}}
+    assert check_expect(make_record("base", "squad"), expect, PROFILE_FILE) == []
+    rules = [{"figure": "train_seconds", "case": "*", "baseline": "base", "must": "below"}]
+    assert check_relative(grid(methods=("base", "lora")), rules, PROFILE_FILE) == []
+
+
 def test_a_declared_metric_missing_from_the_record_fails() -> None:
     record = make_record("lora", "squad")
     del record["metrics"]["held_out"]["exact_match"]
@@ -391,6 +398,14 @@ def test_new_cases_are_reported_not_failed() -> None:
     assert not result.failed
     assert result.new_cases == ("dora-smollm2-135m-arc_easy", "dora-smollm2-135m-squad")
     assert "new (not in the baseline, not compared): dora-smollm2-135m-arc_easy" in result.format_table()
+
+
+def test_no_case_in_common_is_noted_not_failed() -> None:
+    result = compare_to_baseline(
+        grid(methods=("dora",)), grid(methods=("lora",)), parse_tolerances("primary:1%")
+    )
+    assert not result.failed and result.matched_cases == ()
+    assert "note: no case of this session is in the baseline" in result.format_table()
 
 
 def test_cases_not_run_and_failed_cases_are_listed() -> None:
