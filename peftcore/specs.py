@@ -236,7 +236,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise SpecError(path, None, f"not UTF-8 text (byte {err.start})") from None
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = _load_yaml(text, path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -254,6 +254,46 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 _MAX_DEPTH = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.load`` with the safe loader, refusing a key written twice in one mapping (YAML
+    would silently keep the last, dropping a whole ``training:`` block written further up)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _reject_duplicate_keys(node, path, (), 0, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _reject_duplicate_keys(
+    node: yaml.Node, path: Path, where: tuple[str, ...], depth: int, done: set[int]
+) -> None:
+    if id(node) in done:  # an alias: already checked where its anchor is
+        return
+    done.add(id(node))
+    if depth > _MAX_DEPTH:
+        raise SpecError(path, None, f"nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if ident in first_line:
+                    first = first_line[ident]
+                    lines = f"on line {line}" if line == first else f"at lines {first} and {line}"
+                    raise SpecError(path, ".".join((*where, key)), f"written twice, {lines}")
+                first_line[ident] = line
+            _reject_duplicate_keys(value_node, path, (*where, key), depth + 1, done)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _reject_duplicate_keys(item, path, where, depth + 1, done)
 
 
 def _check_shape(value: Any, path: Path, inside: tuple[int, ...]) -> None:

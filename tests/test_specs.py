@@ -131,6 +131,25 @@ BAD_INPUT: list[tuple[str, dict[str, str], tuple[str, str], str, str | None, str
         "invalid YAML at line 3",
     ),
     (
+        "a key written twice",
+        {
+            "methods/m.yaml": "tuner: lora\ntraining: {max_steps: 3}\nadapter: {r: 8}\n"
+            "training: {learning_rate: 0.1}\n"
+        },
+        LOAD,
+        "methods/m.yaml",
+        "training",
+        "written twice, at lines 2 and 4",
+    ),
+    (
+        "a nested key written twice",
+        {"methods/m.yaml": "tuner: lora\nadapter: {r: 8, lora_alpha: 16, r: 16}\n"},
+        LOAD,
+        "methods/m.yaml",
+        "adapter.r",
+        "written twice, on line 2",
+    ),
+    (
         "a list at the top",
         {"methods/m.yaml": "- tuner: lora\n"},
         LOAD,
@@ -308,6 +327,20 @@ def test_a_typo_in_defaults_names_defaults_yaml(specs: Path) -> None:
     with pytest.raises(SpecError) as caught:
         SpecStore(specs)
     assert (caught.value.file, caught.value.key) == (str(specs / "defaults.yaml"), "method.adaptr")
+
+
+def test_yaml_merge_keys_are_not_duplicates(specs: Path) -> None:
+    write(
+        specs,
+        "methods/m.yaml",
+        """\
+        tuner: lora
+        adapter:
+          <<: &shared {r: 8, lora_alpha: 16}
+          r: 4
+        """,
+    )
+    assert SpecStore(specs).get("methods", "m").adapter == {"r": 4, "lora_alpha": 16}
 
 
 def test_a_directory_without_defaults_is_not_a_spec_directory(tmp_path: Path) -> None:
