@@ -311,15 +311,14 @@ class Column:
     header: str
     quantity: Quantity
     render: Callable[[Row], str]
-    metric: bool = False
 
 
-def _cell(quantity: Quantity, fmt: Callable[[Stat], str]) -> Callable[[Row], str]:
+def _column(header: str, quantity: Quantity, fmt: Callable[[Stat], str]) -> Column:
     def render(row: Row) -> str:
         stat = row.stat(quantity)
         return fmt(stat) if stat is not None else DASH
 
-    return render
+    return Column(header, quantity, render)
 
 
 def _params_cell(row: Row) -> str:
@@ -333,28 +332,17 @@ def _params_cell(row: Row) -> str:
 def table_columns(rows: Sequence[Row]) -> list[Column]:
     """The summary table's columns for one (model, task): costs, then each metric held-out and seen."""
     columns = [
-        Column(
-            "Peak train memory",
-            Quantity("training", "peak_memory_bytes"),
-            _cell_q("peak_memory_bytes", fmt_bytes),
-        ),
-        Column("Train time", Quantity("training", "train_seconds"), _cell_q("train_seconds", fmt_seconds)),
-        Column("Adapter size", Quantity("training", "adapter_bytes"), _cell_q("adapter_bytes", fmt_bytes)),
+        _column("Peak train memory", Quantity("training", "peak_memory_bytes"), fmt_bytes),
+        _column("Train time", Quantity("training", "train_seconds"), fmt_seconds),
+        _column("Adapter size", Quantity("training", "adapter_bytes"), fmt_bytes),
         Column("Trainable params", Quantity("training", "trainable_params"), _params_cell),
     ]
     for metric in _metrics_of(rows):
-        for block, label in (("held_out", "Held-out"), ("seen", "Seen")):
-            quantity = Quantity(block, metric)
-            columns.append(Column(f"{label} {metric}", quantity, _cell(quantity, fmt_metric), metric=True))
-    latency = Quantity("inference", "latency_ms_per_example")
-    memory = Quantity("inference", "peak_memory_bytes")
-    columns.append(Column("Latency", latency, _cell(latency, fmt_ms)))
-    columns.append(Column("Inference memory", memory, _cell(memory, fmt_bytes)))
+        columns.append(_column(f"Held-out {metric}", Quantity("held_out", metric), fmt_metric))
+        columns.append(_column(f"Seen {metric}", Quantity("seen", metric), fmt_metric))
+    columns.append(_column("Latency", Quantity("inference", "latency_ms_per_example"), fmt_ms))
+    columns.append(_column("Inference memory", Quantity("inference", "peak_memory_bytes"), fmt_bytes))
     return columns
-
-
-def _cell_q(name: str, fmt: Callable[[Stat], str]) -> Callable[[Row], str]:
-    return _cell(Quantity("training", name), fmt)
 
 
 def _best(rows: Sequence[Row], quantity: Quantity) -> str | None:
