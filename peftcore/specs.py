@@ -456,6 +456,12 @@ def _check(kind: str, spec: Any) -> None:
     if kind == "methods":
         peft_schema.check_adapter(spec.tuner, spec.adapter, file)
         _check_training(file, spec.training)
+        if spec.tuner == "full" and spec.base.quantization != "none":
+            raise SpecError(
+                file,
+                "base.quantization",
+                "full fine-tuning cannot train quantized weights; use a peft tuner over them (as QLoRA does)",
+            )
     elif kind == "models":
         src = spec.source
         need = {"hub": ("id",), "local": ("path",), "gguf_package": ("package", "module", "file")}[src.kind]

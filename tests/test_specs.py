@@ -99,6 +99,14 @@ BAD_INPUT: list[tuple[str, dict[str, str], tuple[str, str], str, str | None, str
         "tuner 'full' takes no adapter block",
     ),
     (
+        "full fine-tuning of a quantized base",
+        {"methods/m.yaml": "include: full\nbase: {quantization: nf4}\n"},
+        LOAD,
+        "methods/m.yaml",
+        "base.quantization",
+        "full fine-tuning cannot train quantized weights",
+    ),
+    (
         "include cycle",
         {"methods/m.yaml": "include: n\n", "methods/n.yaml": "include: m\ntuner: lora\n"},
         LOAD,
