@@ -265,35 +265,182 @@ def token_loglikelihoods(
             logprobs = torch.log_softmax(logits[row, lo:hi].float(), dim=-1)
             targets = torch.tensor(request.tokens[request.start :], dtype=torch.long, device=logprobs.device)
             totals[i] = float(logprobs.gather(-1, targets[:, None]).sum())
-    stats = {"padding_fraction": round(1 - real / padded, 4) if padded else 0.0, "forward_tokens": real}
+    stats = {
+        "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
+        "forward_tokens": real,
+        "padded_tokens": padded,
+    }
     return totals, stats
 
 
 # --------------------------------------------------------------------------- choices
 
 
-def _choice_requests(run: _Run, example: Example) -> list[TokenRequest]:
-    fmt = run.fmt
+@dataclass(frozen=True)
+class ChoiceGroup:
+    """One example's context tokens and the continuations to score after it."""
+
+    context: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+
+
+def choice_group(fmt: PromptFormat, example: Example, max_length: int) -> ChoiceGroup:
+    """Token ids of an example's context and choices, as training tokenizes prompt and target.
+
+    The context is ``fmt.encode_context(prompt)`` and each choice ``fmt.encode_continuation``:
+    for our templates (context ending in a non-space, choice starting with one) that is the
+    split lm-evaluation-harness gets by encoding context + continuation and cutting at the
+    context's length. An empty context becomes the BOS (else EOS) token, lm-eval's prefix
+    token. A context too long for ``max_length`` loses its start.
+    """
     if not example.choices:
-        raise ValueError(f"example {example.uid} of task {run.task.name!r} has no choices to score")
+        raise ValueError(f"example {example.uid} has no choices to score")
     context = fmt.encode_context(example.prompt)
     if not context:
-        # lm-evaluation-harness conditions an empty context on the end-of-text token.
-        prefix = fmt.tokenizer.bos_token_id if fmt.tokenizer.bos_token_id is not None else _pad_id(fmt)
-        context = [prefix]
-    requests = []
+        tok = fmt.tokenizer
+        context = [tok.bos_token_id if tok.bos_token_id is not None else _pad_id(fmt)]
+    continuations = []
     for choice in example.choices:
-        continuation = fmt.encode_continuation(choice)
-        if not continuation:
+        tokens = fmt.encode_continuation(choice)
+        if not tokens:
             raise ValueError(f"example {example.uid}: choice {choice!r} encodes to no tokens")
-        if len(continuation) > run.max_length:
+        if len(tokens) > max_length:
             raise ValueError(
-                f"example {example.uid}: a choice of {len(continuation)} tokens is longer than "
-                f"the {run.max_length} tokens the model can see"
+                f"example {example.uid}: a choice of {len(tokens)} tokens is longer than "
+                f"the {max_length} tokens the model can see"
             )
-        tokens = (context + continuation)[-(run.max_length + 1) :]  # drop the start of the context
-        requests.append(TokenRequest(tuple(tokens), len(tokens) - len(continuation)))
-    return requests
+        continuations.append(tuple(tokens))
+    # Every input is context + continuation minus its last token, at most max_length tokens.
+    room = max_length + 1 - max(len(c) for c in continuations)
+    return ChoiceGroup(tuple(context[-room:]), tuple(continuations))
+
+
+def can_share_context(model: Any) -> bool:
+    """Whether the context of a group can be run once and its KV cache reused for each choice.
+
+    Not for prompt-learning adapters: peft injects their virtual tokens (or prefix cache) on
+    every forward call, so a second call on top of a cache would inject them twice.
+    """
+    if virtual_tokens(model) or not _accepts_logits_to_keep(model):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "position_ids" in parameters and "past_key_values" in parameters
+
+
+def choice_loglikelihoods(
+    model: Any,
+    groups: Sequence[ChoiceGroup],
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    share_context: bool | None = None,
+) -> tuple[list[list[float]], dict[str, Any]]:
+    """Summed log-probability of every continuation of every group, batched.
+
+    With ``share_context`` (default: when :func:`can_share_context`), a batch of contexts runs
+    once and each continuation runs on a copy of its context's KV cache, with explicit
+    position ids; otherwise every (context, continuation) pair is a row of its own. Both give
+    the same numbers (up to float rounding); sharing does the context's work once per group
+    instead of once per choice.
+    """
+    share = can_share_context(model) if share_context is None else share_context
+    results: list[list[float]] = [[] for _ in groups]
+    shared = [g for g, group in enumerate(groups) if share and len(group.context) >= 2]
+    flat = sorted(set(range(len(groups))) - set(shared))
+    stats: dict[str, Any] = {"shared_context": bool(shared)}
+    real = padded = 0
+    if shared:
+        values, real, padded = _shared_context(model, [groups[g] for g in shared], batch_size, pad_id, device)
+        for g, lls in zip(shared, values, strict=True):
+            results[g] = lls
+    if flat:
+        requests = [
+            TokenRequest(groups[g].context + cont, len(groups[g].context))
+            for g in flat
+            for cont in groups[g].continuations
+        ]
+        totals, flat_stats = token_loglikelihoods(
+            model, requests, batch_size=batch_size, pad_id=pad_id, device=device
+        )
+        at = 0
+        for g in flat:
+            n = len(groups[g].continuations)
+            results[g] = totals[at : at + n]
+            at += n
+        real += flat_stats["forward_tokens"]
+        padded += flat_stats["padded_tokens"]
+    stats.update(
+        forward_tokens=real,
+        padding_fraction=round(1 - real / padded, 4) if padded else 0.0,
+        requests=sum(len(g.continuations) for g in groups),
+    )
+    return results, stats
+
+
+def _right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    width = max(1, max(len(row) for row in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _shared_context(
+    model: Any, groups: Sequence[ChoiceGroup], batch_size: int, pad_id: int, device: str
+) -> tuple[list[list[float]], int, int]:
+    """Log-likelihoods with each context run once (see :func:`choice_loglikelihoods`).
+
+    Pass 1 runs ``context[:-1]`` of a batch of groups (right-padded, so no row is all padding:
+    every context has at least two tokens). Its cache is copied to one row per continuation;
+    pass 2 runs ``context[-1:] + continuation[:-1]`` at positions after the row's context,
+    masked so that it sees its own context and nothing of the padding in between.
+    """
+    import torch
+
+    results: list[list[float]] = [[] for _ in groups]
+    order = sorted(range(len(groups)), key=lambda g: -len(groups[g].context))
+    real = padded = 0
+    for batch in _batches(order, batch_size):
+        prefixes = [groups[g].context[:-1] for g in batch]
+        ids, mask = _right_padded(prefixes, pad_id)
+        out = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, logits_to_keep=1
+        )
+        cache = out.past_key_values
+        rows = [(b, c) for b, g in enumerate(batch) for c in range(len(groups[g].continuations))]
+        owner = torch.tensor([b for b, _ in rows], dtype=torch.long)
+        cache.reorder_cache(owner.to(device))
+        inputs = [groups[batch[b]].context[-1:] + groups[batch[b]].continuations[c][:-1] for b, c in rows]
+        cont_ids, cont_mask = _right_padded(inputs, pad_id)
+        width = cont_ids.shape[1]
+        starts = torch.tensor([len(prefixes[b]) for b, _ in rows], dtype=torch.long)
+        positions = starts[:, None] + torch.arange(width, dtype=torch.long)[None, :]
+        logits = model(
+            input_ids=cont_ids.to(device),
+            attention_mask=torch.cat([mask[owner], cont_mask], dim=1).to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        for row, (b, c) in enumerate(rows):
+            targets = groups[batch[b]].continuations[c]
+            logprobs = torch.log_softmax(logits[row, : len(targets)].float(), dim=-1)
+            index = torch.tensor(targets, dtype=torch.long, device=logprobs.device)[:, None]
+            results[batch[b]].append(float(logprobs.gather(-1, index).sum()))
+        real += sum(len(p) for p in prefixes) + sum(len(i) for i in inputs)
+        padded += ids.numel() + cont_ids.numel()
+        del out, cache, logits
+    return results, real, padded
 
 
 def choice_bytes(fmt: PromptFormat, choice: str) -> int:
@@ -309,17 +456,11 @@ def choice_bytes(fmt: PromptFormat, choice: str) -> int:
 
 
 def _infer_choices(run: _Run, examples: Sequence[Example]) -> _Raw:
-    requests: list[TokenRequest] = []
-    spans = []
-    for example in examples:
-        mine = _choice_requests(run, example)
-        spans.append((len(requests), len(requests) + len(mine)))
-        requests.extend(mine)
-    totals, stats = token_loglikelihoods(
-        run.model, requests, batch_size=run.settings.batch_size, pad_id=_pad_id(run.fmt), device=run.device
+    groups = [choice_group(run.fmt, example, run.max_length) for example in examples]
+    values, stats = choice_loglikelihoods(
+        run.model, groups, batch_size=run.settings.batch_size, pad_id=_pad_id(run.fmt), device=run.device
     )
-    stats["requests"] = len(requests)
-    return _Raw([totals[a:b] for a, b in spans], stats)
+    return _Raw(values, stats)
 
 
 def _argmax(values: Sequence[float]) -> int:
@@ -406,47 +547,95 @@ def extract_answer(text: str, how: str) -> str:
     raise ValueError(f"unknown generation.extract {how!r}; expected none, first_line or number")
 
 
-def _generation_config(run: _Run, new_tokens: int) -> Any:
+def _eos_ids(model: Any, fmt: PromptFormat) -> list[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None:
+        configured = fmt.tokenizer.eos_token_id
+    if configured is None:
+        return []
+    return [int(t) for t in configured] if isinstance(configured, (list, tuple)) else [int(configured)]
+
+
+def _generation_config(model: Any, fmt: PromptFormat, new_tokens: int, stop: Sequence[str]) -> Any:
+    """Greedy decoding with the KV cache, every flag set explicitly (no sampling flags at all,
+    so transformers has nothing to warn about whatever the model's own generation config says)."""
     from transformers import GenerationConfig
 
-    tok = run.fmt.tokenizer
-    model_config = getattr(run.model, "generation_config", None)
-    eos = getattr(model_config, "eos_token_id", None)
-    if eos is None:
-        eos = tok.eos_token_id
-    stops = [s for s in run.task.generation.stop if s]
+    stops = [s for s in stop if s]
     return GenerationConfig(
         max_new_tokens=new_tokens,
         do_sample=False,
         num_beams=1,
         use_cache=True,
-        pad_token_id=_pad_id(run.fmt),
-        eos_token_id=eos,
+        pad_token_id=_pad_id(fmt),
+        eos_token_id=_eos_ids(model, fmt) or None,
         stop_strings=stops or None,
     )
 
 
-def _generate_batch(run: _Run, contexts: Sequence[Sequence[int]], config: Any) -> list[list[int]]:
+def generate_token_ids(
+    model: Any,
+    fmt: PromptFormat,
+    contexts: Sequence[Sequence[int]],
+    *,
+    new_tokens: int,
+    stop: Sequence[str],
+    batch_size: int,
+    device: str,
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Greedy new token ids after each context, ``batch_size`` contexts per ``generate`` call.
+
+    Contexts are sorted longest first (similar lengths share a batch; memory peaks early) and
+    left-padded. A row ends at EOS, at a stop string (transformers' ``stop_strings``) or after
+    ``new_tokens``; what generate appends after a row ended (padding, EOS) is dropped. The
+    text of a row may still run past its stop string inside the last token: cut it with
+    :func:`cut_at_stop`.
+    """
+    config = _generation_config(model, fmt, new_tokens, stop)
+    ends = {_pad_id(fmt), *_eos_ids(model, fmt)}
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    results: list[list[int]] = [[] for _ in contexts]
+    real = padded = generated = 0
+    for batch in _batches(order, batch_size):
+        rows = _generate_batch(model, fmt, [contexts[i] for i in batch], config, device)
+        width = max(len(contexts[i]) for i in batch)
+        real += sum(len(contexts[i]) for i in batch)
+        padded += width * len(batch)
+        for i, new in zip(batch, rows, strict=True):
+            cut = next((k for k, token in enumerate(new) if token in ends), len(new))
+            results[i] = new[:cut]
+            generated += cut
+    stats = {
+        "max_new_tokens": new_tokens,
+        "generated_tokens": generated,
+        "prompt_padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
+    }
+    return results, stats
+
+
+def _generate_batch(
+    model: Any, fmt: PromptFormat, contexts: Sequence[Sequence[int]], config: Any, device: str
+) -> list[list[int]]:
     """Greedy continuations of left-padded contexts: the new token ids of each row."""
     import torch
 
-    model, pad = run.model, _pad_id(run.fmt)
+    pad = _pad_id(fmt)
     width = max(len(c) for c in contexts)
     ids = torch.full((len(contexts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(contexts), width), dtype=torch.long)
     for row, tokens in enumerate(contexts):
         ids[row, width - len(tokens) :] = torch.tensor(list(tokens), dtype=torch.long)
         mask[row, width - len(tokens) :] = 1
-    ids, mask = ids.to(run.device), mask.to(run.device)
+    ids, mask = ids.to(device), mask.to(device)
     if _soft_prompt_tuner(model):
         embeds, mask = _with_soft_prompt(model, ids, mask)
         out = model.get_base_model().generate(
-            inputs_embeds=embeds, attention_mask=mask, generation_config=config, tokenizer=run.fmt.tokenizer
+            inputs_embeds=embeds, attention_mask=mask, generation_config=config, tokenizer=fmt.tokenizer
         )
-        new = out  # decoder-only generate from embeddings returns only the new tokens
+        new = out  # decoder-only generate from embeddings alone returns only the new tokens
     else:
         out = model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=run.fmt.tokenizer
+            input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=fmt.tokenizer
         )
         new = out[:, width:]
     return [row.tolist() for row in new]
@@ -473,38 +662,31 @@ def _with_soft_prompt(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tupl
     return torch.stack(rows), torch.stack(masks)
 
 
-def generate_texts(run: _Run, prompts: Sequence[str], new_tokens: int) -> tuple[list[str], dict[str, Any]]:
-    """Greedy generations for ``prompts`` (decoded, special tokens dropped, cut at the stops)."""
-    fmt = run.fmt
-    room = max(1, run.max_length - new_tokens)
-    contexts = [fmt.encode_context(p)[-room:] for p in prompts]
-    for i, context in enumerate(contexts):
-        if not context:
-            prefix = fmt.tokenizer.bos_token_id if fmt.tokenizer.bos_token_id is not None else _pad_id(fmt)
-            contexts[i] = [prefix]
-    config = _generation_config(run, new_tokens)
-    # Longest first: similar lengths share a batch (less padding), and memory peaks early.
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
-    texts = [""] * len(prompts)
-    real = padded = 0
-    for batch in _batches(order, run.settings.batch_size):
-        rows = _generate_batch(run, [contexts[i] for i in batch], config)
-        width = max(len(contexts[i]) for i in batch)
-        real += sum(len(contexts[i]) for i in batch)
-        padded += width * len(batch)
-        for i, new in zip(batch, rows, strict=True):
-            text = fmt.tokenizer.decode(new, skip_special_tokens=True)
-            # Generation goes on for the other rows of a batch after one row's stop string.
-            texts[i] = cut_at_stop(text, run.task.generation.stop)
-    stats = {
-        "max_new_tokens": new_tokens,
-        "prompt_padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
-    }
-    return texts, stats
+def generation_contexts(fmt: PromptFormat, prompts: Sequence[str], room: int) -> list[list[int]]:
+    """Context ids of each prompt, at most ``room`` tokens (the start goes), never empty."""
+    tok = fmt.tokenizer
+    contexts = []
+    for prompt in prompts:
+        context = fmt.encode_context(prompt)[-max(1, room) :]
+        contexts.append(context or [tok.bos_token_id if tok.bos_token_id is not None else _pad_id(fmt)])
+    return contexts
 
 
 def _infer_generation(run: _Run, examples: Sequence[Example]) -> _Raw:
-    texts, stats = generate_texts(run, [e.prompt for e in examples], max_new_tokens(run.task, run.settings))
+    new_tokens = max_new_tokens(run.task, run.settings)
+    contexts = generation_contexts(run.fmt, [e.prompt for e in examples], run.max_length - new_tokens)
+    stop = run.task.generation.stop
+    rows, stats = generate_token_ids(
+        run.model,
+        run.fmt,
+        contexts,
+        new_tokens=new_tokens,
+        stop=stop,
+        batch_size=run.settings.batch_size,
+        device=run.device,
+    )
+    # Cut at the first stop string: the last token may run past it.
+    texts = [cut_at_stop(run.fmt.tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in rows]
     return _Raw(texts, stats)
 
 
