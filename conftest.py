@@ -1,2 +1,3 @@
 # Registers the peftcore pytest plugin and the session fixtures; nothing else lives here.
-pytest_plugins = ["peftcore.pytest_plugin", "fixtures"]
+# (The fixture modules are named one by one: the name "fixtures" alone is pytest's own plugin.)
+pytest_plugins = ["peftcore.pytest_plugin", "fixtures.models", "fixtures.data"]

@@ -1,25 +1,56 @@
 """The benchmark grid: one test, parametrized by the plugin into method x model x task cases.
 
-pytest benchmarks                       # the default profile (quick)
-pytest benchmarks --profile smoke       # the CI profile
-pytest benchmarks -k "dora and arc"     # a slice of the grid
+    pytest benchmarks                       # the default profile (quick)
+    pytest benchmarks --profile smoke       # the CI profile
+    pytest benchmarks -k "dora and arc"     # a slice of the grid
+
+A case whose result an earlier run already holds (same content hash) is skipped as "cached
+result from <run>"; its record still counts for the gates and the report. ``--rerun`` forces it.
 """
 
 from pathlib import Path
 
+import pytest
+
 from peftcore.runner import CaseRun, run_case
+from peftcore.session import CachedResult
 
 
-def test_case(case, base_models, task_data, benchmark, peftcore_run_dir, peftcore_device, pytestconfig):
+def test_case(case, peftcore_session, base_models, task_data, benchmark, peftcore_device, pytestconfig):
     data = task_data.get(case)  # data first: a bad task spec fails before any model loads
-    base = base_models.get(case)
+    try:
+        identity, reuse = peftcore_session.plan(case, data)
+    except CachedResult as cached:
+        failures = peftcore_session.gate_failures(case, cached.record)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        pytest.skip(str(cached))
+
+    timed = []
+
+    def timer(fn):
+        # Training runs once: pytest-benchmark's default of several rounds would train again.
+        timed.append(True)
+        return benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+
     ctx = CaseRun(
-        run_dir=peftcore_run_dir,
-        run_id=peftcore_run_dir.name,
+        run_dir=peftcore_session.run_dir,
+        run_id=peftcore_session.run_id,
         device=peftcore_device,
         repo_root=Path(pytestconfig.rootpath),
-        # Training runs once: pytest-benchmark's default of several rounds would train again.
-        timer=lambda fn: benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0),
+        timer=timer,
         extra_info=benchmark.extra_info,
+        identity=identity,
+        reuse=reuse,
     )
-    run_case(case, base, data, ctx)
+    try:
+        run_case(case, base_models.get(case), data, ctx)
+    finally:
+        record = peftcore_session.finished(case)
+    if not timed:
+        # No training to time (the untrained base, or a re-scored adapter): an empty benchmark
+        # keeps the case and its record in pytest-benchmark's JSON (--benchmark-save/-compare).
+        benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    failures = peftcore_session.gate_failures(case, record)
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)

@@ -164,6 +164,8 @@ class PeakMemory:
 
     def read(self) -> int:
         """Peak above the entry level so far (usable inside the block, e.g. when it fails)."""
+        if not self.method:
+            return 0  # not entered yet
         if self.method == "cuda-max-allocated":
             import torch
 

@@ -13,13 +13,18 @@ from typing import Any
 import pytest
 
 from peftcore.cases import Case, expand
-from peftcore.errors import SpecError
-from peftcore.specs import SECTION, SpecStore
+from peftcore.errors import PeftcoreError, SpecError
+from peftcore.offline import NetworkGuard, set_offline_env
+from peftcore.session import BenchmarkSession, RerunPolicy, keyword_matcher
+from peftcore.specs import SECTION, ProfileSpec, SpecStore
 
 DEFAULT_PROFILE = "quick"
 _STORE = pytest.StashKey[SpecStore | None]()
 _CASES = pytest.StashKey[list[Case]]()
 _RUN_ID = pytest.StashKey[str]()
+_SESSION = pytest.StashKey[BenchmarkSession]()
+_GUARD = pytest.StashKey[NetworkGuard]()
+_OUTCOME = pytest.StashKey[dict[str, Any]]()  # what the terminal summary reports at the end
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +46,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
     group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
+    group.addoption(
+        "--rerun",
+        nargs="?",
+        const="*",
+        default=None,
+        metavar="EXPR",
+        help="run cases again even when an earlier run has their result: all, or those matching a -k EXPR",
+    )
+    group.addoption(
+        "--metric-baseline",
+        default=None,
+        metavar="PATH",
+        help="baseline for --metric-compare-fail: a pytest-benchmark JSON file or a run folder "
+        "(default: the file --benchmark-compare loads)",
+    )
+    group.addoption(
+        "--metric-compare-fail",
+        default=None,
+        metavar="TOLERANCES",
+        help="fail when a metric regresses against the baseline beyond tolerance, e.g. f1:2%%,accuracy:0.02",
+    )
+    group.addoption("--no-report", action="store_true", help="do not write reports/<run-id>/ at the end")
+    group.addoption(
+        "--allow-network",
+        action="store_true",
+        help="let the session reach the network (hub ids, online metrics); off by default",
+    )
     parser.addini("peftcore_specs", "spec directory, relative to the rootdir", default="benchmarks/specs")
     parser.addini("peftcore_results", "results directory, relative to the rootdir", default="reports/runs")
     parser.addini("peftcore_profile", "profile used when --profile is not given", default=DEFAULT_PROFILE)
@@ -73,6 +105,11 @@ def run_id(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "peftcore_case: a benchmark case generated from the specs")
     _seeds(config)  # a malformed --seeds is a usage error, reported before collection
+    _tolerances(config)  # likewise --metric-compare-fail
+    if not config.getoption("--allow-network"):
+        set_offline_env()
+        config.stash[_GUARD] = NetworkGuard().install()
+    _raise_on_sigterm()
     store = None
     try:
         if (spec_dir(config) / "defaults.yaml").is_file():
@@ -130,14 +167,26 @@ def planned_cases(config: pytest.Config) -> list[Case]:
             "held_out": config.getoption("--held-out-size"),
             "seen": config.getoption("--seen-size"),
         }
-        config.stash[_CASES] = expand(
+        cases = expand(
             store,
             profile_name(config),
             overrides=overrides,
             data_overrides={k: v for k, v in sizes.items() if v is not None},
             seeds=_seeds(config),
         )
+        _validate_gates(store.get("profiles", profile_name(config)), cases)
+        config.stash[_CASES] = cases
     return config.stash[_CASES]
+
+
+def _validate_gates(profile: ProfileSpec, cases: list[Case]) -> None:
+    """Malformed ``expect:``/``compare:`` blocks fail at collection, before anything trains."""
+    from peftcore import gates
+
+    gates.validate_expect(profile.expect, profile.file)
+    gates.parse_rules(profile.compare, profile.file)
+    for task in {case.task.name: case.task for case in cases}.values():
+        gates.validate_expect(task.expect, task.file, task.metrics)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -172,3 +221,144 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def peftcore_run_dir(pytestconfig: pytest.Config) -> Path:
     """This session's run folder: ``<results>/<run-id>/``."""
     return results_dir(pytestconfig) / run_id(pytestconfig)
+
+
+def _tolerances(config: pytest.Config) -> dict[str, Any] | None:
+    text = config.getoption("--metric-compare-fail")
+    if not text:
+        return None
+    from peftcore.baseline import parse_tolerances
+
+    try:
+        return dict(parse_tolerances(text))
+    except PeftcoreError as err:
+        raise pytest.UsageError(f"--metric-compare-fail: {err}") from None
+
+
+def _raise_on_sigterm() -> None:
+    """SIGTERM ends the session like Ctrl-C: the running case is recorded as cancelled."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def benchmark_session(config: pytest.Config) -> BenchmarkSession:
+    if _SESSION not in config.stash:
+        rerun = config.getoption("--rerun")
+        policy = RerunPolicy()
+        if rerun == "*":
+            policy = RerunPolicy(everything=True)
+        elif rerun:
+            policy = RerunPolicy(expression=rerun, matcher=keyword_matcher(rerun))
+        store = config.stash.get(_STORE, None) or SpecStore(spec_dir(config))
+        config.stash[_SESSION] = BenchmarkSession(
+            run_dir=results_dir(config) / run_id(config),
+            results_dir=results_dir(config),
+            profile=store.get("profiles", profile_name(config)),
+            rerun=policy,
+        )
+    return config.stash[_SESSION]
+
+
+@pytest.fixture(scope="session")
+def peftcore_session(pytestconfig: pytest.Config) -> BenchmarkSession:
+    """The session's case bookkeeping: cached results, records, gates."""
+    return benchmark_session(pytestconfig)
+
+
+def _baseline_records(config: pytest.Config) -> list[dict[str, Any]] | None:
+    from peftcore.baseline import load_baseline
+
+    path = config.getoption("--metric-baseline")
+    if path:
+        return load_baseline(path, profile_name(config))
+    mapping = getattr(getattr(config, "_benchmarksession", None), "compared_mapping", None) or {}
+    records = [
+        bench["extra_info"]["peftcore_record"]
+        for benches in mapping.values()
+        for bench in benches.values()
+        if isinstance(bench.get("extra_info"), dict) and "peftcore_record" in bench["extra_info"]
+    ]
+    return records or None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    outcome: dict[str, Any] = {}
+    config.stash[_OUTCOME] = outcome
+    guard = config.stash.get(_GUARD, None)
+    if guard is not None:
+        guard.uninstall()
+        if guard.attempts:
+            outcome["network"] = guard.attempts
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    bench = config.stash.get(_SESSION, None)
+    if bench is None or not bench.records:
+        return
+    records = [bench.records[k] for k in sorted(bench.records)]
+    outcome["records"] = records
+    outcome["history_problems"] = bench.history.problems
+    tolerances = _tolerances(config)
+    if tolerances is not None:
+        from peftcore.baseline import compare_to_baseline
+
+        try:
+            baseline = _baseline_records(config)
+            if baseline is None:
+                raise PeftcoreError(
+                    "--metric-compare-fail needs a baseline: --metric-baseline PATH or --benchmark-compare"
+                )
+            result = compare_to_baseline(records, baseline, tolerances)
+        except PeftcoreError as err:
+            outcome["baseline_error"] = str(err)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        else:
+            outcome["baseline"] = result.format_table()
+            if result.failed:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not config.getoption("--no-report"):
+        from peftcore import report
+
+        try:
+            outcome["report"] = report.write_report(
+                [bench.run_dir], Path(config.rootpath) / "reports" / bench.run_id
+            )
+        except PeftcoreError as err:
+            outcome["report_error"] = str(err)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    outcome = config.stash.get(_OUTCOME, None)
+    if not outcome:
+        return
+    write = terminalreporter.write_line
+    if outcome.get("records"):
+        from peftcore.report import compact_table
+
+        terminalreporter.section("peftcore cases")
+        for line in compact_table(outcome["records"]).splitlines():
+            write(line)
+    for problem in outcome.get("history_problems", []):
+        write(f"earlier record {problem}", yellow=True)
+    if "baseline" in outcome:
+        terminalreporter.section("peftcore metrics against the baseline")
+        for line in outcome["baseline"].splitlines():
+            write(line)
+    if "baseline_error" in outcome:
+        write(f"peftcore baseline comparison: {outcome['baseline_error']}", red=True)
+    if "network" in outcome:
+        terminalreporter.section("peftcore: network access attempted (the run must be offline)", red=True)
+        for attempt in outcome["network"]:
+            write(attempt, red=True)
+    if "report" in outcome:
+        write(f"peftcore report: {outcome['report']}", bold=True)
+    if "report_error" in outcome:
+        write(f"peftcore report not written: {outcome['report_error']}", red=True)

@@ -156,17 +156,20 @@ def train(
     device: str,
     output_dir: Path,
     case_id: str = "case",
+    outcome: TrainOutcome | None = None,
 ) -> TrainOutcome:
     """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
 
     ``dataset`` is a ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``length`` (see
-    ``prompting.tokenized_train_set``). Raises DivergenceError on a NaN/inf loss; the outcome
-    passed in is filled as far as training got, so a caller can still report the curve.
+    ``prompting.tokenized_train_set``). Raises DivergenceError on a NaN/inf loss. ``outcome``,
+    when given, is filled as training goes, so a caller still has the curve of a case that
+    diverged or was interrupted.
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     precision = resolve_precision(budget, device)
-    outcome = TrainOutcome(precision=precision)
+    outcome = outcome if outcome is not None else TrainOutcome()
+    outcome.precision = precision
     tokenizer.padding_side = "right"
     collator = _CountingCollator(tokenizer)
     args = TrainingArguments(
