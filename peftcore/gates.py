@@ -1,210 +1,39 @@
-"""Quality gates over case records: absolute bounds, rules between cases, baseline regressions.
+"""Quality gates over case records: absolute bounds (``expect:``) and rules between cases (``compare:``).
 
 Pure functions over records (see :mod:`peftcore.results`); nothing here imports pytest, so the
-plugin, the report and a notebook can all ask the same questions.
-
-Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-fail``::
-
-    accuracy, f1, ...            held-out metric (metrics.held_out.<name>)
-    seen.accuracy                the same metric on the seen sample (metrics.seen.<name>)
-    primary, seen.primary        the task's first metric (spec.task.metrics[0])
-    peak_memory_bytes, ...       a cost figure; bare names are looked up in training, then
-                                 inference, then base_model (peak_memory_bytes = training's)
-    inference.peak_memory_bytes  a cost figure of one block, written out
-
-Directions (is higher better?) come from :func:`peftcore.metrics.higher_is_better`.
+plugin, the report and a notebook can all ask the same questions. Quantity names (``f1``,
+``seen.f1``, ``primary``, ``peak_memory_bytes``, ...) are those of :mod:`peftcore.quantities`;
+regressions against a stored baseline are :mod:`peftcore.baseline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import json
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from peftcore.errors import PeftcoreError, SpecError
-from peftcore.metrics import FIGURES, METRICS, higher_is_better
-from peftcore.results import RECORD_FORMAT, REQUIRED_KEYS, STATUSES, load_run
+from peftcore.metrics import higher_is_better
+from peftcore.quantities import (
+    RELATIVE_SLACK,
+    Quantity,
+    Tolerance,
+    case_key,
+    format_value,
+    parse_quantity,
+    parse_tolerance,
+    reported_metrics,
+    task_metrics,
+)
 from peftcore.schema import suggest
-
-METRIC_BLOCKS = ("held_out", "seen")
-# The numeric figures each cost block of a record carries (the record format, peftcore.results).
-RECORD_FIGURES: dict[str, tuple[str, ...]] = {
-    "training": (
-        "train_seconds",
-        "tokens_per_second",
-        "train_tokens",
-        "steps",
-        "peak_memory_bytes",
-        "peak_reserved_bytes",
-        "trainable_params",
-        "total_params",
-        "trainable_percent",
-        "adapter_bytes",
-        "final_loss",
-    ),
-    "inference": ("latency_ms_per_example", "examples_per_second", "peak_memory_bytes"),
-    "base_model": ("load_seconds", "footprint_bytes"),
-}
-_EPS = 1e-9  # relative slack so that 0.40 - 0.38 is not "more than 0.02" in binary floating point
 
 
 class GateError(PeftcoreError, ValueError):
     """A gate option or baseline cannot be used (bad tolerance text, wrong baseline file)."""
-
-
-# --------------------------------------------------------------------------- quantities
-
-
-@dataclass(frozen=True)
-class Quantity:
-    """One number of a record: a metric of a split, or a figure of a cost block."""
-
-    block: str  # held_out | seen | training | inference | base_model
-    name: str  # metric or figure name; "primary" until resolved against a record
-
-    @property
-    def is_metric(self) -> bool:
-        return self.block in METRIC_BLOCKS
-
-    @property
-    def label(self) -> str:
-        """How the name is written: ``f1``, ``seen.f1``, ``training.peak_memory_bytes``."""
-        return self.name if self.block == "held_out" else f"{self.block}.{self.name}"
-
-    @property
-    def words(self) -> str:
-        """How a message says it: ``held-out f1``, ``training peak_memory_bytes``."""
-        return f"{self.block.replace('_', '-')} {self.name}"
-
-    def resolve(self, record: Mapping[str, Any]) -> Quantity:
-        if self.name != "primary":
-            return self
-        name = primary_metric(record)
-        return Quantity(self.block, name) if name else self
-
-    def value(self, record: Mapping[str, Any]) -> float | None:
-        """The number in ``record``, or None when the record does not carry it."""
-        q = self.resolve(record)
-        if q.is_metric:
-            source = (record.get("metrics") or {}).get(q.block) or {}
-        else:
-            source = record.get(q.block) or {}
-        value = source.get(q.name) if isinstance(source, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return float(value)
-
-    def applies_to(self, record: Mapping[str, Any]) -> bool:
-        """Whether ``record`` should carry this number at all: its task scores the metric, or it
-        has the cost block (the untrained ``base`` method has no ``training`` block)."""
-        q = self.resolve(record)
-        if q.is_metric:
-            return q.name in task_metrics(record) or q.name in reported_metrics(record)
-        return isinstance(record.get(q.block), Mapping)
-
-    def higher_is_better(self, record: Mapping[str, Any] | None = None) -> bool | None:
-        q = self.resolve(record) if record is not None else self
-        return higher_is_better(q.name)
-
-
-def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: bool = False) -> Quantity:
-    """``"seen.f1"`` -> Quantity("seen", "f1"). ValueError says what is wrong with the name.
-
-    A bare name that is neither a cost figure nor a metric (registered or in ``known_metrics``)
-    is an error, unless ``lenient`` (then it is taken to be a metric, checked later).
-    """
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z_][\w.-]*", text):
-        raise ValueError(f"{text!r} is not a metric or figure name")
-    metrics = {*METRICS, *known_metrics, "primary"}
-    head, _, tail = text.partition(".")
-    if tail:
-        if head in METRIC_BLOCKS:
-            if tail in FIGURES or any(tail in names for names in RECORD_FIGURES.values()):
-                raise ValueError(f"{tail!r} is a cost figure, not a metric of the {head} split")
-            if tail not in metrics and not lenient:
-                raise ValueError(f"unknown metric {tail!r}; " + suggest(tail, metrics))
-            return Quantity(head, tail)
-        if head in RECORD_FIGURES:
-            if tail not in RECORD_FIGURES[head]:
-                raise ValueError(f"{head} has no figure {tail!r}; " + suggest(tail, RECORD_FIGURES[head]))
-            return Quantity(head, tail)
-        raise ValueError(f"unknown prefix {head!r} in {text!r}; expected seen., held_out., training., ...")
-    for block, names in RECORD_FIGURES.items():
-        if text in names:
-            return Quantity(block, text)
-    if text in metrics or lenient:
-        return Quantity("held_out", text)
-    figures = {name for names in RECORD_FIGURES.values() for name in names}
-    raise ValueError(f"unknown metric or cost figure {text!r}; " + suggest(text, metrics | figures))
-
-
-def primary_metric(record: Mapping[str, Any]) -> str | None:
-    """The task's first declared metric, else the first held-out metric the record carries."""
-    declared = task_metrics(record)
-    if declared:
-        return declared[0]
-    held_out = (record.get("metrics") or {}).get("held_out") or {}
-    return next(iter(held_out), None)
-
-
-def task_metrics(record: Mapping[str, Any]) -> tuple[str, ...]:
-    task = ((record.get("spec") or {}).get("task")) or {}
-    names = task.get("metrics") if isinstance(task, Mapping) else None
-    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) else ()
-
-
-def reported_metrics(record: Mapping[str, Any]) -> set[str]:
-    metrics = record.get("metrics") or {}
-    return {name for block in METRIC_BLOCKS for name in (metrics.get(block) or {})}
-
-
-def case_seed(record: Mapping[str, Any]) -> int:
-    """The training seed: the record's ``seed``, else the resolved spec's, else the id's suffix."""
-    seed = record.get("seed")
-    if seed is None:
-        seed = ((record.get("spec") or {}).get("training") or {}).get("seed")
-    if seed is None:
-        match = re.search(r"-seed(\d+)$", str(record.get("case_id", "")))
-        seed = int(match.group(1)) if match else 0
-    return int(seed)
-
-
-CaseKey = tuple[str, str, str, int]
-
-
-def case_key(record: Mapping[str, Any]) -> CaseKey:
-    """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
-    return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
-
-
-def format_value(quantity: Quantity | str, value: float | None) -> str:
-    name = quantity.name if isinstance(quantity, Quantity) else quantity
-    if value is None:
-        return "n/a"
-    if name.endswith("_bytes") and math.isfinite(value):
-        return human_bytes(value)
-    if name.endswith("_params") and math.isfinite(value):
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def human_bytes(value: float) -> str:
-    """1288490188.8 -> '1.20 GiB' (binary units, three significant digits)."""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            break
-        size /= 1024
-    if unit == "B":
-        return f"{size:.0f} B"
-    digits = 0 if abs(size) >= 100 else 1 if abs(size) >= 10 else 2
-    return f"{size:.{digits}f} {unit}"
 
 
 # --------------------------------------------------------------------------- gate failures
@@ -372,31 +201,6 @@ def check_expect(
 
 
 # --------------------------------------------------------------------------- relative gates
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far a value may move: ``0.02`` (absolute) or ``2%`` (relative to the reference)."""
-
-    value: float
-    relative: bool
-
-    def allowed(self, reference: float) -> float:
-        return self.value / 100 * abs(reference) if self.relative else self.value
-
-    def __str__(self) -> str:
-        return f"{self.value:g}%" if self.relative else f"{self.value:g}"
-
-
-def parse_tolerance(text: Any) -> Tolerance:
-    """``"2%"`` -> relative 2 %, ``0.02`` or ``"0.02"`` -> absolute; ValueError otherwise."""
-    raw = str(text).strip() if isinstance(text, (str, int, float)) and not isinstance(text, bool) else None
-    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([-+]?\d+))?\s*(%?)", raw or "")
-    if not match:
-        raise ValueError(f"expected a non-negative number like 0.02 or a percentage like 2%, got {text!r}")
-    number = float(match.group(1) + (f"e{match.group(2)}" if match.group(2) else ""))
-    return Tolerance(number, relative=bool(match.group(3)))
-
 
 RuleKind = Literal["beat", "below", "above", "max_drop", "max_ratio"]
 _RULE_KEYS = ("metric", "figure", "case", "baseline", "must", "max_drop", "max_ratio", "task", "model", "why")
@@ -575,9 +379,7 @@ def _check_pair(
         return None  # e.g. f1 on a multiple-choice task, training memory of the untrained base
     case_id, base_id = str(record["case_id"]), str(reference["case_id"])
     value, base = quantity.value(record), quantity.value(reference)
-    where = (
-        f"compare rule {rule.index + 1} in {source_file}" if source_file else f"compare rule {rule.index + 1}"
-    )
+    where = f"compare rule {rule.index + 1}" + (f" in {source_file}" if source_file else "")
     why = f"; {rule.why}" if rule.why else ""
     method_base = str(reference["method"])
     if value is None or base is None:
@@ -595,13 +397,7 @@ def _check_pair(
     shown, shown_base = format_value(quantity, value), format_value(quantity, base)
     ok: bool
     if rule.kind == "beat":
-        direction = higher_is_better(quantity.name)
-        if direction is None:
-            raise SpecError(
-                source_file,
-                f"compare[{rule.index}]",
-                f"{quantity.name!r} has no declared direction in peftcore.metrics; use must: below or above",
-            )
+        direction = _direction(rule, quantity, source_file, instead="must: below or above")
         ok = not math.isnan(value) and (value > base if direction else value < base)
         detail = (
             f"does not beat {method_base}'s {shown_base} ({'higher' if direction else 'lower'} is better)"
@@ -612,21 +408,15 @@ def _check_pair(
     elif rule.kind == "max_ratio":
         assert rule.ratio is not None
         limit = rule.ratio * base
-        ok = value <= limit * (1 + _EPS)
+        ok = value <= limit * (1 + RELATIVE_SLACK)
         times = f"{value / base:.3g} x" if base else "above"
         detail = f"is {times} {method_base}'s {shown_base}; at most {rule.ratio:g} x allowed"
     else:
         assert rule.tolerance is not None
-        direction = higher_is_better(quantity.name)
-        if direction is None:
-            raise SpecError(
-                source_file,
-                f"compare[{rule.index}]",
-                f"{quantity.name!r} has no declared direction in peftcore.metrics; use max_ratio or must:",
-            )
+        direction = _direction(rule, quantity, source_file, instead="max_ratio or must:")
         worse = (base - value) if direction else (value - base)
         allowed = rule.tolerance.allowed(base)
-        ok = not math.isnan(value) and worse <= allowed * (1 + _EPS) + 1e-12
+        ok = not math.isnan(value) and worse <= rule.tolerance.limit(base)
         detail = (
             f"is {format_value(quantity, worse)} worse than {method_base}'s {shown_base}; "
             f"max_drop {rule.tolerance} allows {format_value(quantity, allowed)}"
@@ -644,332 +434,13 @@ def _check_pair(
     )
 
 
-# --------------------------------------------------------------------------- baseline comparison
-
-
-def parse_tolerances(text: str) -> dict[str, Tolerance]:
-    """``"f1:2%,accuracy:0.02"`` -> {"f1": 2 % relative, "accuracy": 0.02 absolute}.
-
-    Names follow the quantity vocabulary of this module (``seen.f1``, ``peak_memory_bytes``,
-    ``primary``). GateError on unreadable text; whether a case reports the metric is checked
-    by :func:`compare_to_baseline`.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise GateError("--metric-compare-fail: expected metric:tolerance pairs like f1:2%,accuracy:0.02")
-    tolerances: dict[str, Tolerance] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition(":")
-        name = name.strip()
-        if not sep or not name:
-            raise GateError(f"--metric-compare-fail: {item.strip()!r} is not metric:tolerance (e.g. f1:2%)")
-        try:
-            quantity = parse_quantity(name, lenient=True)
-            tolerance = parse_tolerance(value)
-        except ValueError as err:
-            raise GateError(f"--metric-compare-fail: {name}: {err}") from None
-        if quantity.label in tolerances:
-            raise GateError(f"--metric-compare-fail: {name} is given twice")
-        tolerances[quantity.label] = tolerance
-    return tolerances
-
-
-Verdict = Literal["regressed", "improved", "unchanged", "better", "worse", "same", "changed"]
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    """One quantity of one case, current against reference."""
-
-    case_id: str
-    key: CaseKey
-    quantity: str  # label, e.g. "f1", "seen.f1", "training.peak_memory_bytes"
-    baseline: float
-    current: float
-    higher_is_better: bool | None
-    tolerance: Tolerance | None
-    verdict: Verdict
-
-    @property
-    def delta(self) -> float:
-        return self.current - self.baseline
-
-    @property
-    def relative(self) -> float | None:
-        return self.delta / abs(self.baseline) if self.baseline else None
-
-
-@dataclass(frozen=True)
-class ComparisonResult:
-    """Every compared quantity, plus the cases that could not be compared and why."""
-
-    rows: tuple[ComparisonRow, ...]
-    new_cases: tuple[str, ...] = ()  # only in the current records: reported, not failed
-    missing_cases: tuple[str, ...] = ()  # only in the baseline
-    unavailable: tuple[tuple[str, str], ...] = ()  # (case id, why it was not compared)
-    notes: tuple[str, ...] = ()
-    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
-    matched_cases: tuple[str, ...] = ()  # in both (compared, or listed as unavailable)
-
-    def _with(self, *verdicts: str) -> list[ComparisonRow]:
-        return [r for r in self.rows if r.verdict in verdicts]
-
-    @property
-    def regressed(self) -> list[ComparisonRow]:
-        return self._with("regressed")
-
-    @property
-    def improved(self) -> list[ComparisonRow]:
-        return self._with("improved")
-
-    @property
-    def unchanged(self) -> list[ComparisonRow]:
-        return self._with("unchanged")
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.regressed)
-
-    def regressions_for(self, case_id: str) -> list[ComparisonRow]:
-        return [r for r in self.regressed if r.case_id == case_id]
-
-    def counts(self) -> str:
-        parts = [f"{len(self.regressed)} regressed", f"{len(self.improved)} improved"]
-        parts.append(f"{len(self.unchanged)} unchanged")
-        if self.new_cases:
-            parts.append(f"{len(self.new_cases)} new case(s) not in the baseline")
-        if self.missing_cases:
-            parts.append(f"{len(self.missing_cases)} baseline case(s) not run")
-        return ", ".join(parts)
-
-    def format_table(self, rows: Sequence[ComparisonRow] | None = None) -> str:
-        """Plain text: the regressed rows (or ``rows``) with values, change and allowance."""
-        rows = self.regressed if rows is None else rows
-        lines = [f"metric comparison against baseline: {self.counts()}"]
-        if rows:
-            table = [("case", "metric", "baseline", "current", "change", "allowed")]
-            for row in rows:
-                allowed = (
-                    f"{format_value(row.quantity, row.tolerance.allowed(row.baseline))} ({row.tolerance})"
-                    if row.tolerance
-                    else ""
-                )
-                table.append(
-                    (
-                        row.case_id,
-                        row.quantity,
-                        format_value(row.quantity, row.baseline),
-                        format_value(row.quantity, row.current),
-                        _signed(row),
-                        allowed,
-                    )
-                )
-            lines.extend(_align(table))
-        if self.new_cases:
-            lines.append("new (not in the baseline, not compared): " + ", ".join(self.new_cases))
-        for case_id, why in self.unavailable:
-            lines.append(f"not compared: {case_id}: {why}")
-        lines.extend(f"note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-
-def _signed(row: ComparisonRow) -> str:
-    text = format_value(row.quantity, abs(row.delta))
-    sign = "+" if row.delta > 0 else "-" if row.delta < 0 else "±"
-    rel = f" ({row.relative:+.1%})" if row.relative is not None and math.isfinite(row.relative) else ""
-    return f"{sign}{text}{rel}"
-
-
-def _align(table: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
-
-
-def scalar_quantities(records: Iterable[Mapping[str, Any]]) -> list[Quantity]:
-    """Every metric and cost figure any record carries, metrics first, in a stable order."""
-    metrics: dict[Quantity, None] = {}
-    figures: dict[Quantity, None] = {}
-    for record in records:
-        for name in (*task_metrics(record), *((record.get("metrics") or {}).get("held_out") or {})):
-            metrics.setdefault(Quantity("held_out", name))
-        for name in (*task_metrics(record), *((record.get("metrics") or {}).get("seen") or {})):
-            metrics.setdefault(Quantity("seen", name))
-        for block, names in RECORD_FIGURES.items():
-            values = record.get(block) or {}
-            for name in (*names, *values):
-                value = values.get(name) if isinstance(values, Mapping) else None
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    figures.setdefault(Quantity(block, name))
-    ordered = [q for q in metrics if q.block == "held_out"] + [q for q in metrics if q.block == "seen"]
-    return ordered + list(figures)
-
-
-def compare_records(
-    records: Iterable[Mapping[str, Any]],
-    baseline_records: Iterable[Mapping[str, Any]],
-    tolerances: Mapping[str, Tolerance] | None = None,
-) -> ComparisonResult:
-    """Case by case (matched on method, model, task, seed), each quantity current vs baseline.
-
-    With ``tolerances`` only those quantities are compared, and each row is regressed, improved
-    (moved by more than the tolerance in the metric's direction) or unchanged. Without, every
-    metric and cost figure is compared and rows read better, worse, same (or changed, for a
-    figure without a direction).
-    """
-    current = {case_key(r): r for r in records}
-    baseline = {case_key(r): r for r in baseline_records}
-    chosen = [parse_quantity(name, lenient=True) for name in tolerances] if tolerances is not None else None
-    rows, unavailable, notes = [], [], []
-    for key in sorted(current.keys() & baseline.keys()):
-        now, then = current[key], baseline[key]
-        case_id = str(now["case_id"])
-        if now["status"] != "finished" or then["status"] != "finished":
-            which = "this run" if now["status"] != "finished" else "the baseline"
-            status = now["status"] if now["status"] != "finished" else then["status"]
-            unavailable.append((case_id, f"{status} in {which}"))
-            continue
-        if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
-            notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
-        for quantity in chosen if chosen is not None else scalar_quantities([now, then]):
-            resolved = quantity.resolve(now)
-            value, reference = resolved.value(now), resolved.value(then)
-            if value is None or reference is None:
-                continue
-            direction = higher_is_better(resolved.name)
-            tolerance = tolerances.get(quantity.label) if tolerances is not None else None
-            rows.append(
-                ComparisonRow(
-                    case_id,
-                    key,
-                    resolved.label,
-                    reference,
-                    value,
-                    direction,
-                    tolerance,
-                    _verdict(value, reference, direction, tolerance),
-                )
-            )
-    new = sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())
-    missing = sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())
-    matched = sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())
-    return ComparisonResult(
-        tuple(rows),
-        tuple(new),
-        tuple(missing),
-        tuple(unavailable),
-        tuple(notes),
-        dict(tolerances or {}),
-        tuple(matched),
-    )
-
-
-def _verdict(value: float, reference: float, direction: bool | None, tolerance: Tolerance | None) -> Verdict:
+def _direction(rule: Rule, quantity: Quantity, source_file: str | Path | None, instead: str) -> bool:
+    """Whether higher is better for a rule that needs to know; SpecError when nobody declared it."""
+    direction = higher_is_better(quantity.name)
     if direction is None:
-        return "same" if value == reference else "changed"
-    gain = (value - reference) if direction else (reference - value)  # > 0: better
-    if math.isnan(gain):
-        return "regressed" if tolerance is not None else "changed"
-    if tolerance is None:
-        return "better" if gain > 0 else "worse" if gain < 0 else "same"
-    allowed = tolerance.allowed(reference) * (1 + _EPS) + 1e-12
-    return "regressed" if gain < -allowed else "improved" if gain > allowed else "unchanged"
-
-
-def compare_to_baseline(
-    records: Sequence[Mapping[str, Any]],
-    baseline_records: Sequence[Mapping[str, Any]],
-    tolerances: Mapping[str, Tolerance],
-) -> ComparisonResult:
-    """Regressions of ``records`` against a stored baseline, within per-metric ``tolerances``.
-
-    GateError when the baseline was recorded with another profile, or when a tolerance names a
-    quantity that no finished case reports. Cases new since the baseline are listed, not failed.
-    """
-    _same_profile(records, baseline_records)
-    finished = [r for r in records if r.get("status") == "finished"]
-    if finished:
-        for name in tolerances:
-            quantity = parse_quantity(name, lenient=True)
-            if quantity.is_metric and quantity.name != "primary":
-                reported = {m for r in finished for m in reported_metrics(r)}
-                if quantity.name not in reported:
-                    raise GateError(
-                        f"--metric-compare-fail: no case of this session reports metric {quantity.name!r}; "
-                        + suggest(quantity.name, reported)
-                    )
-            elif not any(quantity.value(r) is not None for r in finished):
-                raise GateError(f"--metric-compare-fail: no case of this session reports {quantity.words}")
-    result = compare_records(records, baseline_records, tolerances)
-    if records and baseline_records and not result.matched_cases:
-        notes = (*result.notes, "no case of this session is in the baseline")
-        result = dataclasses.replace(result, notes=notes)
-    return result
-
-
-def _same_profile(records: Iterable[Mapping[str, Any]], baseline: Iterable[Mapping[str, Any]]) -> None:
-    now = {str(r.get("profile")) for r in records if r.get("profile")}
-    then = {str(r.get("profile")) for r in baseline if r.get("profile")}
-    if now and then and now != then:
-        raise GateError(
-            f"the baseline was recorded with profile {', '.join(sorted(then))}; this run is "
-            f"{', '.join(sorted(now))}: budgets differ, so compare against a baseline of the same profile"
+        raise SpecError(
+            source_file,
+            f"compare[{rule.index}]",
+            f"{quantity.name!r} has no declared direction in peftcore.metrics; use {instead}",
         )
-
-
-def load_baseline(path: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
-    """Records of a baseline: a pytest-benchmark JSON file (``--benchmark-save``) whose
-    benchmarks carry ``extra_info["peftcore_record"]``, or a run folder (``<run>/cases/``).
-
-    GateError when the path is missing, is neither, holds records of another format, or (with
-    ``profile``) was recorded with another profile.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "cases").is_dir():
-            raise GateError(f"baseline {path}: not a run folder (no cases/) nor a pytest-benchmark JSON file")
-        run = load_run(path)
-        if run.problems:
-            raise GateError(f"baseline {run.problems[0]}")
-        records = [dict(r) for r in run.records]
-        if not records:
-            raise GateError(f"baseline {path}: the run has no case records")
-    elif path.is_file():
-        records = _records_from_benchmark_json(path)
-    else:
-        raise GateError(f"baseline {path} does not exist")
-    if profile is not None:
-        _same_profile([{"profile": profile}], records)
-    return records
-
-
-def _records_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GateError(f"baseline {path}: not a readable JSON file ({err})") from None
-    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
-    if not isinstance(benchmarks, list):
-        raise GateError(f"baseline {path}: not a pytest-benchmark file (no 'benchmarks' list)")
-    records = []
-    for bench in benchmarks:
-        extra = bench.get("extra_info") if isinstance(bench, dict) else None
-        record = extra.get("peftcore_record") if isinstance(extra, dict) else None
-        if record is None:
-            continue  # a benchmark that is not a peftcore case
-        where = f"baseline {path}, benchmark {bench.get('name', '?')!r}"
-        if not isinstance(record, dict):
-            raise GateError(f"{where}: peftcore_record is not a JSON object")
-        if record.get("format") != RECORD_FORMAT:
-            raise GateError(
-                f"{where}: record format {record.get('format')!r}, this peftcore reads {RECORD_FORMAT}; "
-                "save a new baseline with --benchmark-save"
-            )
-        missing = [k for k in REQUIRED_KEYS if k not in record]
-        if missing or record["status"] not in STATUSES:
-            raise GateError(f"{where}: malformed record (missing {', '.join(missing) or 'a known status'})")
-        records.append(record)
-    if not records:
-        raise GateError(
-            f"baseline {path}: no benchmark carries extra_info['peftcore_record'] "
-            "(saved by another tool or an older peftcore; save a new baseline with --benchmark-save)"
-        )
-    return records
+    return direction

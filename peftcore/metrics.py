@@ -79,6 +79,7 @@ def _add(metric: Metric) -> None:
 # Cost figures of a case record, with their direction (for gates and report arrows).
 FIGURES: dict[str, bool] = {
     "peak_memory_bytes": False,
+    "peak_reserved_bytes": False,
     "train_seconds": False,
     "tokens_per_second": True,
     "adapter_bytes": False,

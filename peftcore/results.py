@@ -98,15 +98,21 @@ def read_record(path: Path) -> dict[str, Any]:
         raise RecordError(f"{path}: not a readable JSON record ({err})") from None
     if not isinstance(data, dict):
         raise RecordError(f"{path}: expected a JSON object")
+    return check_record(data, str(path))
+
+
+def check_record(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` itself when it is a record of ``RECORD_FORMAT`` with the required keys and a known
+    status; RecordError otherwise, its message starting with ``where`` (a path, a benchmark)."""
     if data.get("format") != RECORD_FORMAT:
         raise RecordError(
-            f"{path}: record format {data.get('format')!r}, this peftcore reads {RECORD_FORMAT}"
+            f"{where}: record format {data.get('format')!r}, this peftcore reads {RECORD_FORMAT}"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise RecordError(f"{path}: missing keys {', '.join(missing)}")
+        raise RecordError(f"{where}: missing keys {', '.join(missing)}")
     if data["status"] not in STATUSES:
-        raise RecordError(f"{path}: unknown status {data['status']!r}")
+        raise RecordError(f"{where}: unknown status {data['status']!r}")
     return data
 
 

@@ -10,22 +10,10 @@ from pathlib import Path
 import pytest
 from report_fixtures import grid, make_record, write_benchmark_json, write_run
 
+from peftcore.baseline import compare_to_baseline, load_baseline, parse_tolerances
 from peftcore.errors import PeftcoreError, SpecError
-from peftcore.gates import (
-    GateError,
-    Quantity,
-    Tolerance,
-    case_key,
-    check_expect,
-    check_relative,
-    compare_to_baseline,
-    failures_for,
-    load_baseline,
-    parse_quantity,
-    parse_rules,
-    parse_tolerances,
-    validate_expect,
-)
+from peftcore.gates import GateError, check_expect, check_relative, failures_for, parse_rules, validate_expect
+from peftcore.quantities import Quantity, Tolerance, case_key, parse_quantity
 
 TASK_FILE = "benchmarks/specs/tasks/squad.yaml"
 PROFILE_FILE = "benchmarks/specs/profiles/quick.yaml"
@@ -486,6 +474,15 @@ def test_unusable_baseline_files(tmp_path: Path, content: str, words: str) -> No
     assert words in _one_line(info.value)
 
 
+def test_a_baseline_record_is_checked_like_a_record_file(tmp_path: Path) -> None:
+    record = make_record("lora", "squad")
+    del record["run_id"]
+    path = write_benchmark_json(tmp_path / "baseline.json", [record])
+    with pytest.raises(GateError) as info:
+        load_baseline(path)
+    assert "benchmark 'test_case[lora-smollm2-135m-squad]': missing keys run_id" in _one_line(info.value)
+
+
 def test_missing_baseline_and_plain_folder(tmp_path: Path) -> None:
     with pytest.raises(GateError, match="does not exist"):
         load_baseline(tmp_path / "nope.json")
@@ -495,6 +492,21 @@ def test_missing_baseline_and_plain_folder(tmp_path: Path) -> None:
 
 def test_errors_are_peftcore_errors() -> None:
     assert issubclass(GateError, PeftcoreError)
+
+
+def test_reserved_memory_is_a_cost_lower_is_better() -> None:
+    records = grid(methods=("lora", "qlora"), tasks=("squad",))  # qlora reserves less
+    rules = [{"figure": "peak_reserved_bytes", "case": "qlora", "baseline": "lora", "must": "beat"}]
+    assert check_relative(records, rules, PROFILE_FILE) == []
+    reference = [make_record("lora", "squad")]
+    records = [make_record("lora", "squad", training={"peak_reserved_bytes": 2**31})]
+    result = compare_to_baseline(records, reference, parse_tolerances("peak_reserved_bytes:10%"))
+    assert [r.quantity for r in result.regressed] == ["training.peak_reserved_bytes"]
+
+
+def test_baseline_does_not_import_pytest() -> None:
+    code = "import sys, peftcore.baseline; sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_gates_do_not_import_pytest() -> None:

@@ -17,7 +17,9 @@ import pytest
 from report_fixtures import grid, make_record, write_run
 
 from peftcore import cli, report
+from peftcore.quantities import human_bytes
 from peftcore.report import ReportError, compact_table, pareto_front, write_report
+from peftcore.report_rows import Stat, fmt_bytes, fmt_count
 
 RUN_ID = "20260101-120000-quick"
 PLOT_IDS = (
@@ -181,6 +183,16 @@ def test_pareto_front_respects_direction() -> None:
     perplexity = [("qlora", 0.7, 33.0), ("lora", 1.2, 32.0), ("ia3", 1.1, 35.0), ("full", 2.3, 34.0)]
     assert pareto_front(perplexity, higher_better=False) == ["qlora", "lora"]
     assert pareto_front([("a", 1.0, float("nan"))], higher_better=True) == []
+
+
+@pytest.mark.parametrize("size", [0, 512, 1023, 1024, 1536, 2**20 - 1, 1.18 * 2**30, 3 * 2**40, -5e9])
+def test_a_single_byte_value_reads_the_same_in_tables_and_messages(size: float) -> None:
+    assert fmt_bytes(Stat(size, None, 1)) == human_bytes(size)
+
+
+def test_counts_are_shortened_above_a_thousand() -> None:
+    counts = [fmt_count(v) for v in (512, 921_600, 134_515_008, 1.5e9)]
+    assert counts == ["512", "921.6 K", "134.5 M", "1.5 B"]
 
 
 def _chromium() -> str | None:
