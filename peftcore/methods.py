@@ -109,6 +109,24 @@ def save_trained(model: Any, folder: Any, method: MethodSpec) -> None:
         model.save_pretrained(folder, safe_serialization=True)
 
 
+def load_trained(base_model: Any, folder: Any, method: MethodSpec) -> Any:
+    """A saved peft adapter on ``base_model`` (the counterpart of ``save_trained``)."""
+    import warnings
+
+    from peft import PeftModel, prepare_model_for_kbit_training
+
+    if getattr(base_model, "is_quantized", False):
+        # Training ran on a prepared base (norms and embeddings cast to fp32); on an int8 base
+        # that changes the logits, so the reloaded model is prepared the same way.
+        base_model = prepare_model_for_kbit_training(base_model, use_gradient_checkpointing=False)
+    with warnings.catch_warnings():
+        if method.tuner == "adalora":
+            # AdaLoRA stores its final ranks as "<module>.lora_E" keys; peft's generic check for
+            # rank_pattern keys does not know that form and warns, though the ranks are applied.
+            warnings.filterwarnings("ignore", message="The following rank_pattern keys did not match")
+        return PeftModel.from_pretrained(base_model, folder)
+
+
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(trainable, total) parameters; 4-bit weights count as the parameters they stand for."""
     if hasattr(model, "get_nb_trainable_parameters"):

@@ -254,7 +254,7 @@ def _train_and_score(
         state.stage = "model preparation"
         set_seed(budget.seed)
         if ctx.reuse is not None:
-            state.model = _reload_adapter(base, ctx.reuse)
+            state.model = methods.load_trained(base.fresh(), ctx.reuse.adapter(), case.method)
             record["reused_training_from"] = ctx.reuse.run_id
         else:
             state.model = methods.apply_method(base.fresh(), case.method, budget)
@@ -322,15 +322,6 @@ def _train_and_score(
         record["metrics"][split] = results[split].metrics
     record["inference"] = results["held_out"].inference
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
-
-
-def _reload_adapter(base: LoadedBase, earlier: Earlier) -> Any:
-    """An earlier run's adapter on a fresh base, for re-scoring without training again."""
-    from peft import PeftModel
-
-    adapter = earlier.adapter()
-    assert adapter is not None
-    return PeftModel.from_pretrained(base.fresh(), adapter)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

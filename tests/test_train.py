@@ -127,9 +127,7 @@ def test_method_trains_saves_and_reloads(method_name, bases, fixed_batch, tmp_pa
     assert files and all(f.stat().st_size > 0 for f in files)
     before = logits(model, dataset)
     if case.method.is_peft:
-        from peft import PeftModel
-
-        reloaded = PeftModel.from_pretrained(base.fresh(), tmp_path / "saved")
+        reloaded = methods.load_trained(base.fresh(), tmp_path / "saved", case.method)
     else:
         from transformers import AutoModelForCausalLM
 
