@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from peftcore.example import Example
-from peftcore.measure import PeakMemory, stopwatch
+from peftcore.measure import PeakMemory, bf16_supported, stopwatch
 from peftcore.metrics import extract_number, resolve_metric
 from peftcore.prompting import PromptFormat
 from peftcore.specs import EvalSettings, TaskSpec
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 # When neither the model config nor the caller says how long an input may be.
 FALLBACK_MAX_LENGTH = 2048
+# A log-likelihood batch holds at most this many tokens (or one row, if longer): the logits of
+# a batch take tokens x vocabulary x 4 bytes, 0.8 GB for 4,096 tokens of a 49k vocabulary.
+BATCH_TOKEN_BUDGET = 4096
+# Log-softmax is taken over this many positions at a time (float32 copies stay small).
+_LOGSOFTMAX_CHUNK = 512
 # Prompt-learning tuners whose virtual tokens are input embeddings (not a KV-cache prefix).
 _EMBEDDING_PROMPT_TUNERS = ("PROMPT_TUNING", "P_TUNING")
 
@@ -81,7 +86,8 @@ def score(
     """Score ``model`` on ``examples`` of ``task`` and measure what inference costs.
 
     ``precision`` is ``bf16`` (autocast to bfloat16; log-softmax still in float32), ``fp16``
-    (autocast to float16, CUDA only) or ``fp32`` (no autocast). ``max_length`` caps the
+    (autocast to float16), ``fp32`` (no autocast) or ``auto`` (bf16 where the device computes
+    it fast, else fp32). ``max_length`` caps the
     tokens one forward pass sees (default: the model's ``max_position_embeddings`` minus any
     virtual tokens); it is also the perplexity window. Longer inputs lose the start of their
     context. The model is put in eval mode for the call and given back in the mode it had.
@@ -94,6 +100,11 @@ def score(
     evaluator = EVALUATORS.get(task.type)
     if evaluator is None:
         raise ValueError(f"no evaluator for task type {task.type!r}; known: {', '.join(sorted(EVALUATORS))}")
+    metric_names(
+        task, evaluator.gives, evaluator.extra
+    )  # a metric the evaluator cannot feed fails before any work
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(device) else "fp32"
     limit = max_length or getattr(settings, "max_length", None) or max_input_length(model)
     run = _Run(model=model, fmt=fmt, task=task, settings=settings, device=device, max_length=limit)
     memory = PeakMemory(device)
@@ -106,7 +117,7 @@ def score(
         "examples": n,
         "seconds": round(seconds, 4),
         "latency_ms_per_example": round(1000.0 * seconds / n, 3),
-        "examples_per_second": round(n / seconds, 3) if seconds > 0 else math.inf,
+        "examples_per_second": round(n / max(seconds, 1e-9), 3),
         "peak_memory_bytes": int(memory.peak_bytes),
         "memory_method": memory.method,
         "precision": precision,
@@ -139,8 +150,26 @@ class _Raw:
 
 @dataclass(frozen=True)
 class _Evaluator:
+    gives: str  # what its metrics take (peftcore.metrics.Metric.inputs)
+    extra: tuple[str, ...]  # metrics it reports besides the task's
     infer: Callable[[_Run, Sequence[Example]], _Raw]
     finish: Callable[[_Run, Sequence[Example], _Raw], tuple[dict[str, float], list[dict[str, Any]]]]
+
+
+def metric_names(task: TaskSpec, gives: str, extra: Sequence[str] = ()) -> list[str]:
+    """The metrics to compute: ``extra`` then the task's, minus judged ones (peftcore.judge
+    scores those from the predictions). ``ValueError`` for a metric taking other inputs."""
+    names = []
+    for name in dict.fromkeys([*extra, *task.metrics]):
+        metric = resolve_metric(name)
+        if metric.inputs == "judge":
+            continue
+        if metric.inputs != gives:
+            raise ValueError(
+                f"task {task.name!r} ({task.type}) gives {gives}, but metric {name!r} takes {metric.inputs}"
+            )
+        names.append(name)
+    return names
 
 
 @contextlib.contextmanager
@@ -229,13 +258,13 @@ def token_loglikelihoods(
     """Summed log-probability (natural log) of each request's scored tokens, batched.
 
     Requests are sorted longest first and right-padded (with an attention mask, padding after
-    a row cannot change its logits). As in lm-evaluation-harness the last token is not fed
+    a row cannot change its logits); a batch holds at most ``batch_size`` rows and
+    :data:`BATCH_TOKEN_BUDGET` tokens. As in lm-evaluation-harness the last token is not fed
     (nothing is predicted from it); the logits at positions ``start-1 .. len-2`` predict the
     scored tokens. Only the logits the batch needs are computed when the model accepts
     ``logits_to_keep``, and log-softmax is taken in float32. Virtual tokens of prompt tuning
     come before the input, so counting positions from the end of the output stays right.
     """
-    import torch
 
     for request in requests:
         if not 1 <= request.start < len(request.tokens):
@@ -244,15 +273,10 @@ def token_loglikelihoods(
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].tokens))
     totals = [0.0] * len(requests)
     real = padded = 0
-    for batch in _batches(order, batch_size):
-        inputs = [requests[i].tokens[:-1] for i in batch]
-        width = max(len(row) for row in inputs)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, tokens in enumerate(inputs):
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(tokens)] = 1
-        real += sum(len(row) for row in inputs)
+    for batch in _token_batches(order, [len(r.tokens) - 1 for r in requests], batch_size):
+        ids, mask = _right_padded([requests[i].tokens[:-1] for i in batch], pad_id)
+        width = ids.shape[1]
+        real += int(mask.sum())
         padded += ids.numel()
         # Output position p of the kept logits is input position first + p.
         first = min(requests[i].start for i in batch) - 1 if keep_supported else 0
@@ -261,16 +285,43 @@ def token_loglikelihoods(
         logits = logits[:, -(width - first) :]
         for row, i in enumerate(batch):
             request = requests[i]
-            lo, hi = request.start - 1 - first, len(request.tokens) - 1 - first
-            logprobs = torch.log_softmax(logits[row, lo:hi].float(), dim=-1)
-            targets = torch.tensor(request.tokens[request.start :], dtype=torch.long, device=logprobs.device)
-            totals[i] = float(logprobs.gather(-1, targets[:, None]).sum())
+            lo = request.start - 1 - first
+            totals[i] = _sum_logprobs(
+                logits[row, lo : lo + len(request.tokens) - request.start], request.tokens[request.start :]
+            )
+        del logits
     stats = {
         "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
         "forward_tokens": real,
         "padded_tokens": padded,
     }
     return totals, stats
+
+
+def _token_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive runs of ``order`` (longest first) of at most ``batch_size`` rows and
+    :data:`BATCH_TOKEN_BUDGET` padded tokens; a row longer than the budget goes alone."""
+    batch: list[int] = []
+    for i in order:
+        width = lengths[batch[0]] if batch else lengths[i]
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * width > BATCH_TOKEN_BUDGET):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _sum_logprobs(logits: torch.Tensor, targets: Sequence[int]) -> float:
+    """Sum of log-softmax(logits)[k, targets[k]], in float32, a chunk of positions at a time."""
+    import torch
+
+    index = torch.tensor(list(targets), dtype=torch.long, device=logits.device)[:, None]
+    total = 0.0
+    for at in range(0, len(targets), _LOGSOFTMAX_CHUNK):
+        chunk = torch.log_softmax(logits[at : at + _LOGSOFTMAX_CHUNK].float(), dim=-1)
+        total += float(chunk.gather(-1, index[at : at + _LOGSOFTMAX_CHUNK]).sum())
+    return total
 
 
 # --------------------------------------------------------------------------- choices
@@ -434,9 +485,7 @@ def _shared_context(
         ).logits
         for row, (b, c) in enumerate(rows):
             targets = groups[batch[b]].continuations[c]
-            logprobs = torch.log_softmax(logits[row, : len(targets)].float(), dim=-1)
-            index = torch.tensor(targets, dtype=torch.long, device=logprobs.device)[:, None]
-            results[batch[b]].append(float(logprobs.gather(-1, index).sum()))
+            results[batch[b]].append(_sum_logprobs(logits[row, : len(targets)], targets))
         real += sum(len(p) for p in prefixes) + sum(len(i) for i in inputs)
         padded += ids.numel() + cont_ids.numel()
         del out, cache, logits
@@ -456,6 +505,12 @@ def choice_bytes(fmt: PromptFormat, choice: str) -> int:
 
 
 def _infer_choices(run: _Run, examples: Sequence[Example]) -> _Raw:
+    for example in examples:
+        if example.label is None or not 0 <= example.label < len(example.choices):
+            raise ValueError(
+                f"example {example.uid} of task {run.task.name!r} has no valid gold label "
+                f"({example.label!r} for {len(example.choices)} choices)"
+            )
     groups = [choice_group(run.fmt, example, run.max_length) for example in examples]
     values, stats = choice_loglikelihoods(
         run.model, groups, batch_size=run.settings.batch_size, pad_id=_pad_id(run.fmt), device=run.device
@@ -472,8 +527,7 @@ def _finish_choices(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     chosen, chosen_norm, gold, predictions = [], [], [], []
     for example, lls in zip(examples, raw.values, strict=True):
-        if example.label is None:
-            raise ValueError(f"example {example.uid} of task {run.task.name!r} has no gold label")
+        assert example.label is not None  # checked before inference
         per_byte = [ll / choice_bytes(run.fmt, c) for ll, c in zip(lls, example.choices, strict=True)]
         chosen.append(_argmax(lls))
         chosen_norm.append(_argmax(per_byte))
@@ -487,18 +541,10 @@ def _finish_choices(
                 "loglikelihoods": [round(v, 5) for v in lls],
             }
         )
-    names = ["accuracy", "accuracy_norm", *run.task.metrics]
-    metrics: dict[str, float] = {}
-    for name in dict.fromkeys(names):
-        metric = resolve_metric(name)
-        if metric.inputs == "judge":
-            continue
-        if metric.inputs != "indices":
-            raise ValueError(
-                f"task {run.task.name!r} ({run.task.type}) gives chosen indices, but metric "
-                f"{name!r} takes {metric.inputs}"
-            )
-        metrics[name] = float(metric(chosen_norm if name == "accuracy_norm" else chosen, gold))
+    metrics = {
+        name: float(resolve_metric(name)(chosen_norm if name == "accuracy_norm" else chosen, gold))
+        for name in metric_names(run.task, "indices", CHOICE_METRICS)
+    }
     return metrics, predictions
 
 
@@ -556,12 +602,11 @@ def _eos_ids(model: Any, fmt: PromptFormat) -> list[int]:
     return [int(t) for t in configured] if isinstance(configured, (list, tuple)) else [int(configured)]
 
 
-def _generation_config(model: Any, fmt: PromptFormat, new_tokens: int, stop: Sequence[str]) -> Any:
+def _generation_config(model: Any, fmt: PromptFormat, new_tokens: int) -> Any:
     """Greedy decoding with the KV cache, every flag set explicitly (no sampling flags at all,
     so transformers has nothing to warn about whatever the model's own generation config says)."""
     from transformers import GenerationConfig
 
-    stops = [s for s in stop if s]
     return GenerationConfig(
         max_new_tokens=new_tokens,
         do_sample=False,
@@ -569,8 +614,20 @@ def _generation_config(model: Any, fmt: PromptFormat, new_tokens: int, stop: Seq
         use_cache=True,
         pad_token_id=_pad_id(fmt),
         eos_token_id=_eos_ids(model, fmt) or None,
-        stop_strings=stops or None,
     )
+
+
+def _stop_criteria(fmt: PromptFormat, stop: Sequence[str]) -> Any:
+    """transformers' stop-string criterion, built once for all the batches of a call.
+
+    ``generate(stop_strings=...)`` builds the same object on every call, and its cache of the
+    vocabulary tables misses (the vocabulary comes back in a different order each time): about
+    1.3 s per call with a 49k vocabulary, as much as decoding a whole short answer.
+    """
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    stops = [s for s in stop if s]
+    return StoppingCriteriaList([StopStringCriteria(fmt.tokenizer, stops)] if stops else [])
 
 
 def generate_token_ids(
@@ -586,18 +643,20 @@ def generate_token_ids(
     """Greedy new token ids after each context, ``batch_size`` contexts per ``generate`` call.
 
     Contexts are sorted longest first (similar lengths share a batch; memory peaks early) and
-    left-padded. A row ends at EOS, at a stop string (transformers' ``stop_strings``) or after
+    left-padded. A row ends at EOS, at a stop string (transformers' ``StopStringCriteria``) or after
     ``new_tokens``; what generate appends after a row ended (padding, EOS) is dropped. The
     text of a row may still run past its stop string inside the last token: cut it with
     :func:`cut_at_stop`.
     """
-    config = _generation_config(model, fmt, new_tokens, stop)
+    config = _generation_config(model, fmt, new_tokens)
+    criteria = _stop_criteria(fmt, stop)
     ends = {_pad_id(fmt), *_eos_ids(model, fmt)}
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     results: list[list[int]] = [[] for _ in contexts]
-    real = padded = generated = 0
+    real = padded = generated = prefix_tokens = 0
     for batch in _batches(order, batch_size):
-        rows = _generate_batch(model, fmt, [contexts[i] for i in batch], config, device)
+        rows, shared = _generate_batch(model, fmt, [contexts[i] for i in batch], config, criteria, device)
+        prefix_tokens += shared
         width = max(len(contexts[i]) for i in batch)
         real += sum(len(contexts[i]) for i in batch)
         padded += width * len(batch)
@@ -609,36 +668,69 @@ def generate_token_ids(
         "max_new_tokens": new_tokens,
         "generated_tokens": generated,
         "prompt_padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
+        "shared_prefix_tokens": prefix_tokens,
     }
     return results, stats
 
 
 def _generate_batch(
-    model: Any, fmt: PromptFormat, contexts: Sequence[Sequence[int]], config: Any, device: str
-) -> list[list[int]]:
-    """Greedy continuations of left-padded contexts: the new token ids of each row."""
+    model: Any, fmt: PromptFormat, contexts: Sequence[Sequence[int]], config: Any, criteria: Any, device: str
+) -> tuple[list[list[int]], int]:
+    """Greedy continuations of a batch of contexts: the new token ids of each row, and how many
+    prefix tokens the rows shared.
+
+    Rows are left-padded, except that a prefix every context shares (a chat template's system
+    turn, a few-shot preamble) is run once and its KV cache copied to every row: the padding
+    then goes between the shared prefix and the rest of the row. Position ids come from the
+    attention mask (generate counts real tokens), so every row sees the positions it has alone.
+    """
     import torch
 
     pad = _pad_id(fmt)
+    shared = _shared_prefix(contexts) if len(contexts) > 1 and can_share_context(model) else 0
     width = max(len(c) for c in contexts)
     ids = torch.full((len(contexts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(contexts), width), dtype=torch.long)
     for row, tokens in enumerate(contexts):
-        ids[row, width - len(tokens) :] = torch.tensor(list(tokens), dtype=torch.long)
-        mask[row, width - len(tokens) :] = 1
+        rest = width - len(tokens) + shared  # where the unshared tokens start
+        ids[row, :shared] = torch.tensor(list(tokens[:shared]), dtype=torch.long)
+        ids[row, rest:] = torch.tensor(list(tokens[shared:]), dtype=torch.long)
+        mask[row, :shared] = 1
+        mask[row, rest:] = 1
     ids, mask = ids.to(device), mask.to(device)
     if _soft_prompt_tuner(model):
         embeds, mask = _with_soft_prompt(model, ids, mask)
         out = model.get_base_model().generate(
-            inputs_embeds=embeds, attention_mask=mask, generation_config=config, tokenizer=fmt.tokenizer
+            inputs_embeds=embeds, attention_mask=mask, generation_config=config, stopping_criteria=criteria
         )
         new = out  # decoder-only generate from embeddings alone returns only the new tokens
     else:
+        extra = {}
+        if shared:
+            prefix = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1)
+            cache = prefix.past_key_values
+            cache.batch_repeat_interleave(len(contexts))
+            extra["past_key_values"] = cache
         out = model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=fmt.tokenizer
+            input_ids=ids, attention_mask=mask, generation_config=config, stopping_criteria=criteria, **extra
         )
         new = out[:, width:]
-    return [row.tolist() for row in new]
+    return [row.tolist() for row in new], shared
+
+
+# A shared prefix shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(contexts: Sequence[Sequence[int]]) -> int:
+    """Length of the prefix all contexts share, leaving every row at least one token of its own
+    (generate needs a token to feed); 0 when shorter than :data:`MIN_SHARED_PREFIX`."""
+    limit = min(len(c) for c in contexts) - 1
+    first = contexts[0]
+    length = 0
+    while length < limit and all(c[length] == first[length] for c in contexts):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
 
 
 def _with_soft_prompt(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -696,19 +788,10 @@ def _finish_generation(
     how = run.task.generation.extract
     answers = [extract_answer(text, how) for text in raw.values]
     references = [list(example.answers) for example in examples]
-    names = list(run.task.metrics)
-    if "abs_diff" in names:
-        names.append("number_unparseable_rate")  # the share abs_diff leaves out
-    metrics: dict[str, float] = {}
-    for name in dict.fromkeys(names):
-        metric = resolve_metric(name)
-        if metric.inputs == "judge":
-            continue  # peftcore.judge scores these from the predictions
-        if metric.inputs != "texts":
-            raise ValueError(
-                f"task {run.task.name!r} (generation) gives texts, but metric {name!r} takes {metric.inputs}"
-            )
-        metrics[name] = float(metric(answers, references))
+    # abs_diff leaves out answers without a number; report how many.
+    extra = ("number_unparseable_rate",) if "abs_diff" in run.task.metrics else ()
+    names = [*metric_names(run.task, "texts"), *extra]
+    metrics = {name: float(resolve_metric(name)(answers, references)) for name in names}
     predictions = [
         {"uid": e.uid, "generated": text, "answer": answer}
         for e, text, answer in zip(examples, raw.values, answers, strict=True)
@@ -773,17 +856,10 @@ def _finish_perplexity(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     total_nll = math.fsum(nll for nll, _ in raw.values)
     total_tokens = sum(n for _, n in raw.values)
-    metrics: dict[str, float] = {}
-    for name in dict.fromkeys(["perplexity", *run.task.metrics]):
-        metric = resolve_metric(name)
-        if metric.inputs == "judge":
-            continue
-        if metric.inputs != "nll":
-            raise ValueError(
-                f"task {run.task.name!r} (language_modeling) gives log-likelihoods, but metric "
-                f"{name!r} takes {metric.inputs}"
-            )
-        metrics[name] = float(metric(total_nll, total_tokens))
+    metrics = {
+        name: float(resolve_metric(name)(total_nll, total_tokens))
+        for name in metric_names(run.task, "nll", ("perplexity",))
+    }
     predictions = [
         {"uid": e.uid, "nll": round(nll, 4), "tokens": n}
         for e, (nll, n) in zip(examples, raw.values, strict=True)
@@ -791,9 +867,11 @@ def _finish_perplexity(
     return metrics, predictions
 
 
+CHOICE_METRICS = ("accuracy", "accuracy_norm")
+
 EVALUATORS: dict[str, _Evaluator] = {
-    "multiple_choice": _Evaluator(_infer_choices, _finish_choices),
-    "classification": _Evaluator(_infer_choices, _finish_choices),
-    "generation": _Evaluator(_infer_generation, _finish_generation),
-    "language_modeling": _Evaluator(_infer_perplexity, _finish_perplexity),
+    "multiple_choice": _Evaluator("indices", CHOICE_METRICS, _infer_choices, _finish_choices),
+    "classification": _Evaluator("indices", CHOICE_METRICS, _infer_choices, _finish_choices),
+    "generation": _Evaluator("texts", (), _infer_generation, _finish_generation),
+    "language_modeling": _Evaluator("nll", ("perplexity",), _infer_perplexity, _finish_perplexity),
 }

@@ -108,6 +108,14 @@ def test_sliding_windows_score_every_token_but_the_first_exactly_once(length: in
     assert all(len(w.tokens) <= window for w in windows)
 
 
+def test_loglikelihood_batches_keep_to_rows_and_token_budget() -> None:
+    lengths = [5000, 3000, 900, 900, 900, 900, 900, 10, 10, 10]  # sorted longest first
+    batches = list(scoring._token_batches(range(len(lengths)), lengths, batch_size=4))
+    assert batches == [[0], [1], [2, 3, 4, 5], [6, 7, 8, 9]]
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= scoring.BATCH_TOKEN_BUDGET
+
+
 def test_accuracy_norm_length_is_bytes_without_the_separating_space(fmt) -> None:
     plain = PromptFormat(fmt.tokenizer, chat=False)
     assert scoring.choice_bytes(plain, " café") == 5  # lm-eval: len(choice) without " "; é is 2 bytes
@@ -184,6 +192,9 @@ def test_left_padded_generation_equals_each_prompt_alone(base, fmt, store) -> No
     alone = run(base.model, fmt, examples, task, 1, "fp32")
     batched = run(base.model, fmt, examples, task, 3, "fp32")
     assert batched.inference["prompt_padding_fraction"] > 0
+    # The chat template's system turn is run once for the batch (padding goes after it).
+    assert batched.inference["shared_prefix_tokens"] >= scoring.MIN_SHARED_PREFIX
+    assert alone.inference["shared_prefix_tokens"] == 0
     assert [p["generated"] for p in batched.predictions] == [p["generated"] for p in alone.predictions]
     assert batched.metrics == alone.metrics
     assert set(batched.metrics) == {"f1", "exact_match", "rouge_l", "cosine_similarity", "bertscore_f1"}
