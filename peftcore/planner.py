@@ -123,6 +123,7 @@ class Estimate:
     seq_len: int
     gradient_checkpointing: bool
     optimizer: str
+    padded: bool  # batches carry an attention mask (padding)
     trainable_params: int
     total_params: int
     adapter_bytes: int
@@ -151,6 +152,7 @@ class Estimate:
             "seq_len": self.seq_len,
             "gradient_checkpointing": self.gradient_checkpointing,
             "optimizer": self.optimizer,
+            "padded": self.padded,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "adapter_bytes": self.adapter_bytes,
@@ -490,7 +492,16 @@ else 4), s = bytes of the residual stream (the embedding's dtype while training)
 
 _LOW_RANK = {"lora", "adalora", "vblora"}
 _INPUT_COPY = {"loha", "lokr", "oft"}
-_WEIGHT_COPIES = {"loha": 3, "lokr": 1}
+_WEIGHT_COPIES = {"loha": 1, "lokr": 1}  # the delta weight, cast to p, kept by F.linear
+_RESTORES_DTYPE = {"vblora", "vera", "loha", "lokr", "oft"}  # output cast back to the input's dtype
+_MLP_INPUT_SIDE = ("gate_proj", "up_proj", "w1", "w3", "fc1")
+
+
+def _output_bytes(lin: _Linear, in_bytes: int, p: int) -> int:
+    """Bytes per value of a linear's output: p under autocast, except where the layer casts back."""
+    if lin.adapter in _RESTORES_DTYPE or lin.quant in ("nf4", "fp4"):
+        return in_bytes  # peft's "result.to(previous_dtype)"; Linear4bit returns its input's dtype
+    return p
 
 
 def _bytes_of(dtype_name: str) -> int:
@@ -535,6 +546,8 @@ class _Linear:
     dropout: bool = False
     dora: bool = False
     feedforward: bool = False
+    adapter_matrices: int = 0  # trainable adapter values in matrices (cast to p under autocast)
+    adapter_itemsize: int = 4
 
 
 def _linears_of(layer: Any, method: MethodSpec, weight_itemsize: int) -> list[_Linear]:
@@ -544,12 +557,12 @@ def _linears_of(layer: Any, method: MethodSpec, weight_itemsize: int) -> list[_L
     found = []
     for name, module in layer.named_modules():
         base = getattr(module, "base_layer", None)
-        if isinstance(module, torch.nn.Linear) and not _inside_tuner(layer, name):
+        if isinstance(base, torch.nn.Linear):  # a peft layer (some subclass nn.Linear themselves)
+            found.append(_describe_tuner_layer(name, module, base, method.tuner, weight_itemsize))
+        elif isinstance(module, torch.nn.Linear) and not _inside_tuner(layer, name):
             found.append(
                 _Linear(name, module.in_features, module.out_features, "none", module.weight.requires_grad, weight_itemsize, None)
             )
-        elif base is not None and isinstance(base, torch.nn.Linear):
-            found.append(_describe_tuner_layer(name, module, base, method.tuner, weight_itemsize))
     quant = method.base.quantization
     for lin in found:
         lin.quant = quant  # transformers quantizes every linear inside the decoder layers
@@ -580,6 +593,8 @@ def _describe_tuner_layer(name: str, module: Any, base: Any, tuner: str, itemsiz
             drop = modules[adapter]
             dropout = isinstance(drop, torch.nn.Dropout) and drop.p > 0
     dora = bool(getattr(module, "use_dora", {}).get(adapter, False))
+    own = [t for n, t in module.named_parameters() if not n.startswith("base_layer.")]
+    matrices = sum(t.numel() for t in own if t.requires_grad and t.dim() >= 2)
     return _Linear(
         name,
         base.in_features,
@@ -592,6 +607,8 @@ def _describe_tuner_layer(name: str, module: Any, base: Any, tuner: str, itemsiz
         dropout=dropout,
         dora=dora,
         feedforward=bool(getattr(module, "is_feedforward", False)),
+        adapter_matrices=matrices,
+        adapter_itemsize=own[0].element_size() if own else 4,
     )
 
 
@@ -633,34 +650,50 @@ def estimate(
     dtype: str = "fp32",
     device: str = "cpu",
     adapter_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    padded: bool = True,
 ) -> Estimate:
     """Trainable parameters, adapter size and predicted peak training memory of ``method`` on the
     model of ``config`` (a transformers config), for the batch, sequence length, precision,
     gradient checkpointing and optimizer of ``budget`` (default: ``TrainingBudget()``).
+
+    ``dtype`` is how the full-precision base is held (a quantized base follows ``method.base``);
+    ``padded`` says batches carry an attention mask (the engine pads each batch to its longest
+    sequence), which makes transformers repeat K/V per head; ``device`` is cpu or cuda.
 
     Raises PlannerError when the config is not a causal LM or the method cannot be applied to it
     (e.g. its target modules match nothing).
     """
     budget = budget or TrainingBudget()
     info = ModelInfo(model_name, config, dtype, "config", adapter_overrides or {})
-    return _estimate(info, method, budget, device)
+    return _estimate(info, method, budget, device, padded)
 
 
 def estimate_for(
-    model: str, method: MethodSpec, budget: TrainingBudget | None = None, *, specs: str | Path | None = DEFAULT_SPECS, dtype: str | None = None, device: str = "cpu"
+    model: str,
+    method: MethodSpec,
+    budget: TrainingBudget | None = None,
+    *,
+    specs: str | Path | None = DEFAULT_SPECS,
+    dtype: str | None = None,
+    device: str = "cpu",
+    padded: bool = True,
 ) -> Estimate:
-    """``estimate`` for a model named as on the command line (spec, shipped name, path, hub id)."""
-    return _estimate(resolve_model(model, specs, dtype), method, budget or TrainingBudget(), device)
+    """``estimate`` for a model named as on the command line (spec, shipped name, path, hub id);
+    a spec's adapter overrides apply as in the benchmark."""
+    info = resolve_model(model, specs, dtype)
+    return _estimate(info, method, budget or TrainingBudget(), device, padded)
 
 
-def _estimate(info: ModelInfo, method: MethodSpec, budget: TrainingBudget, device: str) -> Estimate:
+def _estimate(
+    info: ModelInfo, method: MethodSpec, budget: TrainingBudget, device: str, padded: bool = True
+) -> Estimate:
     from peftcore.methods import parameter_counts
 
     model = apply_meta(info, method, budget)
     trainable, total = parameter_counts(model)
     files = saved_files(model, method)
     precision = activation_precision(budget, device)
-    parts, peak, notes = _memory(info, method, budget, model, precision, device)
+    parts, peak, notes = _memory(info, method, budget, model, precision, device, padded)
     return Estimate(
         model=info.name,
         method=method.name,
@@ -671,6 +704,7 @@ def _estimate(info: ModelInfo, method: MethodSpec, budget: TrainingBudget, devic
         seq_len=budget.max_length,
         gradient_checkpointing=budget.gradient_checkpointing,
         optimizer=budget.optimizer,
+        padded=padded,
         trainable_params=trainable,
         total_params=total,
         adapter_bytes=sum(size for _, size in files),
@@ -683,7 +717,13 @@ def _estimate(info: ModelInfo, method: MethodSpec, budget: TrainingBudget, devic
 
 
 def _memory(
-    info: ModelInfo, method: MethodSpec, budget: TrainingBudget, model: Any, precision: str, device: str
+    info: ModelInfo,
+    method: MethodSpec,
+    budget: TrainingBudget,
+    model: Any,
+    precision: str,
+    device: str,
+    padded: bool,
 ) -> tuple[list[MemoryPart], int, list[str]]:
     """The memory parts of one training case and its peak (see ``MEMORY_MODEL``)."""
     import torch
@@ -723,7 +763,9 @@ def _memory(
     tokens = batch * (seq + extra_tokens)
     layers = _decoder_layers(base_model, text.num_hidden_layers)
     layer = layers[min(1, len(layers) - 1)]
-    work = _layer_activations(text, layer, method, p, residual, autocast, float_itemsize, device, seq, kv_extra)
+    work = _layer_activations(
+        text, layer, method, p, residual, autocast, float_itemsize, device, seq, kv_extra, padded
+    )
     n_layers = text.num_hidden_layers
     hidden = text.hidden_size
     vocab = text.vocab_size
@@ -790,6 +832,7 @@ def _layer_activations(
     device: str,
     seq: int,
     kv_extra: int,
+    padded: bool,
 ) -> _Work:
     """Bytes saved for backward by one decoder layer: per token, and per layer (weight copies)."""
     work = _Work()
@@ -797,10 +840,13 @@ def _layer_activations(
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = _head_dim(text)
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
-    # transformers repeats K/V to every head when SDPA gets a mask (sliding windows, padding)
-    sliding = bool(getattr(text, "sliding_window", None)) and "sliding_attention" in (getattr(text, "layer_types", None) or ["sliding_attention"])
-    kv_eff = q_dim if sliding else kv_dim
+    # With an attention mask (padding, a prefix, a window shorter than the keys) transformers
+    # repeats K/V to every head and SDPA keeps the mask, cast to p; without one it uses GQA.
+    window = getattr(text, "sliding_window", None)
+    masked = padded or kv_extra > 0 or bool(window and window < seq + kv_extra)
+    kv_eff = q_dim if masked else kv_dim
     kv_scale = (seq + kv_extra) / seq
+    mask_bytes = p * (seq + kv_extra) if masked else 0
     linears = _linears_of(layer, method, float_itemsize)
     quant = method.base.quantization
     # -- norms: fp32 upcast of the input + rsqrt per row; a trained weight also keeps the product
@@ -811,12 +857,13 @@ def _layer_activations(
     work.per_token += norm_bytes
     work.lines.append(f"norms {norm_bytes}")
     # -- attention (SDPA saves query, key, value, output and the log-sum-exp)
-    attn = p * (2 * q_dim + round(2 * kv_eff * kv_scale)) + 4 * heads
+    attn = p * (2 * q_dim + round(2 * kv_eff * kv_scale)) + 4 * heads + mask_bytes
     work.per_token += attn
     work.lines.append(f"attention {attn}")
     # -- MLP: gate (activation input), activation output and up, in the projections' output dtype
     inter = text.intermediate_size
-    out_bytes = residual if quant in ("nf4", "fp4") else p  # Linear4bit returns its input's dtype
+    mlp_in = [lin for lin in linears if lin.name.rsplit(".", 1)[-1] in _MLP_INPUT_SIDE]
+    out_bytes = max((_output_bytes(lin, residual, p) for lin in mlp_in), default=p)
     mlp = 3 * out_bytes * inter
     work.per_token += mlp
     work.lines.append(f"mlp {mlp}")
@@ -838,7 +885,11 @@ def _layer_activations(
                 lin_tok += in_bytes * lin.n_in
         if lin.adapter is None:
             continue
-        mask = lin.n_in if lin.dropout else 0
+        # peft casts the input to the adapter's dtype; CPU dropout keeps its noise tensor at that
+        # dtype, CUDA's fused dropout a 1-byte mask
+        mask = (1 if device.startswith("cuda") else lin.adapter_itemsize) * lin.n_in if lin.dropout else 0
+        if autocast:
+            work.per_layer += p * lin.adapter_matrices
         tuner = lin.adapter
         if tuner in _LOW_RANK:
             lin_tok += mask + p * lin.n_in + p * lin.rank
@@ -848,11 +899,13 @@ def _layer_activations(
                     work.per_layer += p * lin.n_in * lin.n_out
         elif tuner == "vera":
             lin_tok += mask + p * lin.rank + p * lin.n_out
+            if autocast:  # the frozen shared projections, sliced and cast for each layer
+                work.per_layer += p * lin.rank * (lin.n_in + lin.n_out)
         elif tuner in _INPUT_COPY:
             lin_tok += p * lin.n_in
             work.per_layer += _WEIGHT_COPIES.get(tuner, 0) * p * lin.n_in * lin.n_out
         elif tuner == "ia3":
-            lin_tok += p * (lin.n_in if lin.feedforward else lin.n_out)
+            lin_tok += lin.adapter_itemsize * lin.n_in if lin.feedforward else p * lin.n_out
     work.per_token += lin_tok
     work.lines.append(f"linears and adapters {lin_tok}")
     return work
@@ -894,14 +947,18 @@ def _optimizer_states(trainable: Sequence[Any], optimizer: str) -> tuple[int, st
     raise PlannerError(f"unknown optimizer {optimizer!r}; expected adamw_torch or adamw_bnb_8bit")
 
 
-def base_weight_bytes(config: Any, base: BaseOptions, dtype: str = "fp32") -> int:
-    """Bytes of the base model as a case holds it: ``dtype`` (fp32, bf16, fp16) when not quantized,
-    else as bitsandbytes stores ``base.quantization``, with the other parameters in fp32."""
+def base_weight_bytes(config: Any, base: BaseOptions, dtype: str = "fp32", *, prepared: bool = True) -> int:
+    """Bytes of a base model: held in ``dtype`` (fp32, bf16, fp16) when not quantized, else as
+    bitsandbytes stores ``base.quantization`` with the other modules in the compute dtype, as
+    ``load_base`` holds it; ``prepared`` counts those other parameters in fp32, as a training case
+    holds them after peft's ``prepare_model_for_kbit_training``."""
     model = build_meta_model(config, dtype if base.quantization == "none" else base.compute_dtype)
-    return _base_weights(model, base, dtype)[0]
+    return _base_weights(model, base, dtype, prepared=prepared)[0]
 
 
-def _base_weights(base_model: Any, options: BaseOptions, dtype: str) -> tuple[int, str, int]:
+def _base_weights(
+    base_model: Any, options: BaseOptions, dtype: str, *, prepared: bool = True
+) -> tuple[int, str, int]:
     """Bytes of the base model's copy, the formula, and the itemsize of its float weights."""
     import torch
 
@@ -927,7 +984,8 @@ def _base_weights(base_model: Any, options: BaseOptions, dtype: str) -> tuple[in
             if quant == "none":
                 size = held if isinstance(tensor, torch.nn.Parameter) else tensor.element_size()
             elif isinstance(tensor, torch.nn.Parameter):
-                size = 4  # prepare_model_for_kbit_training casts fp16/bf16 parameters to fp32
+                # prepare_model_for_kbit_training casts fp16/bf16 parameters to fp32
+                size = 4 if prepared else compute
             else:
                 size = tensor.element_size() if tensor.dtype == torch.float32 else compute
             total += n * size
@@ -1079,6 +1137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=("adamw_torch", "adamw_bnb_8bit"), default=None, help="default: the spec defaults")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=None, help="training precision (default: spec defaults; auto = bf16 autocast where supported)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="dtype of the full-precision base (default: the model spec's, else fp32)")
+    parser.add_argument(
+        "--no-padding",
+        dest="padded",
+        action="store_false",
+        help="equal-length sequences (no attention mask); default: padded batches, as the engine pads",
+    )
     parser.add_argument("--device", default="cpu", help="device the case trains on: cpu or cuda (default: %(default)s)")
     parser.add_argument("--budget", default=None, help="memory budget, e.g. 24GB, 24GiB, 24000MB, 12G (G = GB = 10^9 bytes): list the methods that fit")
     parser.add_argument("--json", action="store_true", help="one JSON object per method, one per line")
@@ -1120,7 +1184,7 @@ def run(args: argparse.Namespace) -> int:
     for method in methods:
         budget = training_budget(store, method, overrides)
         try:
-            estimates.append(_estimate(info, method, budget, args.device))
+            estimates.append(_estimate(info, method, budget, args.device, args.padded))
         except PlannerError as err:
             if args.method:  # asked for by name: an error
                 raise
