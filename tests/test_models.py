@@ -96,7 +96,7 @@ def test_missing_package_names_the_pip_line():
 
 def test_local_folder_without_config_is_an_error(tmp_path):
     spec = dataclasses.replace(SMOLLM, source=ModelSource(kind="local", path=str(tmp_path)))
-    with pytest.raises(AssetError, match="no config.json"):
+    with pytest.raises(AssetError, match=r"no config\.json"):
         models.checkpoint_dir(spec)
 
 
