@@ -88,8 +88,9 @@ def score(
     ``precision`` is ``bf16`` (autocast to bfloat16; log-softmax still in float32), ``fp16``
     (autocast to float16), ``fp32`` (no autocast) or ``auto`` (bf16 where the device computes
     it fast, else fp32). ``max_length`` caps the
-    tokens one forward pass sees (default: the model's ``max_position_embeddings`` minus any
-    virtual tokens); it is also the perplexity window. Longer inputs lose the start of their
+    tokens one forward pass sees (default: ``settings.max_length`` if the settings have one,
+    else the model's ``max_position_embeddings`` minus any virtual tokens); it is also the
+    perplexity window (stride: half of it). Longer inputs lose the start of their
     context. The model is put in eval mode for the call and given back in the mode it had.
 
     Raises ``ValueError`` for no examples, an unknown task type, a metric whose inputs the
