@@ -507,6 +507,8 @@ def choice_bytes(fmt: PromptFormat, choice: str) -> int:
 
 def _infer_choices(run: _Run, examples: Sequence[Example]) -> _Raw:
     for example in examples:
+        if not example.choices:
+            raise ValueError(f"example {example.uid} of task {run.task.name!r} has no choices to score")
         if example.label is None or not 0 <= example.label < len(example.choices):
             raise ValueError(
                 f"example {example.uid} of task {run.task.name!r} has no valid gold label "

@@ -362,6 +362,8 @@ def test_errors_name_the_problem(base, fmt, store) -> None:
         run(base.model, fmt, [], task, 8, "fp32")
     with pytest.raises(ValueError, match="no choices"):
         run(base.model, fmt, [Example("u", "Q?", " A")], task)
+    with pytest.raises(ValueError, match="no valid gold label"):
+        run(base.model, fmt, [Example("u", "Q?", " A", choices=(" A", " B"), label=2)], task)
     with pytest.raises(ValueError, match="precision"):
         run(base.model, fmt, held_out(store, "arc_easy", 1), task, 8, "int4")
     bad = dataclasses.replace(task, metrics=("f1",))
