@@ -70,6 +70,9 @@ class DataSizes:
 class EvalSettings:
     batch_size: int = at_least(1, 8)
     max_new_tokens: int | None = at_least(1, None)  # None: the task's own setting
+    # Tokens one scoring forward pass may hold (and the perplexity window); None: the model's
+    # own limit, which for long-context models makes one window's logits gigabytes.
+    max_length: int | None = at_least(16, None)
     judge: Mapping[str, Any] | None = None
 
 
