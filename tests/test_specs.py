@@ -309,7 +309,7 @@ def test_bad_input_fails_with_one_line_naming_file_and_key(
     [
         ("methods", "lorra", "unknown method 'lorra'; did you mean 'lora'"),
         # Nothing is close: the error lists what exists.
-        ("models", "gpt-17", "unknown model 'gpt-17'; expected one of: smollm2-135m, "),
+        ("models", "gpt-17", "unknown model 'gpt-17'; expected one of: "),
         ("tasks", "sst3", "unknown task 'sst3'; did you mean 'sst2'"),
         ("methods", "../models/smollm2-135m", "unknown method '../models/smollm2-135m'"),
     ],
