@@ -168,12 +168,12 @@ class Estimate:
 # --------------------------------------------------------------------------- the framework's fixed cost
 
 # Resident set of a Python process after ``import torch, transformers, peft`` and one forward +
-# backward of a 2-layer, 64-wide Llama under bf16 autocast (what any case needs before it starts).
-# Measured with ``measure_framework_overhead()`` (VmRSS of a fresh interpreter) on the 2-core
-# x86-64 CPU machine of this project, torch 2.13.0+cpu, transformers 5.23.0, peft 0.21.2:
-# 5 runs, 548-556 MB; the median is shipped. CUDA adds its context and kernels (typically 0.3-1 GB
-# depending on the GPU and CUDA version); that is not measured here, so no figure is claimed.
-FRAMEWORK_OVERHEAD_BYTES = {"cpu": 552_000_000}
+# backward of a 2-layer, 64-wide Llama under bf16 autocast: what the process holds before any case.
+# Measured with ``measure_framework_overhead()`` (VmRSS of a fresh interpreter) on this project's
+# 2-core x86-64 CPU machine, torch 2.13.0+cpu, transformers 5.23.0, peft 0.21.2: 5 runs,
+# 477.2-478.5 MB; the median is shipped. On CUDA the context and kernels come on top (typically
+# 0.3-1 GB by GPU and CUDA version); not measured here, so no CUDA figure is claimed.
+FRAMEWORK_OVERHEAD_BYTES = {"cpu": 477_364_224}
 
 _OVERHEAD_PROBE = """
 import torch, transformers, peft
@@ -381,7 +381,11 @@ def safetensors_file_bytes(tensors: Sequence[TensorInfo], metadata: Mapping[str,
         header["__metadata__"] = dict(metadata)
     offset = 0
     for t in order:
-        header[t.name] = {"dtype": _ST_DTYPES[t.dtype][0], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        header[t.name] = {
+            "dtype": _ST_DTYPES[t.dtype][0],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
         offset += t.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     padded = len(text) + (-len(text)) % 8
@@ -389,11 +393,13 @@ def safetensors_file_bytes(tensors: Sequence[TensorInfo], metadata: Mapping[str,
 
 
 def _tensor_info(name: str, tensor: Any) -> TensorInfo:
-    return TensorInfo(name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), tensor.element_size())
+    return TensorInfo(
+        name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), tensor.element_size()
+    )
 
 
-def adapter_tensors(model: Any, method: MethodSpec) -> list[TensorInfo]:
-    """The tensors ``save_pretrained`` writes for a peft method (not ``full``/``none``)."""
+def adapter_tensors(model: Any) -> list[TensorInfo]:
+    """The tensors ``save_pretrained`` writes for a peft model (a method other than full/none)."""
     from peft.utils import get_peft_model_state_dict
 
     if getattr(model, "peft_config", None) and model.peft_config["default"].is_prompt_learning:
@@ -448,46 +454,54 @@ def saved_files(model: Any, method: MethodSpec) -> list[tuple[str, int]]:
         return []
     if method.tuner == "full":
         return [(f, safetensors_file_bytes(ts, {"format": "pt"})) for f, ts in full_model_files(model)]
-    return [("adapter_model.safetensors", safetensors_file_bytes(adapter_tensors(model, method), {"format": "pt"}))]
+    return [
+        (
+            "adapter_model.safetensors",
+            safetensors_file_bytes(adapter_tensors(model), {"format": "pt"}),
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- the memory model
 
 MEMORY_MODEL = """\
-Memory model (bytes; N = batch x sequence tokens, L layers, h hidden, i intermediate, V vocab,
+Memory model (bytes). N = batch x positions, L layers, h hidden, i intermediate, V vocabulary,
 q = heads x head_dim, kv = kv_heads x head_dim, p = activation bytes (2 under bf16/fp16 autocast,
-else 4), s = bytes of the residual stream (the embedding's dtype while training)):
-  base_weights      every parameter and buffer of the base once (tied embeddings once): float
-                    tensors at their dtype; NF4/FP4 linear weights n/2 bytes + absmax (n/64 fp32, or
-                    with double quantization n/64 uint8 + n/16384 fp32 + a 256-entry fp32 code and an
-                    offset) + a 16-entry code; int8 weights n bytes + one fp32 scale per output row.
-                    On a quantized base, peft casts the other fp16/bf16 parameters to fp32.
-  adapter_weights   the adapter's own tensors (trainable parameters and frozen buffers, e.g. VeRA's
-                    projections), at their dtype.
-  gradients         one gradient per trainable parameter, at its dtype.
-  optimizer_states  AdamW: 2 fp32 states per trainable parameter; 8-bit AdamW: 2 bytes per parameter
-                    plus one fp32 absmax per 256 per state (tensors under 4096 values keep fp32 states).
-  activations       saved for backward, per token and layer: each norm 4*dim + 4 (fp32 upcast and
-                    rsqrt), attention p*(2q + 2kv) + 4*heads (query, key, value, output, log-sum-exp
-                    of SDPA), MLP 3*i times the projections' output bytes (gate, activation, up); per
-                    adapted linear: LoRA-like (lora, rslora, adalora, vblora) dropout mask (1 byte if
-                    dropout > 0) + p*in + p*r; DoRA adds 2*p*out; VeRA mask + p*r + p*out; LoHa, LoKr,
-                    OFT p*in; IA3 p*out (p*in on feed-forward layers); a trained linear p*in; an int8
-                    linear on the CPU keeps its input (bitsandbytes MatMul8bitFp). Times N*L, plus the
-                    final norm. Gradient checkpointing keeps s*h per token per layer and one layer.
-  autocast_copies   under autocast every float linear keeps the low-precision copy of its weight for
-                    backward: p * (weight elements) over all linears and lm_head (one layer's worth
-                    with gradient checkpointing); DoRA with dropout keeps a second copy (it recomputes
-                    the base output on the dropped input); LoHa keeps 3, LoKr 1 weight-sized tensor.
-  loss_logits       12*N*V at the start of backward: log-softmax output, its incoming gradient and its
-                    input gradient, each fp32 N*V (the loss upcasts the logits to fp32).
+else 4), s = bytes of the residual stream (4 on a quantized base: peft upcasts the embeddings).
+  base_weights      every parameter and buffer once (tied embeddings once) at its dtype; an NF4/FP4
+                    weight of n values n/2 + n/64 absmax (fp32; with double quantization uint8, plus
+                    n/16384 fp32, a 256-entry fp32 code and an offset) + a 16-entry code; an int8
+                    weight n + 4 per output row. On a quantized base peft casts the rest to fp32.
+  adapter_weights   the adapter's tensors: trainable parameters and frozen buffers (VeRA's projections).
+  gradients         one per trainable parameter, at its dtype.
+  optimizer_states  AdamW 8 per trainable parameter (2 fp32 states); 8-bit AdamW 2 + 8/256 per value
+                    (fp32 states for tensors under 4096 values).
+  activations       saved for backward, per position and layer: each norm 4*dim + 4 (fp32 upcast,
+                    rsqrt); attention p*(2q + 2kv) + 4*heads (+ the mask p*positions; with a mask,
+                    i.e. padding, K/V are repeated per head: kv = q); MLP 3*i at the projections'
+                    output bytes (p, or the input's dtype where the layer casts back: Linear4bit,
+                    VeRA, VB-LoRA, LoHa, LoKr, OFT); per adapted linear: LoRA, rsLoRA, AdaLoRA,
+                    VB-LoRA p*in + p*r (+ the dropout noise, at the adapter's dtype on the CPU, 1 byte
+                    on CUDA); DoRA + 2*p*out; VeRA noise + p*r + p*out; LoHa, LoKr, OFT p*in; IA3
+                    p*out (4*in on feed-forward layers); a trained linear p*in; an int8 linear on the
+                    CPU its input (bitsandbytes keeps it). Times N*L, plus the final norm and RoPE.
+                    Gradient checkpointing: s*h per position per layer, plus one layer.
+  autocast_copies   under autocast, the p-byte copy of every float weight used in a matmul that is
+                    kept for backward: all linears, lm_head, the adapters' matrices, VeRA's sliced
+                    projections, LoHa's and LoKr's delta weight, DoRA's second base weight (it
+                    recomputes the base output on the dropped input). One layer's worth with
+                    gradient checkpointing.
+  loss_logits       12*N*V: at the start of backward the fp32 log-softmax output, its incoming
+                    gradient and its input gradient are alive together (the loss upcasts logits).
   optimizer_step    gradients + the step's temporaries (CPU AdamW: 2 x the largest trainable tensor;
-                    CUDA foreach AdamW: 1 x all trainable parameters in fp32).
+                    CUDA foreach AdamW: all trainable parameters once more, fp32).
   peak_case         base + adapter + optimizer states + max(activations + autocast copies + loss
-                    logits [+ lm_head gradient when trained], optimizer step) (+ DoRA's weight-norm
-                    temporaries of its largest layer).
-  framework         the process before the case (imports, kernels): a measured constant per device,
-                    added only for the budget check (peak_process = peak_case + framework).
+                    logits (+ the output head's gradient when it trains), optimizer step) (+ DoRA's
+                    weight-norm temporaries: 3 fp32 copies of its largest weight).
+  framework         the process before any case (interpreter, libraries, kernels): a measured
+                    constant per device, added for the budget: peak_process = peak_case + framework.
+The prediction is the peak of live tensors. On the CPU, PeakMemory reads the resident set, which
+also holds what glibc's malloc keeps after frees (see tests/perf/test_planner_vs_measured.py).
 """
 
 _LOW_RANK = {"lora", "adalora", "vblora"}
@@ -535,13 +549,14 @@ def _text_config(config: Any) -> Any:
 
 @dataclass
 class _Linear:
+    """One linear of a decoder layer as the activation model sees it."""
+
     name: str
     n_in: int
     n_out: int
-    quant: str  # none | nf4 | fp4 | int8
-    trainable: bool
-    weight_bytes: int  # itemsize of the float weight (when not quantized)
-    adapter: str | None
+    quant: str  # none | nf4 | fp4 | int8 (transformers quantizes every linear of the layers)
+    trainable: bool  # the base weight itself trains (full fine-tuning)
+    adapter: str | None = None  # the peft tuner wrapping it
     rank: int = 0
     dropout: bool = False
     dora: bool = False
@@ -550,35 +565,30 @@ class _Linear:
     adapter_itemsize: int = 4
 
 
-def _linears_of(layer: Any, method: MethodSpec, weight_itemsize: int) -> list[_Linear]:
+def _linears_of(layer: Any, method: MethodSpec) -> list[_Linear]:
     """Every linear of one decoder layer, with its adapter (if any)."""
     import torch
 
+    quant = method.base.quantization
     found = []
     for name, module in layer.named_modules():
         base = getattr(module, "base_layer", None)
         if isinstance(base, torch.nn.Linear):  # a peft layer (some subclass nn.Linear themselves)
-            found.append(_describe_tuner_layer(name, module, base, method.tuner, weight_itemsize))
+            found.append(_describe_tuner_layer(name, module, base, method.tuner, quant))
         elif isinstance(module, torch.nn.Linear) and not _inside_tuner(layer, name):
-            found.append(
-                _Linear(name, module.in_features, module.out_features, "none", module.weight.requires_grad, weight_itemsize, None)
-            )
-    quant = method.base.quantization
-    for lin in found:
-        lin.quant = quant  # transformers quantizes every linear inside the decoder layers
+            trained = bool(module.weight.requires_grad)
+            found.append(_Linear(name, module.in_features, module.out_features, quant, trained))
     return found
 
 
 def _inside_tuner(layer: Any, name: str) -> bool:
     """True for linears that belong to a peft layer (its base layer or adapter factors)."""
     parts = name.split(".")
-    for i in range(1, len(parts)):
-        if hasattr(layer.get_submodule(".".join(parts[:i])), "base_layer"):
-            return True
-    return False
+    return any(hasattr(layer.get_submodule(".".join(parts[:i])), "base_layer") for i in range(1, len(parts)))
 
 
-def _describe_tuner_layer(name: str, module: Any, base: Any, tuner: str, itemsize: int) -> _Linear:
+def _describe_tuner_layer(name: str, module: Any, base: Any, tuner: str, quant: str) -> _Linear:
+    """A peft layer: its rank, dropout, DoRA flag and adapter matrices, read from the module."""
     import torch
 
     adapter = "default"
@@ -599,9 +609,8 @@ def _describe_tuner_layer(name: str, module: Any, base: Any, tuner: str, itemsiz
         name,
         base.in_features,
         base.out_features,
-        "none",
-        base.weight.requires_grad,
-        itemsize,
+        quant,
+        bool(base.weight.requires_grad),
         tuner,
         rank=rank,
         dropout=dropout,
@@ -741,7 +750,9 @@ def _memory(
     trainable = [p for p in model.parameters() if p.requires_grad]
     adapter = _adapter_tensors_in_memory(model) if method.is_peft else []
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter)
-    parts.append(MemoryPart("adapter_weights", adapter_bytes, f"{len(adapter)} adapter tensors at their dtype"))
+    parts.append(
+        MemoryPart("adapter_weights", adapter_bytes, f"{len(adapter)} adapter tensors at their dtype")
+    )
     grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
     parts.append(MemoryPart("gradients", grad_bytes, "one gradient per trainable parameter, at its dtype"))
     opt_bytes, opt_formula = _optimizer_states(trainable, budget.optimizer)
@@ -778,7 +789,9 @@ def _memory(
     if budget.gradient_checkpointing:
         saved = tokens * (n_layers * residual * hidden + work.per_token + rope + final_norm + lm_input)
         copies = work.per_layer + lm_copy
-        act_formula = f"N*(L*{residual}*h + one layer {work.per_token} + final norm) with gradient checkpointing"
+        act_formula = (
+            f"N*(L*{residual}*h + one layer {work.per_token} + final norm) with gradient checkpointing"
+        )
     else:
         saved = tokens * (n_layers * work.per_token + rope + final_norm + lm_input)
         copies = n_layers * work.per_layer + lm_copy
@@ -794,7 +807,9 @@ def _memory(
         )
     )
     logits = 12 * tokens * vocab
-    parts.append(MemoryPart("loss_logits", logits, "12*N*V: fp32 log-softmax output, its gradient and input gradient"))
+    parts.append(
+        MemoryPart("loss_logits", logits, "12*N*V: fp32 log-softmax output, its gradient and input gradient")
+    )
     lm_grad = lm_head.weight.numel() * lm_head.weight.element_size() if lm_trainable else 0
     backward = saved + copies + logits + lm_grad
     # -- optimizer step
@@ -804,14 +819,22 @@ def _memory(
     else:
         step_temp = 2 * largest if budget.optimizer == "adamw_torch" else 0
     parts.append(MemoryPart("optimizer_step", grad_bytes + step_temp, "gradients + AdamW step temporaries"))
-    transient = _dora_transient(layer) if any(lin.dora for lin in _linears_of(layer, method, float_itemsize)) else 0
+    transient = _dora_transient(layer) if any(lin.dora for lin in _linears_of(layer, method)) else 0
     if transient:
-        parts.append(MemoryPart("dora_transient", transient, "DoRA weight-norm temporaries: 3 fp32 copies of the largest adapted weight"))
+        parts.append(
+            MemoryPart(
+                "dora_transient",
+                transient,
+                "DoRA weight-norm temporaries: 3 fp32 copies of the largest adapted weight",
+            )
+        )
     peak = base_bytes + adapter_bytes + opt_bytes + max(backward + transient, grad_bytes + step_temp)
     if kv_extra:
         notes.append(f"prefix tuning: keys and values are {kv_extra} positions longer than the input")
     if extra_tokens:
-        notes.append(f"prompt tuning: every layer and the logits see {extra_tokens} more positions per sequence")
+        notes.append(
+            f"prompt tuning: every layer and the logits see {extra_tokens} more positions per sequence"
+        )
     if torch.device(device).type == "cuda":
         notes.append("CUDA: the framework constant (CUDA context) is not measured here and is counted as 0")
     return parts, peak, notes
@@ -847,8 +870,7 @@ def _layer_activations(
     kv_eff = q_dim if masked else kv_dim
     kv_scale = (seq + kv_extra) / seq
     mask_bytes = p * (seq + kv_extra) if masked else 0
-    linears = _linears_of(layer, method, float_itemsize)
-    quant = method.base.quantization
+    linears = _linears_of(layer, method)
     # -- norms: fp32 upcast of the input + rsqrt per row; a trained weight also keeps the product
     norm_bytes = 0
     for name, dim, trained in _norms_of(layer):
@@ -941,9 +963,14 @@ def _optimizer_states(trainable: Sequence[Any], optimizer: str) -> tuple[int, st
         for t in trainable:
             n = t.numel()
             total += 2 * n + 2 * 4 * math.ceil(n / 256) if n >= 4096 else 8 * n
-        return total, "8-bit AdamW: 2 uint8 states + fp32 absmax per 256 values (fp32 states under 4096 values)"
+        return (
+            total,
+            "8-bit AdamW: 2 uint8 states + fp32 absmax per 256 values (fp32 states under 4096 values)",
+        )
     if optimizer in ("adamw_torch", "adamw"):
-        return sum(8 * t.numel() for t in trainable), "AdamW: exp_avg and exp_avg_sq, fp32, per trainable parameter"
+        return sum(
+            8 * t.numel() for t in trainable
+        ), "AdamW: exp_avg and exp_avg_sq, fp32, per trainable parameter"
     raise PlannerError(f"unknown optimizer {optimizer!r}; expected adamw_torch or adamw_bnb_8bit")
 
 
@@ -974,11 +1001,10 @@ def _base_weights(
             continue
         owner = owners.get(name.rsplit(".", 1)[0]) if "." in name else None
         n = tensor.numel()
-        is_linear_weight = (
-            type(owner) is torch.nn.Linear and owner is not lm_head and name.endswith(".weight")
-        )
-        if quant != "none" and is_linear_weight:
-            total += _quantized_bytes(n, owner.out_features, quant, options.double_quant)
+        # transformers quantizes every nn.Linear but the output head (and its tied twin)
+        linear = owner if type(owner) is torch.nn.Linear and owner is not lm_head else None
+        if quant != "none" and linear is not None and name.endswith(".weight"):
+            total += _quantized_bytes(n, linear.out_features, quant, options.double_quant)
             quantized += n
         elif tensor.is_floating_point():
             if quant == "none":
@@ -1115,7 +1141,13 @@ def ladder(
     (methods without results after those with), else by predicted memory."""
     fits = [e for e in estimates if e.peak_process_bytes <= budget_bytes]
     if quality:
-        fits.sort(key=lambda e: (e.method not in quality, -(quality[e.method].score if e.method in quality else 0), e.peak_process_bytes))
+        fits.sort(
+            key=lambda e: (
+                e.method not in quality,
+                -(quality[e.method].score if e.method in quality else 0),
+                e.peak_process_bytes,
+            )
+        )
     else:
         fits.sort(key=lambda e: e.peak_process_bytes)
     return [(e, quality.get(e.method)) for e in fits]
@@ -1129,25 +1161,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Predict trainable parameters, adapter size and peak training memory of PEFT methods from a "
         "model's config alone (the model is built on the meta device; no weights are read)."
     )
-    parser.add_argument("--model", required=True, help="model spec name, shipped config name, path to config.json, or hub id")
-    parser.add_argument("--method", action="append", default=None, help="method spec name (repeatable; default: every method)")
-    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the spec defaults' max_length)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the spec defaults)")
-    parser.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations in backward")
-    parser.add_argument("--optimizer", choices=("adamw_torch", "adamw_bnb_8bit"), default=None, help="default: the spec defaults")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=None, help="training precision (default: spec defaults; auto = bf16 autocast where supported)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None, help="dtype of the full-precision base (default: the model spec's, else fp32)")
+    parser.epilog = MEMORY_MODEL
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--model", required=True, help="model spec name, shipped config name, path to config.json, or hub id"
+    )
+    parser.add_argument(
+        "--method", action="append", default=None, help="method spec name (repeatable; default: every method)"
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per sequence (default: the spec defaults' max_length)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="sequences per step (default: the spec defaults)"
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations in backward",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("adamw_torch", "adamw_bnb_8bit"),
+        default=None,
+        help="default: the spec defaults",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        default=None,
+        help="training precision (default: spec defaults; auto = bf16 autocast where supported)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="dtype of the full-precision base (default: the model spec's, else fp32)",
+    )
     parser.add_argument(
         "--no-padding",
         dest="padded",
         action="store_false",
         help="equal-length sequences (no attention mask); default: padded batches, as the engine pads",
     )
-    parser.add_argument("--device", default="cpu", help="device the case trains on: cpu or cuda (default: %(default)s)")
-    parser.add_argument("--budget", default=None, help="memory budget, e.g. 24GB, 24GiB, 24000MB, 12G (G = GB = 10^9 bytes): list the methods that fit")
+    parser.add_argument(
+        "--device", default="cpu", help="device the case trains on: cpu or cuda (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--budget",
+        default=None,
+        help="memory budget, e.g. 24GB, 24GiB, 24000MB, 12G (G = GB = 10^9 bytes): list the methods that fit",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per method, one per line")
-    parser.add_argument("--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="stored runs for the ladder's quality (default: %(default)s)")
+    parser.add_argument(
+        "--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=DEFAULT_RESULTS,
+        help="stored runs for the ladder's quality (default: %(default)s)",
+    )
 
 
 def _budget_from_args(store: SpecStore, args: argparse.Namespace) -> dict[str, Any]:
@@ -1200,7 +1278,7 @@ def run(args: argparse.Namespace) -> int:
         quality, how = measured_quality(args.results, info.name, store)
         fitting = ladder(estimates, budget_bytes, quality)
         out = sys.stderr if args.json else sys.stdout
-        _print_ladder(fitting, budget_bytes, how, out)
+        _print_ladder(fitting, args.budget, budget_bytes, how, out)
     return 0
 
 
@@ -1212,7 +1290,18 @@ def _print_table(info: ModelInfo, estimates: Sequence[Estimate], failed: Sequenc
             f"activations, batch {e0.batch_size} x {e0.seq_len} tokens"
             + (", gradient checkpointing" if e0.gradient_checkpointing else "")
         )
-    header = ("method", "trainable", "%", "adapter", "base", "grads+optim", "activ.", "logits", "peak case", "+framework")
+    header = (
+        "method",
+        "trainable",
+        "%",
+        "adapter",
+        "base",
+        "grads+optim",
+        "activ.",
+        "logits",
+        "peak case",
+        "+framework",
+    )
     rows = []
     for e in estimates:
         pct = 100 * e.trainable_params / e.total_params if e.total_params else 0.0
@@ -1232,14 +1321,24 @@ def _print_table(info: ModelInfo, estimates: Sequence[Estimate], failed: Sequenc
         )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                str(c).rjust(w) if i else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     for name, reason in failed:
         print(f"{name}: not applicable: {reason}")
-    print("peak case = what PeakMemory measures (above the level before the case); +framework adds the process's fixed cost.")
+    print(
+        "peak case = what PeakMemory measures (above the level before the case); "
+        "+framework adds the process's fixed cost."
+    )
 
 
-def _print_ladder(fitting: Sequence[tuple[Estimate, Quality | None]], budget: int, how: str, out: Any) -> None:
-    print(f"\nmethods that fit {format_bytes(budget)} (peak case + framework):", file=out)
+def _print_ladder(
+    fitting: Sequence[tuple[Estimate, Quality | None]], given: str, budget: int, how: str, out: Any
+) -> None:
+    print(f"\nmethods that fit {given} (= {format_bytes(budget)}; peak case + framework):", file=out)
     if not fitting:
         print("  none", file=out)
     for rank, (e, q) in enumerate(fitting, 1):

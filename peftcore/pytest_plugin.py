@@ -250,6 +250,17 @@ def _raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A case whose failure leaves the process unable to run more cases (``stops_session`` on
+    the error, e.g. oneDNN after an out-of-memory) ends the session after it, as ``-x`` would."""
+    report = yield
+    why = getattr(call.excinfo.value, "stops_session", None) if call.excinfo is not None else None
+    if isinstance(why, str) and why:
+        item.session.shouldstop = why
+    return report
+
+
 def benchmark_session(config: pytest.Config) -> BenchmarkSession:
     if _SESSION not in config.stash:
         rerun = config.getoption("--rerun")

@@ -51,8 +51,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsynced before the rename; on any error (a full disk included) it is removed and the
     original error is raised with the path named.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, f"could not write {path}: {err.strerror}") from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -11,10 +11,12 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,17 @@ VERSIONED_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelera
 
 # The modules whose code determines a case's numbers: their source is part of peftcore's
 # version in a record, so changing how peftcore trains or scores reruns cached cases.
-NUMERIC_MODULES = ("data", "example", "methods", "metrics", "models", "prompting", "runner", "scoring", "train")
+NUMERIC_MODULES = (
+    "data",
+    "example",
+    "methods",
+    "metrics",
+    "models",
+    "prompting",
+    "runner",
+    "scoring",
+    "train",
+)
 
 
 @functools.cache
@@ -92,12 +104,13 @@ def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> t
     model is written too, for its size, and kept only when ``keep_full`` is set (it is as
     large as the model).
     """
-    target = run_dir / "adapters" / case.case_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}-", dir=target.parent))
-    try:
-        from peftcore.methods import save_trained
+    from peftcore.methods import save_trained
 
+    target = run_dir / "adapters" / case.case_id
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}-", dir=target.parent))
         save_trained(model, tmp, case.method)
         size = _dir_bytes(tmp)
         if case.method.is_peft or keep_full:
@@ -106,8 +119,12 @@ def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> t
             os.rename(tmp, target)
             return size, str(target.relative_to(run_dir))
         return size, None
+    except OSError as err:  # a full disk above all: say where, leave nothing half-written
+        raise OSError(
+            err.errno, f"could not save the trained weights to {target}: {err.strerror or err}"
+        ) from err
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -133,7 +150,8 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseRun) -> dict
     A failure is classified in the record: ``failed`` (divergence, an exception), ``oom`` (with
     the peak reached and what would help) or ``cancelled`` (Ctrl-C / SIGTERM, with how far it
     got). The model is dropped before the error leaves, so its memory is released even though
-    pytest keeps the traceback.
+    pytest keeps the traceback. An out-of-memory after which this process cannot run another
+    case (oneDNN, see ``_cpu_kernels_broken``) says why in ``CaseOutOfMemory.stops_session``.
     """
     from peftcore.metrics import resolve_metric
 
@@ -143,6 +161,8 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseRun) -> dict
     identity = ctx.identity or identify(case, base.sha256, data, versions)
     record = _new_record(case, base, data, ctx, identity, versions)
     state = _CaseState(memory=PeakMemory(ctx.device))
+    oom_error: CaseOutOfMemory | None = None
+    broken: str | None = None
     try:
         _train_and_score(case, base, data, ctx, record, state)
         record["status"] = "finished"
@@ -152,35 +172,76 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseRun) -> dict
         raise
     except KeyboardInterrupt:
         record["status"] = "cancelled"
-        record["reason"] = f"interrupted during {state.stage}"
         record["training"] = _partial_training(state)
+        steps = record["training"].get("steps")
+        at_step = f" at step {steps} of {case.training.max_steps}" if state.stage == "training" else ""
+        record["reason"] = f"interrupted during {state.stage}{at_step}"
         raise
     except Exception as err:
-        if _is_out_of_memory(err):
-            state.model = None
-            record["status"] = "oom"
+        out_of_memory = _is_out_of_memory(err)
+        if not out_of_memory and ctx.device == "cpu" and _ONEDNN_FAILED in str(err):
+            # oneDNN reports a failed allocation of kernel code as a failed primitive; it was
+            # one when this thread can no longer build any kernel. (Probing cannot make things
+            # worse: either the thread is broken already or the failure was not about memory.)
+            broken = _cpu_kernels_broken()
+            out_of_memory = broken is not None
+        if not out_of_memory:
+            record["reason"] = _one_line(err)
             record["training"] = _partial_training(state)
-            record["reason"] = (
-                f"out of memory during {state.stage}, {state.memory.read():,} bytes above the case's start "
-                f"({type(err).__name__}); try a smaller batch_size or max_length, "
-                "gradient_checkpointing: true, or a quantized base"
-            )
-            raise CaseOutOfMemory(record["reason"]) from None  # the traceback would pin the tensors
-        record["reason"] = _one_line(err)
-        raise
+            raise
+        record["status"] = "oom"
+        record["reason"] = _one_line(err, 160)  # completed below, once the memory is released
     finally:
         state.model = None
         release_freed_memory()
+        if record["status"] == "oom":
+            oom_error = _out_of_memory(case, ctx, record, state, broken)
         record["provenance"]["finished_at"] = _now()
         if ctx.extra_info is not None:
             _fill_extra_info(ctx.extra_info, record)
         with contextlib.suppress(OSError) if record["status"] != "finished" else contextlib.nullcontext():
             write_record(ctx.run_dir, record)
+    if oom_error is not None:
+        # Raised here, outside the except block, so that it does not carry the failed
+        # allocation's traceback (and through its frames, the model) as its context.
+        raise oom_error
     return record
 
 
+def _out_of_memory(
+    case: Case, ctx: CaseRun, record: dict[str, Any], state: _CaseState, broken: str | None
+) -> CaseOutOfMemory:
+    """Complete the record of a case that ran out of memory (its memory released by now)."""
+    if broken is None and ctx.device == "cpu":
+        broken = _cpu_kernels_broken()  # probed only now: with memory short it could break it
+    record["training"] = _partial_training(state)
+    reason = (
+        f"out of memory during {state.stage}, {state.memory.read():,} bytes above the case's start "
+        f"({record['reason']}); try a smaller batch_size or max_length, "
+        "gradient_checkpointing: true, or a quantized base"
+    )
+    stop = None
+    if broken is not None:
+        stop = (
+            f"{case.case_id} ran out of memory inside oneDNN, and this process can no longer build "
+            f"CPU kernels ({broken}): oneDNN keeps the failed allocation as an error of the thread. "
+            "The session stops here; run the same command again to run the remaining cases "
+            "(finished ones are kept)"
+        )
+        reason += f"; {stop}"
+    record["reason"] = reason
+    return CaseOutOfMemory(reason, stops_session=stop)
+
+
 class CaseOutOfMemory(PeftcoreError):
-    """A case ran out of memory; the message says how far it got and what would help."""
+    """A case ran out of memory; the message says how far it got and what would help.
+
+    ``stops_session`` says why no further case can run in this process (or is None).
+    """
+
+    def __init__(self, message: str, stops_session: str | None = None) -> None:
+        super().__init__(message)
+        self.stops_session = stops_session
 
 
 @dataclass
@@ -255,7 +316,7 @@ def _train_and_score(
         set_seed(budget.seed)
         if ctx.reuse is not None:
             state.model = methods.load_trained(base.fresh(), ctx.reuse.adapter(), case.method)
-            record["reused_training_from"] = ctx.reuse.run_id
+            record["reused_training_from"] = ctx.reuse.trained_in
         else:
             state.model = methods.apply_method(base.fresh(), case.method, budget)
         trainable, total = methods.parameter_counts(state.model)
@@ -324,31 +385,73 @@ def _train_and_score(
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
 
 
+_ONEDNN_FAILED = "could not create a primitive"
+_PROBES = itertools.count()
+
+
 def _is_out_of_memory(err: BaseException) -> bool:
+    """True when ``err``, or an error it was raised from or while handling, is a failed allocation.
+
+    peft's and peftcore's own wrappers (a SpecError from ``get_peft_model``) keep the
+    allocator's error as their context.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _is_allocation_failure(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_allocation_failure(err: BaseException) -> bool:
     if isinstance(err, MemoryError):
         return True
-    try:
-        import torch
-
-        if isinstance(err, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
     # The CPU allocator raises a plain RuntimeError when an allocation fails.
     text = str(err)
-    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    if isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text):
+        return True
+    torch = sys.modules.get("torch")  # not imported: the error cannot be torch's
+    out_of_memory = getattr(torch, "OutOfMemoryError", None)
+    return isinstance(out_of_memory, type) and isinstance(err, out_of_memory)
 
 
-def _one_line(err: BaseException) -> str:
+def _cpu_kernels_broken() -> str | None:
+    """None when this thread can still build CPU kernels, else the error that says it cannot.
+
+    oneDNN (torch's bf16 CPU kernels) compiles a kernel for each new shape. When the memory for
+    that code cannot be had, the JIT assembler keeps the failure as a thread-local error that is
+    never cleared: from then on every kernel not built before fails with "could not create a
+    primitive", whatever memory is free. The probe multiplies bf16 matrices of a shape not seen
+    before (the primitive cache would answer a known one).
+    """
+    import torch
+
+    inner = 61 + 2 * next(_PROBES)
+    try:
+        a = torch.ones(8, inner, dtype=torch.bfloat16)
+        b = torch.ones(inner, 40, dtype=torch.bfloat16)
+        float((a @ b).sum())
+    except RuntimeError as err:
+        return _one_line(err)
+    return None
+
+
+def _one_line(err: BaseException, limit: int | None = None) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    line = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _partial_training(state: _CaseState) -> dict[str, Any]:
     info: dict[str, Any] = {"peak_memory_bytes": state.memory.read(), "memory_method": state.memory.method}
     if state.outcome is not None:
         info["loss_curve"] = [[s, v] for s, v in state.outcome.loss_curve]
-        info["steps"] = len(state.outcome.loss_curve)
+        # Optimizer steps taken (train() sets it even when training stops on an error); the
+        # last logged step when that bookkeeping did not happen.
+        logged = state.outcome.loss_curve[-1][0] if state.outcome.loss_curve else 0
+        info["steps"] = max(int(state.outcome.steps), int(logged))
     return info
 
 

@@ -4,8 +4,10 @@ A case's identity is a content hash of everything that determines its result (th
 resolved spec, the model and data hashes, and the versions of the packages that change
 numbers). Before a case runs, the session looks for a finished record with the same hash in
 earlier runs; if there is one, the record is adopted into this run (marked ``cached_from``)
-and the case is not run again. If only evaluation settings changed, the *training* hash still
-matches an earlier record, and its saved adapter is re-scored instead of trained again.
+and the case is not run again. A finished record already in this run's own folder (the same
+``--run-id`` given again, e.g. after the run was killed) is kept as it is: that resumes the
+run. If only evaluation settings changed, the *training* hash still matches an earlier record,
+and its saved adapter is re-scored instead of trained again.
 
 Nothing here imports torch or pytest; the plugin turns outcomes into skips and failures.
 """
@@ -49,18 +51,27 @@ class Identity:
     training_hash: str  # everything that determines the trained weights
 
 
+def _hashed_spec(case: Case) -> dict[str, Any]:
+    spec = case.resolved()
+    # A model's adapter_overrides are already merged into the method's adapter block (see
+    # cases._apply_model_overrides); hashed again here, changing one tuner's override would
+    # rerun every method on that model.
+    spec["model"].pop("adapter_overrides", None)
+    return spec
+
+
 def identify(case: Case, model_sha256: str, data: TaskData, versions: Mapping[str, str | None]) -> Identity:
     versions = hashed_versions(versions)
     case_hash = _digest(
         {
-            "spec": case.resolved(),
+            "spec": _hashed_spec(case),
             "model_sha256": model_sha256,
             "data_sha256": data.data_sha256,
             "split_sha256": data.split_sha256,
             "versions": versions,
         }
     )
-    spec = case.resolved()
+    spec = _hashed_spec(case)
     for section, keys in _NOT_TRAINING.items():
         for key in keys:
             spec[section].pop(key, None)
@@ -89,6 +100,16 @@ class Earlier:
     def run_id(self) -> str:
         return self.run_dir.name
 
+    @property
+    def origin(self) -> str:
+        """The run that computed the record (an adopted record names where it came from)."""
+        return str(self.record.get("cached_from") or self.run_id)
+
+    @property
+    def trained_in(self) -> str:
+        """The run that trained the weights the record was scored with."""
+        return str(self.record.get("reused_training_from") or self.origin)
+
     def adapter(self) -> Path | None:
         relative = self.record.get("adapter_dir")
         if not relative:
@@ -107,11 +128,23 @@ class History:
 
     @classmethod
     def scan(cls, results_dir: Path, exclude: Path | None = None) -> History:
+        """Every run folder under ``results_dir`` (but ``exclude``), newest record per hash.
+
+        "Newest" is the record's ``finished_at`` (run ids are free text, so their order says
+        nothing), then the run folder's name. Unreadable, older-format and unfinished records
+        are never used; the unreadable and older-format ones are listed in ``problems``.
+        Dot-prefixed folders and files are temp files of writes in progress and are not read.
+        """
         history = cls()
         if not results_dir.is_dir():
             return history
-        runs = sorted((p for p in results_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
-        for run_dir in runs:  # later runs overwrite earlier ones: the newest record wins
+        runs = sorted(
+            (p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.name,
+        )
+        newest_case: dict[str, tuple[str, str]] = {}
+        newest_training: dict[str, tuple[str, str]] = {}
+        for run_dir in runs:
             if exclude is not None and run_dir.resolve() == exclude.resolve():
                 continue
             for path in iter_record_files(run_dir):
@@ -120,21 +153,42 @@ class History:
                 except RecordError as err:
                     history.problems.append(f"ignored (will rerun if needed): {err}")
                     continue
-                if record["status"] != "finished" or not record.get("case_hash"):
+                case_hash, training_hash = record.get("case_hash"), record.get("training_hash")
+                if record["status"] != "finished" or not isinstance(case_hash, str) or not case_hash:
                     continue
                 earlier = Earlier(run_dir, record)
-                history.by_case[record["case_hash"]] = earlier
-                if record.get("training_hash"):
-                    history.by_training[record["training_hash"]] = earlier
+                when = (_finished_at(record), run_dir.name)
+                if when >= newest_case.get(case_hash, ("", "")):
+                    newest_case[case_hash] = when
+                    history.by_case[case_hash] = earlier
+                if (
+                    isinstance(training_hash, str)
+                    and training_hash
+                    and when >= newest_training.get(training_hash, ("", ""))
+                    and earlier.adapter() is not None  # only a saved adapter can be re-scored
+                ):
+                    newest_training[training_hash] = when
+                    history.by_training[training_hash] = earlier
         return history
 
 
-def adopt(earlier: Earlier, run_dir: Path, run_id: str) -> dict[str, Any]:
-    """Copy an earlier finished record into this run, pointing at where it came from."""
+def _finished_at(record: Mapping[str, Any]) -> str:
+    provenance = record.get("provenance")
+    value = provenance.get("finished_at") if isinstance(provenance, Mapping) else None
+    return value if isinstance(value, str) else ""  # ISO 8601 in UTC: sorts as text
+
+
+def adopt(earlier: Earlier, run_dir: Path, run_id: str, case_id: str | None = None) -> dict[str, Any]:
+    """Copy an earlier finished record into this run as ``case_id``, pointing at where it came from.
+
+    ``case_id`` is this session's id of the case: the same spec can have another id in the earlier
+    run (``--seeds 0,1`` names the seed, a single-seed run does not).
+    """
     record = copy.deepcopy(earlier.record)
-    origin = earlier.record.get("cached_from") or earlier.run_id
     record["run_id"] = run_id
-    record["cached_from"] = origin
+    record["cached_from"] = earlier.origin
+    if case_id is not None:
+        record["case_id"] = case_id
     adapter = earlier.adapter()
     # adapter_dir stays relative to the record's run folder, as in a fresh record.
     record["adapter_dir"] = os.path.relpath(adapter, run_dir.resolve()) if adapter is not None else None
@@ -175,7 +229,7 @@ def keyword_matcher(expression: str) -> Callable[[Case], bool]:
     def matches(case: Case) -> bool:
         names = {case.case_id, case.method.name, case.model.name, case.task.name}
 
-        def match(word: str, **_: Any) -> bool:
+        def match(word: str, /, **_: str | int | bool | None) -> bool:
             word = word.lower()
             return any(word in name.lower() for name in names)
 
@@ -189,7 +243,7 @@ class CachedResult(Exception):
 
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
-        super().__init__(f"cached result from {record['cached_from']}")
+        super().__init__(f"cached result from {record.get('cached_from') or record['run_id']}")
 
 
 @dataclass
@@ -210,8 +264,11 @@ class BenchmarkSession:
 
     @property
     def history(self) -> History:
+        """Finished records of every run, this run's folder included: rerunning the command of an
+        interrupted run with the same ``--run-id`` resumes it. Scanned once, at the first case,
+        before this session has written anything."""
         if self._history is None:
-            self._history = History.scan(self.results_dir, exclude=self.run_dir)
+            self._history = History.scan(self.results_dir)
         return self._history
 
     def plan(self, case: Case, data: TaskData) -> tuple[Identity, Earlier | None]:
@@ -228,7 +285,11 @@ class BenchmarkSession:
             return identity, None
         earlier = self.history.by_case.get(identity.case_hash)
         if earlier is not None:
-            record = adopt(earlier, self.run_dir, self.run_id)
+            here = earlier.run_dir.resolve() == self.run_dir.resolve()
+            if here and earlier.record["case_id"] == case.case_id:
+                record = earlier.record  # already in this run's folder: kept as it is
+            else:
+                record = adopt(earlier, self.run_dir, self.run_id, case.case_id)
             self.records[case.case_id] = record
             raise CachedResult(record)
         trained = self.history.by_training.get(identity.training_hash)

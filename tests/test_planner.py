@@ -89,7 +89,11 @@ def test_counts_and_adapter_size_match_the_real_model(
     method = _method(name, model_spec)
     budget = TrainingBudget()
     predicted = planner.estimate(
-        model_info.config, method, budget, model_name=MODEL, dtype=model_spec.dtype,
+        model_info.config,
+        method,
+        budget,
+        model_name=MODEL,
+        dtype=model_spec.dtype,
         adapter_overrides=model_spec.adapter_overrides,
     )
     model = apply_method(bases(method.base).fresh(), method, budget)
@@ -172,8 +176,12 @@ PROPERTY = settings(
 
 
 def _lora(rank: int) -> MethodSpec:
-    return MethodSpec(name=f"lora-r{rank}", description="", tuner="lora",
-                      adapter={"r": rank, "lora_alpha": 16, "target_modules": "all-linear"})
+    return MethodSpec(
+        name=f"lora-r{rank}",
+        description="",
+        tuner="lora",
+        adapter={"r": rank, "lora_alpha": 16, "target_modules": "all-linear"},
+    )
 
 
 @PROPERTY
@@ -184,7 +192,7 @@ def test_adapter_size_is_affine_in_lora_rank(ranks: list[int]) -> None:
     data, files = {}, {}
     for rank in ranks:
         model = planner.apply_meta(_small(), _lora(rank), TrainingBudget())
-        tensors = planner.adapter_tensors(model, _lora(rank))
+        tensors = planner.adapter_tensors(model)
         data[rank] = sum(t.nbytes for t in tensors)
         files[rank] = planner.saved_files(model, _lora(rank))[0][1]
         assert 8 < files[rank] - data[rank] < 8 + 256 * len(tensors)
@@ -205,7 +213,9 @@ def test_memory_parts_are_never_negative_and_grow_with_tokens(
     name: str, batch: int, seq: int, checkpointing: bool, optimizer: str
 ) -> None:
     method = STORE.get("methods", name)
-    budget = TrainingBudget(batch_size=batch, max_length=seq, gradient_checkpointing=checkpointing, optimizer=optimizer)
+    budget = TrainingBudget(
+        batch_size=batch, max_length=seq, gradient_checkpointing=checkpointing, optimizer=optimizer
+    )
     small = planner.estimate(_small().config, method, budget, adapter_overrides=OVERRIDES)
     assert all(part.bytes >= 0 for part in small.parts)
     assert small.adapter_bytes >= 0 and 0 <= small.trainable_params <= small.total_params
@@ -251,8 +261,15 @@ def test_quantized_bytes_follow_bitsandbytes_blocks() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("24GB", 24 * 10**9), ("24GiB", 24 * 2**30), ("24000MB", 24 * 10**9), ("12G", 12 * 10**9),
-     ("1.5 gib", 3 * 2**29), ("512", 512), ("64k", 64_000)],
+    [
+        ("24GB", 24 * 10**9),
+        ("24GiB", 24 * 2**30),
+        ("24000MB", 24 * 10**9),
+        ("12G", 12 * 10**9),
+        ("1.5 gib", 3 * 2**29),
+        ("512", 512),
+        ("64k", 64_000),
+    ],
 )
 def test_budget_units(text: str, expected: int) -> None:
     assert planner.parse_bytes(text) == expected
@@ -267,9 +284,22 @@ def test_unreadable_budget_is_a_one_line_error(text: str) -> None:
 
 def _estimate_stub(method: str, peak: int) -> planner.Estimate:
     return planner.Estimate(
-        model=MODEL, method=method, tuner="lora", device="cpu", precision="bf16", batch_size=4, seq_len=256,
-        gradient_checkpointing=False, optimizer="adamw_torch", padded=True, trainable_params=1,
-        total_params=2, adapter_bytes=1, adapter_files=(), parts=(), peak_case_bytes=peak,
+        model=MODEL,
+        method=method,
+        tuner="lora",
+        device="cpu",
+        precision="bf16",
+        batch_size=4,
+        seq_len=256,
+        gradient_checkpointing=False,
+        optimizer="adamw_torch",
+        padded=True,
+        trainable_params=1,
+        total_params=2,
+        adapter_bytes=1,
+        adapter_files=(),
+        parts=(),
+        peak_case_bytes=peak,
         framework_overhead_bytes=0,
     )
 
@@ -279,23 +309,47 @@ def _write_records(results: Path, rows: list[tuple[str, str, float]], model: str
 
     for method, task, value in rows:
         metric = "perplexity" if task == "lambada" else "accuracy"
-        write_record(results / "run-1", {
-            "format": RECORD_FORMAT, "run_id": "run-1", "case_id": f"{method}-{model}-{task}",
-            "method": method, "model": model, "task": task, "status": "finished",
-            "spec": {"task": {"metrics": [metric]}}, "metrics": {"held_out": {metric: value}},
-        })
+        write_record(
+            results / "run-1",
+            {
+                "format": RECORD_FORMAT,
+                "run_id": "run-1",
+                "case_id": f"{method}-{model}-{task}",
+                "method": method,
+                "model": model,
+                "task": task,
+                "status": "finished",
+                "spec": {"task": {"metrics": [metric]}},
+                "metrics": {"held_out": {metric: value}},
+            },
+        )
 
 
 def test_ladder_orders_by_measured_quality(tmp_path: Path) -> None:
     # lambada's perplexity: lower is better
-    _write_records(tmp_path, [("lora", "arc_easy", 0.6), ("ia3", "arc_easy", 0.5), ("full", "arc_easy", 0.7),
-                              ("lora", "lambada", 9.0), ("ia3", "lambada", 12.0), ("full", "lambada", 8.0)])
+    _write_records(
+        tmp_path,
+        [
+            ("lora", "arc_easy", 0.6),
+            ("ia3", "arc_easy", 0.5),
+            ("full", "arc_easy", 0.7),
+            ("lora", "lambada", 9.0),
+            ("ia3", "lambada", 12.0),
+            ("full", "lambada", 8.0),
+        ],
+    )
     quality, how = planner.measured_quality(tmp_path, MODEL, STORE)
     assert quality["full"].score == 1.0 and quality["lora"].score == 0.5 and quality["ia3"].score == 0.0
     assert "rank score" in how and "2 task(s)" in how
     ladder = planner.ladder(
-        [_estimate_stub("ia3", 10), _estimate_stub("lora", 20), _estimate_stub("full", 90), _estimate_stub("vera", 5)],
-        50, quality,
+        [
+            _estimate_stub("ia3", 10),
+            _estimate_stub("lora", 20),
+            _estimate_stub("full", 90),
+            _estimate_stub("vera", 5),
+        ],
+        50,
+        quality,
     )
     assert [e.method for e, _ in ladder] == ["lora", "ia3", "vera"]  # full does not fit; vera has no results
 
@@ -329,24 +383,44 @@ def test_cli_json_one_object_per_method(capsys: pytest.CaptureFixture[str]) -> N
     for row in rows:
         assert row["trainable_params"] > 0 and row["adapter_bytes"] > 0
         assert row["peak_case_bytes"] == pytest.approx(
-            row["parts"]["base_weights"]["bytes"] + row["parts"]["adapter_weights"]["bytes"]
+            row["parts"]["base_weights"]["bytes"]
+            + row["parts"]["adapter_weights"]["bytes"]
             + row["parts"]["optimizer_states"]["bytes"]
-            + max(row["parts"]["activations"]["bytes"] + row["parts"]["autocast_copies"]["bytes"]
-                  + row["parts"]["loss_logits"]["bytes"], row["parts"]["optimizer_step"]["bytes"])
+            + max(
+                row["parts"]["activations"]["bytes"]
+                + row["parts"]["autocast_copies"]["bytes"]
+                + row["parts"]["loss_logits"]["bytes"],
+                row["parts"]["optimizer_step"]["bytes"],
+            )
         )
         assert row["peak_process_bytes"] == row["peak_case_bytes"] + row["framework_overhead_bytes"]
 
 
 def test_cli_budget_ladder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     _write_records(tmp_path, [("lora", "arc_easy", 0.6), ("ia3", "arc_easy", 0.5)])
-    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "ia3", "--method", "lora", "--method", "full",
-                        "--budget", "7GB", "--results", str(tmp_path))
+    code, out, _ = _cli(
+        capsys,
+        "--model",
+        "smollm2-360m",
+        "--method",
+        "ia3",
+        "--method",
+        "lora",
+        "--method",
+        "full",
+        "--budget",
+        "7GB",
+        "--results",
+        str(tmp_path),
+    )
     assert code == 0
     ladder = out.split("methods that fit")[1]
     assert ladder.index("lora") < ladder.index("ia3") and "full" not in ladder and "rank score" in ladder
 
 
-def test_cli_config_path_and_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_config_path_and_bad_inputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps(json.loads(planner.shipped_models()["smollm2-135m"].read_text())))
     code, out, _ = _cli(capsys, "--model", str(config), "--method", "ia3")
@@ -357,7 +431,9 @@ def test_cli_config_path_and_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_
     vit.parent.mkdir()
     vit.write_text(json.dumps({"model_type": "vit", "hidden_size": 64}))
     bad.append((["--model", str(vit), "--method", "lora"], "not a causal language model"))
-    bad.append((["--model", "smollm2-360m", "--method", "lora", "--budget", "24 gigs"], "cannot read memory size"))
+    bad.append(
+        (["--model", "smollm2-360m", "--method", "lora", "--budget", "24 gigs"], "cannot read memory size")
+    )
     bad.append((["--model", "no-such-model", "--method", "lora"], "unknown model 'no-such-model'"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     bad.append((["--model", "nobody/no-such-model", "--method", "lora"], "--model path/to/config.json"))
@@ -369,7 +445,9 @@ def test_cli_config_path_and_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_method_whose_targets_match_nothing(specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (specs / "methods" / "lora-nowhere.yaml").write_text(
-        "description: LoRA on modules no model has\ninclude: lora\nadapter:\n  target_modules: [no_such_proj]\n"
+        "description: LoRA on modules no model has\n"
+        "include: lora\n"
+        "adapter:\n  target_modules: [no_such_proj]\n"
     )
     code = main(["estimate", "--specs", str(specs), "--model", "smollm2-360m", "--method", "lora-nowhere"])
     err = capsys.readouterr().err
@@ -380,9 +458,15 @@ def test_method_whose_targets_match_nothing(specs: Path, capsys: pytest.CaptureF
 
 def test_every_shipped_config_builds_a_causal_lm() -> None:
     """Parameter counts of the shipped configs, as their model cards state them."""
-    expected = {"llama-3.2-1b": 1_235_814_400, "llama-3.1-8b": 8_030_261_248, "llama-2-7b": 6_738_415_616,
-                "mistral-7b-v0.1": 7_241_732_096, "qwen3-0.6b": 596_049_920, "smollm2-135m": 134_515_008,
-                "gemma-3-270m": 268_098_176}
+    expected = {
+        "llama-3.2-1b": 1_235_814_400,
+        "llama-3.1-8b": 8_030_261_248,
+        "llama-2-7b": 6_738_415_616,
+        "mistral-7b-v0.1": 7_241_732_096,
+        "qwen3-0.6b": 596_049_920,
+        "smollm2-135m": 134_515_008,
+        "gemma-3-270m": 268_098_176,
+    }
     for name, count in expected.items():
         model = planner.build_meta_model(planner.resolve_model(name, None).config, "bf16")
         assert sum(p.numel() for p in model.parameters()) == count, name

@@ -44,9 +44,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Failed to load CPU gemm_4bit_for
 
 
 def _asked(config: pytest.Config) -> bool:
-    return bool(config.getoption("benchmark_enable", default=False)) or os.environ.get(
-        "PEFTCORE_PLANNER_VS_MEASURED"
-    ) == "1"
+    return (
+        bool(config.getoption("benchmark_enable", default=False))
+        or os.environ.get("PEFTCORE_PLANNER_VS_MEASURED") == "1"
+    )
 
 
 WORKER = r"""
@@ -84,7 +85,9 @@ for method in methods:
                 import bitsandbytes as bnb
                 optimizer = bnb.optim.AdamW8bit(params, lr=budget.learning_rate)
             else:
-                optimizer = torch.optim.AdamW(params, lr=budget.learning_rate, weight_decay=budget.weight_decay)
+                optimizer = torch.optim.AdamW(
+                    params, lr=budget.learning_rate, weight_decay=budget.weight_decay
+                )
             for step in range(steps):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -107,7 +110,11 @@ def _measure(names: list[str], steps: int, allocator: str) -> dict[str, dict[str
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(SPECS), MODEL, str(steps), *names],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=4 * 3600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=4 * 3600,
     )
     if out.returncode != 0:
         raise RuntimeError(f"worker failed ({allocator}, {names}): {out.stderr[-2000:]}")
@@ -143,8 +150,17 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
     spec = store.get("models", MODEL)
     info = planner.resolve_model(MODEL, SPECS)
     methods = {n: _apply_model_overrides(store.get("methods", n), spec) for n in store.names("methods")}
-    predicted = {n: planner.estimate(info.config, m, TrainingBudget(), model_name=MODEL, dtype=info.dtype,
-                                     adapter_overrides=info.adapter_overrides) for n, m in methods.items()}
+    predicted = {
+        n: planner.estimate(
+            info.config,
+            m,
+            TrainingBudget(),
+            model_name=MODEL,
+            dtype=info.dtype,
+            adapter_overrides=info.adapter_overrides,
+        )
+        for n, m in methods.items()
+    }
     variants: dict[Any, list[str]] = {}
     for name, method in methods.items():
         variants.setdefault(method.base, []).append(name)
@@ -181,7 +197,8 @@ def _table(rows: list[tuple[str, int, int, int, str]], steps: int) -> str:
 
     lines = [
         f"peak training memory, {MODEL}, CPU, bf16 autocast, batch 4 x 256, {steps} steps (MB = 10^6 bytes)",
-        f"{'method':14s} {'predicted':>9s} {'glibc':>9s} {'err':>7s} {'tensors':>9s} {'err':>7s}  explanation",
+        f"{'method':14s} {'predicted':>9s} {'glibc':>9s} {'err':>7s} {'tensors':>9s} {'err':>7s}"
+        "  explanation",
     ]
     for name, pred, glibc, tensors, why in rows:
         lines.append(

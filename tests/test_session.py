@@ -1,0 +1,581 @@
+"""The session's bookkeeping without training: case identity, earlier runs, adoption, re-scoring,
+``--rerun``, and writes that meet a full disk.
+
+Cases are real (``peftcore.cases.expand`` over a copy of the shipped specs, task data from
+``peftcore.data.load_task``); records of earlier runs are synthetic. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peftcore import results, runner, session
+from peftcore.cases import Case, expand
+from peftcore.data import load_task
+from peftcore.errors import SpecError
+from peftcore.example import TaskData
+from peftcore.models import model_sha256
+from peftcore.results import RECORD_FORMAT, read_record, record_path, write_record
+from peftcore.session import (
+    BenchmarkSession,
+    CachedResult,
+    Earlier,
+    History,
+    RerunPolicy,
+    identify,
+    keyword_matcher,
+)
+from peftcore.specs import SpecStore
+
+MODEL_SHA = "ab" * 32
+VERSIONS = {
+    "torch": "2.13.0",
+    "transformers": "5.23.0",
+    "peft": "0.21.2",
+    "bitsandbytes": "0.50.2",
+    "accelerate": "1.15.0",  # not hashed: it does not change numbers
+    "datasets": "5.2.0",
+    "peftcore": "0.1.0+abcdef012345",
+}
+IDS_PROFILE = """\
+description: tests/test_session.py
+methods: [base, lora, qlora, vblora, dora]
+models: [smollm2-135m]
+tasks: [sst2, arc_easy]
+training: {max_steps: 2}
+data: {train: 8, held_out: 8, seen: 4}
+"""
+
+Identities = dict[str, session.Identity]
+
+
+@pytest.fixture(autouse=True)
+def no_torch_here() -> Any:
+    yield
+    assert "torch" not in sys.modules, "a session unit test imported torch"
+
+
+@pytest.fixture
+def grid(specs: Path) -> Callable[[], Identities]:
+    """``grid()``: every case of the ``ids`` profile of the (editable) spec copy -> its identity."""
+    (specs / "profiles" / "ids.yaml").write_text(IDS_PROFILE)
+
+    def identities(versions: dict[str, str] = VERSIONS) -> Identities:
+        cases = expand(SpecStore(specs), "ids")
+        return {c.case_id: identify(c, MODEL_SHA, load_task(c.task, c.data), versions) for c in cases}
+
+    return identities
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def _changed(before: Identities, after: Identities) -> tuple[set[str], set[str]]:
+    """(cases whose case_hash changed, cases whose training_hash changed)"""
+    assert before.keys() == after.keys()
+    return (
+        {k for k in before if before[k].case_hash != after[k].case_hash},
+        {k for k in before if before[k].training_hash != after[k].training_hash},
+    )
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_identity_is_stable(grid: Callable[[], Identities]) -> None:
+    first, again = grid(), grid()
+    assert first == again
+    assert len({i.case_hash for i in first.values()}) == len(first) == 10
+    assert len({i.training_hash for i in first.values()}) == 10
+
+
+def test_a_method_hyperparameter_changes_exactly_that_methods_cases(
+    grid: Callable[[], Identities], specs: Path
+) -> None:
+    before = grid()
+    _edit(specs / "methods" / "lora.yaml", "  r: 32\n", "  r: 16\n")
+    changed, retrained = _changed(before, grid())
+    # qlora and dora are `include: lora` without a rank of their own: affected. base and vblora not.
+    lora_family = {c for c in before if c.split("-")[0] in ("lora", "qlora", "dora")}
+    assert changed == retrained == lora_family
+    assert not any(c.startswith(("base-", "vblora-")) for c in changed)
+
+
+def test_a_models_adapter_override_changes_only_that_tuners_cases(
+    grid: Callable[[], Identities], specs: Path
+) -> None:
+    before = grid()
+    _edit(
+        specs / "models" / "smollm2-135m.yaml", "vblora: {vector_length: 192}", "vblora: {vector_length: 64}"
+    )
+    changed, retrained = _changed(before, grid())
+    assert changed == retrained == {"vblora-smollm2-135m-sst2", "vblora-smollm2-135m-arc_easy"}
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "affected_task"),
+    [
+        ("profiles/ids.yaml", "data: {", "eval: {batch_size: 2}\ndata: {", None),
+        ("profiles/ids.yaml", "data: {", "eval: {max_new_tokens: 3}\ndata: {", None),
+        ("tasks/sst2.yaml", "metrics: [accuracy, macro_f1]", "metrics: [accuracy]", "sst2"),
+        ("tasks/arc_easy.yaml", "description:", "generation: {max_new_tokens: 7}\ndescription:", "arc_easy"),
+        ("tasks/sst2.yaml", "description:", "expect: {held_out.accuracy: {min: 0.0}}\ndescription:", "sst2"),
+    ],
+    ids=["eval.batch_size", "eval.max_new_tokens", "task metrics", "task generation", "task expect"],
+)
+def test_an_evaluation_setting_changes_the_case_but_not_its_training(
+    grid: Callable[[], Identities], specs: Path, file: str, old: str, new: str, affected_task: str | None
+) -> None:
+    before = grid()
+    _edit(specs / file, old, new)
+    changed, retrained = _changed(before, grid())
+    assert changed == {c for c in before if affected_task is None or c.endswith(affected_task)}
+    assert retrained == set()
+
+
+@pytest.mark.parametrize(
+    ("package", "hashed"),
+    [("torch", True), ("transformers", True), ("peft", True), ("peftcore", True), ("accelerate", False)],
+)
+def test_package_versions_change_both_hashes(
+    grid: Callable[[], Identities], package: str, hashed: bool
+) -> None:
+    before = grid()
+    changed, retrained = _changed(before, grid({**VERSIONS, package: VERSIONS[package] + ".post1"}))
+    assert changed == retrained == (set(before) if hashed else set())
+
+
+def test_the_model_hash_changes_both_hashes(specs: Path) -> None:
+    case = expand(SpecStore(specs), "smoke")[0]
+    data = load_task(case.task, case.data)
+    one, other = identify(case, MODEL_SHA, data, VERSIONS), identify(case, "cd" * 32, data, VERSIONS)
+    assert one.case_hash != other.case_hash and one.training_hash != other.training_hash
+
+
+def test_changed_training_data_changes_both_hashes(
+    specs: Path, shipped_specs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
+    source = specs / "tasks" / "tiny.jsonl"
+    shutil.copy(shipped_specs.parent / "data" / "alpaca_example.jsonl", source)
+    task_yaml = (specs / "tasks" / "alpaca_example.yaml").read_text()
+    (specs / "tasks" / "tiny.yaml").write_text(
+        task_yaml.replace("../../data/alpaca_example.jsonl", "tiny.jsonl")
+    )
+    (specs / "profiles" / "tiny.yaml").write_text(
+        "description: t\nmethods: [lora]\nmodels: [smollm2-135m]\ntasks: [tiny]\n"
+        "data: {train: 10, held_out: 10, seen: 4}\n"
+    )
+    [case] = expand(SpecStore(specs), "tiny")
+    before = load_task(case.task, case.data)
+    base = identify(case, MODEL_SHA, before, VERSIONS)
+
+    def edited(example_fields: Any) -> session.Identity:
+        lines = source.read_text().splitlines()
+        [index] = [
+            i
+            for i, line in enumerate(lines)
+            if json.loads(line)["instruction"] == example_fields["instruction"]
+        ]
+        record = json.loads(lines[index])
+        record["output"] += " (edited)"
+        lines[index] = json.dumps(record)
+        source.write_text("\n".join(lines) + "\n")
+        return identify(case, MODEL_SHA, load_task(case.task, case.data), VERSIONS)
+
+    train_edit = edited(before.train[-1].fields)
+    assert train_edit.case_hash != base.case_hash
+    assert train_edit.training_hash != base.training_hash
+    # The training hash follows the examples trained on (their uids hash their content): data
+    # that changes only what is scored changes only the case hash.
+    scored_elsewhere = dataclasses.replace(
+        before, held_out=before.held_out[1:], data_sha256="0" * 64, split_sha256="1" * 64
+    )
+    other = identify(case, MODEL_SHA, scored_elsewhere, VERSIONS)
+    assert other.case_hash != base.case_hash
+    assert other.training_hash == base.training_hash
+
+
+# --------------------------------------------------------------------------- History
+
+
+def _record(run_id: str, case_id: str = "lora-m-t", **over: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "run_id": run_id,
+        "case_id": case_id,
+        "case_hash": "c1",
+        "training_hash": "t1",
+        "method": case_id.split("-")[0],
+        "model": "m",
+        "task": "t",
+        "status": "finished",
+        "reason": None,
+        "metrics": {"held_out": {"accuracy": 0.5}},
+        "training": {"steps": 2},
+        "provenance": {"finished_at": "2026-01-01T00:00:00+00:00"},
+        "adapter_dir": None,
+        "reused_training_from": None,
+    }
+    record.update(over)
+    return record
+
+
+def _write(results_dir: Path, record: dict[str, Any], *, adapter: bool = False) -> Path:
+    run_dir = results_dir / record["run_id"]
+    if adapter:
+        folder = run_dir / "adapters" / record["case_id"]
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+        record = {**record, "adapter_dir": f"adapters/{record['case_id']}"}
+    return write_record(run_dir, record)
+
+
+def test_history_keeps_the_newest_finished_record_of_each_hash(tmp_path: Path) -> None:
+    # Run ids are free text: "newest" is when the record finished, not the folder's name.
+    _write(tmp_path, _record("b-old", provenance={"finished_at": "2026-01-01T00:00:00+00:00"}))
+    _write(tmp_path, _record("a-new", provenance={"finished_at": "2026-02-01T00:00:00+00:00"}))
+    _write(tmp_path, _record("c-failed-later", status="failed", provenance={"finished_at": "2026-03-01"}))
+    _write(tmp_path, _record("d-cancelled", status="cancelled", case_hash="c2", training_hash="t2"))
+    _write(tmp_path, _record("e-oom", status="oom", case_hash="c3", training_hash="t3"))
+    history = History.scan(tmp_path)
+    assert history.by_case["c1"].run_id == "a-new"
+    assert set(history.by_case) == {"c1"}  # failed, cancelled and oom records are never reused
+    assert history.problems == []
+
+
+def test_history_breaks_a_tie_by_run_name_and_can_exclude_a_run(tmp_path: Path) -> None:
+    _write(tmp_path, _record("r1"))
+    _write(tmp_path, _record("r2"))
+    assert History.scan(tmp_path).by_case["c1"].run_id == "r2"
+    assert History.scan(tmp_path, exclude=tmp_path / "r2").by_case["c1"].run_id == "r1"
+
+
+def test_history_offers_for_rescoring_only_records_whose_adapter_exists(tmp_path: Path) -> None:
+    _write(tmp_path, _record("r1", provenance={"finished_at": "2026-01-01"}), adapter=True)
+    _write(tmp_path, _record("r2", provenance={"finished_at": "2026-02-01"}))  # no adapter saved
+    history = History.scan(tmp_path)
+    assert history.by_case["c1"].run_id == "r2"
+    assert history.by_training["t1"].run_id == "r1"
+    assert history.by_training["t1"].adapter() == (tmp_path / "r1" / "adapters" / "lora-m-t").resolve()
+
+
+def test_history_reports_unreadable_records_and_reads_no_temp_file(tmp_path: Path) -> None:
+    good = _write(tmp_path, _record("r1"))
+    cases = good.parent
+    (cases / "truncated.json").write_text(good.read_text()[:40])
+    (cases / "older.json").write_text(json.dumps({**_record("r1", case_id="x-m-t"), "format": 0}))
+    (cases / "formatless.json").write_text(json.dumps({"run_id": "r1", "case_id": "y"}))
+    (cases / "list.json").write_text("[1, 2]")
+    (cases / "status.json").write_text(json.dumps(_record("r1", case_id="z-m-t", status="exploded")))
+    (cases / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    (cases / "odd-hash.json").write_text(json.dumps(_record("r1", case_id="w-m-t", case_hash=["x"])))
+    # Writes in progress: a record's temp file and a whole run folder being moved into place.
+    (cases / ".lora-m-t.json.abc123.tmp").write_text("{")
+    (cases / ".lora-m-t.json").write_text("{")
+    (tmp_path / ".r0-partial" / "cases").mkdir(parents=True)
+    (tmp_path / ".r0-partial" / "cases" / "a.json").write_text("{")
+    history = History.scan(tmp_path)
+    assert set(history.by_case) == {"c1"}
+    assert len(history.problems) == 6, history.problems
+    text = "\n".join(history.problems)
+    for name in ("truncated", "older", "formatless", "list", "status", "binary"):
+        assert f"{name}.json" in text
+    assert "record format 0, this peftcore reads 1" in text
+    assert all(p.startswith("ignored (will rerun if needed): ") for p in history.problems)
+    assert ".tmp" not in text and ".lora-m-t.json" not in text and "r0-partial" not in text
+
+
+def test_history_of_a_missing_results_folder_is_empty(tmp_path: Path) -> None:
+    history = History.scan(tmp_path / "nowhere")
+    assert (history.by_case, history.by_training, history.problems) == ({}, {}, [])
+
+
+def test_an_earlier_record_names_the_run_that_computed_and_the_run_that_trained(tmp_path: Path) -> None:
+    original = Earlier(tmp_path / "r1", _record("r1"))
+    adopted = Earlier(tmp_path / "r2", _record("r2", cached_from="r1"))
+    rescored = Earlier(tmp_path / "r3", _record("r3", reused_training_from="r1"))
+    rescored_then_adopted = Earlier(
+        tmp_path / "r4", _record("r4", cached_from="r3", reused_training_from="r1")
+    )
+    assert [e.origin for e in (original, adopted, rescored, rescored_then_adopted)] == [
+        "r1",
+        "r1",
+        "r3",
+        "r3",
+    ]
+    assert {e.trained_in for e in (original, adopted, rescored, rescored_then_adopted)} == {"r1"}
+
+
+# --------------------------------------------------------------------------- planning a case
+
+
+@pytest.fixture
+def smoke(shipped_specs: Path) -> dict[str, tuple[Case, TaskData]]:
+    """The smoke profile's cases by id, each with its task data."""
+    cases = expand(SpecStore(shipped_specs), "smoke")
+    return {c.case_id: (c, load_task(c.task, c.data)) for c in cases}
+
+
+def _identity(case: Case, data: TaskData) -> session.Identity:
+    return identify(case, model_sha256(case.model), data, runner.package_versions())
+
+
+def _earlier_finished(results_dir: Path, run_id: str, case: Case, data: TaskData, **over: Any) -> Path:
+    identity = _identity(case, data)
+    record = _record(
+        run_id,
+        case.case_id,
+        case_hash=identity.case_hash,
+        training_hash=identity.training_hash,
+        method=case.method.name,
+        **over,
+    )
+    return _write(results_dir, record, adapter=case.method.is_peft)
+
+
+def _session(results_dir: Path, run_id: str = "new", **kw: Any) -> BenchmarkSession:
+    return BenchmarkSession(run_dir=results_dir / run_id, results_dir=results_dir, **kw)
+
+
+LORA_SST2 = "lora-smollm2-135m-sst2"
+BASE_SST2 = "base-smollm2-135m-sst2"
+
+
+def test_plan_adopts_the_record_of_the_same_case_into_the_new_run(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    case, data = smoke[LORA_SST2]
+    _earlier_finished(tmp_path, "r1", case, data)
+    bench = _session(tmp_path)
+    with pytest.raises(CachedResult, match=r"^cached result from r1$") as cached:
+        bench.plan(case, data)
+    adopted = read_record(record_path(bench.run_dir, case.case_id))
+    assert adopted == cached.value.record == bench.records[case.case_id]
+    assert (adopted["run_id"], adopted["cached_from"]) == ("new", "r1")
+    assert adopted["metrics"] == {"held_out": {"accuracy": 0.5}}
+    # The adapter stays where it was trained; the path is relative to the new run's folder.
+    assert adopted["adapter_dir"] == os.path.join("..", "r1", "adapters", case.case_id)
+    assert (bench.run_dir / adopted["adapter_dir"] / "adapter_config.json").is_file()
+
+
+def test_an_adopted_record_adopted_again_still_names_where_it_was_computed(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    case, data = smoke[LORA_SST2]
+    _earlier_finished(tmp_path, "r1", case, data)
+    with pytest.raises(CachedResult):
+        _session(tmp_path, "r2").plan(case, data)
+    with pytest.raises(CachedResult, match="from r1") as cached:
+        _session(tmp_path, "r3").plan(case, data)
+    assert cached.value.record["cached_from"] == "r1"
+    assert (tmp_path / "r3" / cached.value.record["adapter_dir"]).resolve() == (
+        tmp_path / "r1" / "adapters" / case.case_id
+    ).resolve()
+
+
+def test_a_finished_record_already_in_this_runs_folder_is_kept_as_it_is(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    """Rerunning an interrupted run's command (same --run-id) resumes it."""
+    case, data = smoke[LORA_SST2]
+    path = _earlier_finished(tmp_path, "same", case, data)
+    before = path.read_bytes()
+    bench = _session(tmp_path, "same")
+    with pytest.raises(CachedResult, match=r"^cached result from same$"):
+        bench.plan(case, data)
+    assert path.read_bytes() == before
+    assert bench.records[case.case_id]["run_id"] == "same"
+
+
+def test_a_record_of_the_same_spec_under_another_case_id_is_adopted_under_this_one(
+    shipped_specs: Path, tmp_path: Path
+) -> None:
+    """``--seeds 0,1`` names the seed in the case id; a single-seed run does not. Same spec."""
+    store = SpecStore(shipped_specs)
+    single = next(c for c in expand(store, "smoke") if c.case_id == LORA_SST2)
+    seeded = next(c for c in expand(store, "smoke", seeds=[0, 1]) if c.case_id == f"{LORA_SST2}-seed0")
+    data = load_task(single.task, single.data)
+    assert _identity(single, data) == _identity(seeded, data)
+    _earlier_finished(tmp_path, "r1", single, data)
+    bench = _session(tmp_path)
+    with pytest.raises(CachedResult):
+        bench.plan(seeded, data)
+    adopted = read_record(record_path(bench.run_dir, seeded.case_id))
+    assert adopted["case_id"] == seeded.case_id
+    assert not record_path(bench.run_dir, single.case_id).exists()
+
+
+def test_rerun_forces_every_case_or_those_a_keyword_expression_matches(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    for case_id in (LORA_SST2, BASE_SST2):
+        _earlier_finished(tmp_path, "r1", *smoke[case_id])
+    everything = _session(tmp_path, "all", rerun=RerunPolicy(everything=True))
+    for case_id in (LORA_SST2, BASE_SST2):
+        identity, reuse = everything.plan(*smoke[case_id])
+        assert identity == _identity(*smoke[case_id]) and reuse is None
+    assert not (tmp_path / "all").exists()  # nothing adopted
+
+    expression = "lora and sst2 and not qlora"
+    some = _session(
+        tmp_path, "some", rerun=RerunPolicy(expression=expression, matcher=keyword_matcher(expression))
+    )
+    assert some.plan(*smoke[LORA_SST2]) == (_identity(*smoke[LORA_SST2]), None)
+    with pytest.raises(CachedResult):
+        some.plan(*smoke[BASE_SST2])
+
+
+def test_keyword_matcher_uses_pytests_k_grammar_over_case_id_and_spec_names(
+    smoke: dict[str, tuple[Case, TaskData]],
+) -> None:
+    def matching(expression: str) -> set[str]:
+        matcher = keyword_matcher(expression)
+        return {case_id for case_id, (case, _) in smoke.items() if matcher(case)}
+
+    assert matching("lora") == {c for c in smoke if c.startswith(("lora-", "qlora-"))}
+    assert matching("lora and not qlora") == {c for c in smoke if c.startswith("lora-")}
+    assert matching("BASE or arc_easy") == {
+        c for c in smoke if c.startswith("base-") or c.endswith("arc_easy")
+    }
+    assert matching("smollm2-135m") == set(smoke)
+    assert matching("nothing") == set()
+    with pytest.raises(Exception, match="expected"):
+        keyword_matcher("lora and")
+
+
+def test_when_only_scoring_changed_plan_returns_the_earlier_training_to_rescore(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    case, data = smoke[LORA_SST2]
+    _earlier_finished(tmp_path, "r1", case, data)
+    rescoring = dataclasses.replace(
+        case, eval=dataclasses.replace(case.eval, batch_size=case.eval.batch_size + 1)
+    )
+    bench = _session(tmp_path)
+    identity, reuse = bench.plan(rescoring, data)
+    assert identity.training_hash == _identity(case, data).training_hash
+    assert identity.case_hash != _identity(case, data).case_hash
+    assert reuse is not None and reuse.run_id == "r1" and reuse.trained_in == "r1"
+    assert reuse.adapter() == (tmp_path / "r1" / "adapters" / case.case_id).resolve()
+    assert not (tmp_path / "new").exists()
+    # Not without the adapter, not when told not to, not for a method without an adapter.
+    shutil.rmtree(tmp_path / "r1" / "adapters")
+    assert _session(tmp_path, "other").plan(rescoring, data) == (identity, None)
+
+
+def test_rescoring_is_off_when_the_session_says_so_and_for_the_untrained_base(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    case, data = smoke[LORA_SST2]
+    base, base_data = smoke[BASE_SST2]
+    _earlier_finished(tmp_path, "r1", case, data)
+    _earlier_finished(tmp_path, "r1", base, base_data)
+    eval_changed = dataclasses.replace(case.eval, batch_size=case.eval.batch_size + 1)
+    assert (
+        _session(tmp_path, reuse_adapters=False).plan(dataclasses.replace(case, eval=eval_changed), data)[1]
+        is None
+    )
+    assert _session(tmp_path).plan(dataclasses.replace(base, eval=eval_changed), base_data)[1] is None
+
+
+def test_finished_notes_the_record_a_case_wrote(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    case, _ = smoke[LORA_SST2]
+    bench = _session(tmp_path)
+    assert bench.finished(case) is None
+    write_record(bench.run_dir, _record("new", case.case_id, status="cancelled"))
+    assert bench.finished(case)["status"] == "cancelled"
+    assert bench.records[case.case_id]["status"] == "cancelled"
+    record_path(bench.run_dir, case.case_id).write_text("{")
+    assert bench.finished(case) is None  # a damaged record is not noted
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def _no_space(*args: Any, **kw: Any) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_record_write_on_a_full_disk_fails_clearly_and_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_record(tmp_path / "r1", _record("r1"))
+    before = path.read_bytes()
+    monkeypatch.setattr(results.os, "fsync", _no_space)
+    with pytest.raises(OSError, match=f"could not write {path}: No space left on device") as raised:
+        write_record(tmp_path / "r1", _record("r1", status="failed"))
+    assert raised.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left
+
+
+def test_a_temp_file_that_cannot_be_created_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results.tempfile, "mkstemp", _no_space)
+    target = tmp_path / "cases" / "x.json"
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
+        results.atomic_write_bytes(target, b"{}")
+    assert list(target.parent.iterdir()) == []
+
+
+def test_an_adapter_save_on_a_full_disk_fails_clearly_and_leaves_nothing(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case, _ = smoke[LORA_SST2]
+    earlier = tmp_path / "adapters" / "other-case"
+    earlier.mkdir(parents=True)
+
+    def save_trained(model: Any, folder: Path, method: Any) -> None:
+        (Path(folder) / "adapter_model.safetensors").write_bytes(b"\0" * 1000)  # a partial file
+        _no_space()
+
+    from peftcore import methods
+
+    monkeypatch.setattr(methods, "save_trained", save_trained)
+    target = tmp_path / "adapters" / case.case_id
+    with pytest.raises(
+        OSError, match=f"could not save the trained weights to {target}: No space left"
+    ) as raised:
+        runner.save_adapter(object(), case, tmp_path, keep_full=False)
+    assert raised.value.errno == errno.ENOSPC
+    assert [p.name for p in (tmp_path / "adapters").iterdir()] == ["other-case"]  # no temp folder
+
+
+# --------------------------------------------------------------------------- failure classification
+
+
+def test_out_of_memory_is_recognised_also_behind_a_wrapper() -> None:
+    allocator = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 44236800 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert runner._is_out_of_memory(allocator)
+    assert runner._is_out_of_memory(MemoryError())
+    assert runner._is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not runner._is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not runner._is_out_of_memory(RuntimeError("could not create a primitive"))  # see the probe
+    # peft's failure to build an adapter is re-raised by methods.apply_method as a SpecError.
+    try:
+        try:
+            raise allocator
+        except RuntimeError:
+            raise SpecError("methods/lora.yaml", "adapter", "peft could not apply lora: ...") from None
+    except SpecError as wrapped:
+        assert runner._is_out_of_memory(wrapped)
