@@ -80,8 +80,8 @@ class NetworkGuard:
                 raise socket.gaierror(socket.EAI_NONAME, f"peftcore: network access is disabled ({host!r})")
             return real_getaddrinfo(host, *args, **kwargs)
 
-        socket.socket.connect = connect  # type: ignore[method-assign]
-        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+        socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
         socket.getaddrinfo = getaddrinfo
         return self
 
