@@ -381,8 +381,25 @@ def _train_and_score(
             state.model, fmt, data.split(split), case.task, case.eval, device=ctx.device, precision=precision
         )
         record["metrics"][split] = results[split].metrics
+    if case.eval.judge is not None and case.task.type == "generation":
+        state.stage = "judging"
+        _judge(case, data, results, record)
     record["inference"] = results["held_out"].inference
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
+
+
+def _judge(case: Case, data: TaskData, results: dict[str, Any], record: dict[str, Any]) -> None:
+    """LLM-as-judge scores of the generated answers, next to the task's metrics (profile
+    ``eval.judge``; off by default). The question is the prompt the model answered."""
+    from peftcore.judge import Judge, JudgeConfig
+
+    assert case.eval.judge is not None
+    judge = Judge(JudgeConfig.from_mapping(case.eval.judge))
+    for split, result in results.items():
+        examples = data.split(split)
+        answers = [p["generated"] for p in result.predictions]
+        references = [list(e.answers) or e.target for e in examples]
+        record["metrics"][split].update(judge.score_many([e.prompt for e in examples], answers, references))
 
 
 _ONEDNN_FAILED = "could not create a primitive"

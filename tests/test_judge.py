@@ -401,3 +401,86 @@ def test_docstring_examples() -> None:
 
     result = doctest.testmod(judge_module)
     assert result.failed == 0 and result.attempted >= 2
+
+
+# --------------------------------------------------------------------------- wired into a case
+
+
+def _judged_profile(tmp_path: Path, judge: dict[str, Any]) -> Path:
+    import shutil
+
+    import yaml
+
+    specs = Path(
+        shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "specs", tmp_path / "specs")
+    )
+    (specs / "profiles" / "judged.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "description": "judged",
+                "methods": ["base"],
+                "models": ["smollm2-135m"],
+                "tasks": ["nq_open"],
+                "eval": {"judge": judge},
+            }
+        )
+    )
+    return specs
+
+
+def test_a_case_with_a_judge_records_its_mean_scores_per_split(
+    server: tuple[str, Script], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from peftcore.cases import expand
+    from peftcore.example import Example, TaskData
+    from peftcore.runner import _judge
+    from peftcore.specs import SpecStore
+
+    base_url, script = server
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
+    script.actions = [
+        ("ok", '{"correctness": 5, "completeness": 4, "faithfulness": 5}'),
+        ("ok", '{"correctness": 1, "completeness": 2, "faithfulness": 3}'),
+        ("ok", '{"correctness": 2, "completeness": 2, "faithfulness": 2}'),
+    ]
+    specs = _judged_profile(tmp_path, {"base_url": base_url, "model": "judge-model"})
+    (case,) = expand(SpecStore(specs), "judged")
+    one = Example(uid="a", prompt="Q: capital of France?", target="Paris", answers=("Paris",))
+    two = Example(uid="b", prompt="Q: 2+2?", target="4", answers=("4", "four"))
+    data = TaskData(
+        "nq_open",
+        train=(one,),
+        held_out=(one, two),
+        seen=(one,),
+        data_sha256="x",
+        split_sha256="y",
+        source_size=2,
+    )
+    results = {
+        "held_out": SimpleNamespace(predictions=[{"generated": "Paris"}, {"generated": "five"}]),
+        "seen": SimpleNamespace(predictions=[{"generated": "Lyon"}]),
+    }
+    record: dict[str, Any] = {"metrics": {"held_out": {"f1": 0.5}, "seen": {"f1": 0.0}}}
+    _judge(case, data, results, record)
+    assert record["metrics"]["held_out"] == {
+        "f1": 0.5,
+        "judge_correctness": 3.0,
+        "judge_completeness": 3.0,
+        "judge_faithfulness": 4.0,
+    }
+    assert record["metrics"]["seen"]["judge_correctness"] == 2.0
+    asked = [r["body"]["messages"][-1]["content"] for r in script.requests]
+    assert "Q: 2+2?" in asked[1] and "five" in asked[1] and "four" in asked[1]
+
+
+def test_a_malformed_judge_block_fails_at_collection_naming_the_profile(tmp_path: Path) -> None:
+    from peftcore.cases import expand
+    from peftcore.specs import SpecStore
+
+    specs = _judged_profile(tmp_path, {"base_url": "ftp://judge", "model": "m"})
+    with pytest.raises(SpecError) as caught:
+        expand(SpecStore(specs), "judged")
+    assert caught.value.file == str(specs / "profiles" / "judged.yaml")
+    assert caught.value.key == "eval.judge.base_url"
