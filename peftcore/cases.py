@@ -95,9 +95,29 @@ def expand(
 ) -> list[Case]:
     """Every case of a profile, ordered so that each base-model variant loads once."""
     profile: ProfileSpec = store.get("profiles", profile_name)
-    methods = [_method(store, profile, name) for name in profile.methods]
-    models = [_named(store, profile, "models", name) for name in profile.models]
-    tasks = [_named(store, profile, "tasks", name) for name in profile.tasks]
+    grids = [{"methods": profile.methods, "models": profile.models, "tasks": profile.tasks}]
+    grids += [{**grids[0], **grid} for grid in profile.grids]
+    methods: dict[str, MethodSpec] = {}
+    models: dict[str, ModelSpec] = {}
+    tasks: dict[str, Any] = {}
+    for i, grid in enumerate(grids):
+        where = "" if i == 0 else f"grids[{i - 1}]."
+        for n in grid["methods"]:
+            methods.setdefault(n, _method(store, profile, n, where))
+        for n in grid["models"]:
+            models.setdefault(n, _named(store, profile, "models", n, where))
+        for n in grid["tasks"]:
+            tasks.setdefault(n, _named(store, profile, "tasks", n, where))
+    # (model, method, task) in grid order, each once however many grids name it
+    cells = list(
+        dict.fromkeys(
+            (model, method, task)
+            for g in grids
+            for model in g["models"]
+            for method in g["methods"]
+            for task in g["tasks"]
+        )
+    )
     data = profile.data
     if profile.eval.judge is not None:
         _check_judge(profile)
@@ -110,29 +130,26 @@ def expand(
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
-        (method.name, task.name): resolve_training(store, profile, method, task, overrides)
-        for method in methods
-        for task in tasks
+        (method, task): resolve_training(store, profile, methods[method], tasks[task], overrides)
+        for method, task in dict.fromkeys((method, task) for _, method, task in cells)
     }
     cases = []
-    for model in models:
-        for method in methods:
-            for task in tasks:
-                budget = budgets[method.name, task.name]
-                for seed in seed_list:
-                    training = budget if seed is None else dataclasses.replace(budget, seed=seed)
-                    cases.append(
-                        Case(
-                            profile=profile.name,
-                            method=_apply_model_overrides(method, model),
-                            model=model,
-                            task=task,
-                            training=training,
-                            data=data,
-                            eval=profile.eval,
-                            seed_suffix=len(seed_list) > 1,
-                        )
-                    )
+    for model, method, task in cells:
+        budget = budgets[method, task]
+        for seed in seed_list:
+            training = budget if seed is None else dataclasses.replace(budget, seed=seed)
+            cases.append(
+                Case(
+                    profile=profile.name,
+                    method=_apply_model_overrides(methods[method], models[model]),
+                    model=models[model],
+                    task=tasks[task],
+                    training=training,
+                    data=data,
+                    eval=profile.eval,
+                    seed_suffix=len(seed_list) > 1,
+                )
+            )
     cases.sort(key=_order)
     return cases
 
@@ -164,18 +181,19 @@ def _order(case: Case) -> tuple[Any, ...]:
     )
 
 
-def _method(store: SpecStore, profile: ProfileSpec, name: str) -> MethodSpec:
+def _method(store: SpecStore, profile: ProfileSpec, name: str, where: str = "") -> MethodSpec:
     if name in profile.variants:
         return store.method_variant(profile, name)
-    return _named(store, profile, "methods", name)
+    return _named(store, profile, "methods", name, where)
 
 
-def _named(store: SpecStore, profile: ProfileSpec, kind: str, name: str) -> Any:
+def _named(store: SpecStore, profile: ProfileSpec, kind: str, name: str, where: str = "") -> Any:
+    """``where`` prefixes the key in an error: "" for the profile's own lists, "grids[0]." ..."""
     try:
         return store.get(kind, name)
     except SpecError as err:
         if err.file is None:  # an unknown name: the profile is the file at fault
-            raise SpecError(profile.file, kind, err.expected) from None
+            raise SpecError(profile.file, where + kind, err.expected) from None
         raise
 
 

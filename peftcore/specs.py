@@ -206,6 +206,10 @@ class ProfileSpec:
     variants: Mapping[str, Any] = field(default_factory=dict)
     expect: Mapping[str, Any] = field(default_factory=dict)
     compare: tuple[Mapping[str, Any], ...] = ()
+    # More blocks of the grid besides methods x models x tasks, each a mapping with any of
+    # ``methods``, ``models``, ``tasks`` (a missing axis is the profile's own list), e.g. every
+    # method on one cheap task while three methods also run on the slow ones.
+    grids: tuple[Mapping[str, Any], ...] = ()
     file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
 
 
@@ -516,6 +520,18 @@ def _check(kind: str, spec: Any) -> None:
             raise SpecError(
                 file, "data.seen", f"seen ({spec.data.seen}) is drawn from train ({spec.data.train})"
             )
+        for i, grid in enumerate(spec.grids):
+            _check_grid(file, f"grids[{i}]", grid)
+
+
+def _check_grid(file: Path | None, where: str, grid: Any) -> None:
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpecError(file, where, "expected a mapping with methods, models and/or tasks")
+    for axis, names in grid.items():
+        if axis not in ("methods", "models", "tasks"):
+            raise SpecError(file, f"{where}.{axis}", "unknown key; expected methods, models or tasks")
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise SpecError(file, f"{where}.{axis}", f"expected a non-empty list of {SECTION[axis]} names")
 
 
 def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:

@@ -823,3 +823,43 @@ def test_specs_are_frozen(shipped_specs: Path) -> None:
         method.adapter["r"] = 1  # type: ignore[index]
     with pytest.raises(AttributeError):
         method.tuner = "vera"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- extra grids
+
+
+def test_grids_add_blocks_to_the_matrix_each_case_once(specs: Path) -> None:
+    profile(
+        specs,
+        methods=["base", "lora"],
+        tasks=["sst2", "arc_easy"],
+        grids=[{"methods": ["ia3", "lora"], "tasks": ["sst2"]}, {"methods": ["base"]}],
+    )
+    got = ids(expand(SpecStore(specs), "p"))
+    assert sorted(got) == sorted(
+        f"{m}-smollm2-135m-{t}"
+        for m, t in [
+            ("base", "sst2"),
+            ("base", "arc_easy"),
+            ("lora", "sst2"),
+            ("lora", "arc_easy"),
+            ("ia3", "sst2"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("grids", "key", "message"),
+    [
+        ([{"method": ["lora"]}], "grids[0].method", "unknown key; expected methods, models or tasks"),
+        ([{"tasks": []}], "grids[0].tasks", "expected a non-empty list of task names"),
+        ([{}], "grids[0]", "expected a mapping"),
+        ([{"methods": ["lora"]}, {"tasks": ["sst3"]}], "grids[1].tasks", "did you mean 'sst2'"),
+    ],
+)
+def test_a_bad_grid_names_its_key(specs: Path, grids: Any, key: str, message: str) -> None:
+    path = profile(specs, grids=grids)
+    with pytest.raises(SpecError) as caught:
+        expand(SpecStore(specs), "p")
+    assert (caught.value.file, caught.value.key) == (str(path), key)
+    assert message in caught.value.expected
