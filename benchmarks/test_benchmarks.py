@@ -47,10 +47,11 @@ def test_case(case, peftcore_session, base_models, task_data, benchmark, peftcor
         run_case(case, base_models.get(case), data, ctx)
     finally:
         record = peftcore_session.finished(case)
-    if not timed:
-        # No training to time (the untrained base, or a re-scored adapter): an empty benchmark
-        # keeps the case and its record in pytest-benchmark's JSON (--benchmark-save/-compare).
-        benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+        if not timed:
+            # No training timed (the untrained base, a re-scored adapter, or a case that failed
+            # or was interrupted before training): an empty benchmark keeps the case and its
+            # record in pytest-benchmark's JSON, and the fixture counts as used.
+            benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     failures = peftcore_session.gate_failures(case, record)
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
