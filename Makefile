@@ -40,9 +40,15 @@ browser:
 		&& apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium not installed: the report's browser check will be skipped"
 
+# CI gate: the smoke profile against a committed real smoke run. Each tolerance is wider than the
+# spread of that metric over training seeds 0, 1, 2 of the same profile (see README, Measured here).
+SMOKE_BASELINE ?= reports/baselines/smoke.json
+SMOKE_TOLERANCES ?= accuracy:0.25,f1:0.05,cosine_similarity:0.05,bertscore_f1:0.05,perplexity:5%,peak_memory_bytes:25%
+
 test: setup
 	$(PY) -m pytest tests
-	$(PY) -m pytest benchmarks --profile smoke
+	$(PY) -m pytest benchmarks --profile smoke \
+		--metric-baseline $(SMOKE_BASELINE) --metric-compare-fail=$(SMOKE_TOLERANCES)
 
 bench: setup
 	$(PY) -m pytest benchmarks

@@ -272,18 +272,23 @@ def compare_to_baseline(
     """
     _same_profile(records, baseline_records)
     finished = [r for r in records if r.get("status") == "finished"]
+    # A name is a typo when neither this session nor the baseline reports it; a slice of the
+    # profile (-k, -m) may simply not include the cases that report it.
+    known = [*finished, *(r for r in baseline_records if r.get("status") == "finished")]
     if finished:
         for name in tolerances:
             quantity = parse_quantity(name, lenient=True)
             if quantity.is_metric and quantity.name != "primary":
-                reported = {m for r in finished for m in reported_metrics(r)}
+                reported = {m for r in known for m in reported_metrics(r)}
                 if quantity.name not in reported:
                     raise GateError(
-                        f"--metric-compare-fail: no case of this session reports metric {quantity.name!r}; "
-                        + suggest(quantity.name, reported)
+                        f"--metric-compare-fail: no case of this session or the baseline reports metric "
+                        f"{quantity.name!r}; " + suggest(quantity.name, reported)
                     )
-            elif not any(quantity.value(r) is not None for r in finished):
-                raise GateError(f"--metric-compare-fail: no case of this session reports {quantity.words}")
+            elif not any(quantity.value(r) is not None for r in known):
+                raise GateError(
+                    f"--metric-compare-fail: no case of this session or the baseline reports {quantity.words}"
+                )
     result = compare_records(records, baseline_records, tolerances)
     if records and baseline_records and not result.matched_cases:
         notes = (*result.notes, "no case of this session is in the baseline")

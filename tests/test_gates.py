@@ -512,3 +512,11 @@ def test_baseline_does_not_import_pytest() -> None:
 def test_gates_do_not_import_pytest() -> None:
     code = "import sys, peftcore.gates; sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_slice_of_the_profile_may_leave_out_a_metric_the_baseline_reports() -> None:
+    # `-m "lora and sst2"` with make test's tolerance list: squad's f1 is in the baseline only.
+    baseline = grid(methods=("lora",), tasks=("squad", "arc_easy"))
+    records = grid(methods=("lora",), tasks=("arc_easy",))
+    result = compare_to_baseline(records, baseline, parse_tolerances("f1:0.05,accuracy:0.1"))
+    assert not result.regressed
