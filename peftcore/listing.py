@@ -38,6 +38,8 @@ def describe(kind: str, spec: Any, cases: int | None = None) -> str:
         size = _task_size(spec)
         return f"{spec.description} [{spec.type}; {src.kind}: {where}; {size}; license {spec.license}]"
     matrix = f"{len(spec.methods)} methods x {len(spec.models)} models x {len(spec.tasks)} tasks"
+    if spec.grids:
+        matrix += f" + {len(spec.grids)} more grid{'s' if len(spec.grids) > 1 else ''}"
     if cases is not None:
         matrix += f" = {cases} cases"
     return f"{spec.description} [{matrix}]"

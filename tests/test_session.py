@@ -61,8 +61,9 @@ Identities = dict[str, session.Identity]
 
 @pytest.fixture(autouse=True)
 def no_torch_here() -> Any:
+    already = "torch" in sys.modules  # imported by an earlier test file of this process
     yield
-    assert "torch" not in sys.modules, "a session unit test imported torch"
+    assert already or "torch" not in sys.modules, "a session unit test imported torch"
 
 
 @pytest.fixture
@@ -446,8 +447,9 @@ def test_keyword_matcher_uses_pytests_k_grammar_over_case_id_and_spec_names(
         matcher = keyword_matcher(expression)
         return {case_id for case_id, (case, _) in smoke.items() if matcher(case)}
 
-    assert matching("lora") == {c for c in smoke if c.startswith(("lora-", "qlora-"))}
-    assert matching("lora and not qlora") == {c for c in smoke if c.startswith("lora-")}
+    # substrings, as -k matches them: "lora" is in qlora, adalora, vblora, ...
+    assert matching("lora") == {c for c in smoke if "lora" in c}
+    assert matching("lora and not qlora") == {c for c in smoke if "lora" in c and "qlora" not in c}
     assert matching("BASE or arc_easy") == {
         c for c in smoke if c.startswith("base-") or c.endswith("arc_easy")
     }

@@ -779,11 +779,13 @@ def test_every_shipped_profile_expands(shipped_specs: Path, name: str) -> None:
     store = SpecStore(shipped_specs)
     spec = store.get("profiles", name)
     cases = expand(store, name)
-    assert len(cases) == len(spec.methods) * len(spec.models) * len(spec.tasks)
-    assert len(set(ids(cases))) == len(cases)
-    assert {(c.method.name, c.model.name, c.task.name) for c in cases} == {
-        (m, mo, t) for m in spec.methods for mo in spec.models for t in spec.tasks
+    grids = [{"methods": spec.methods, "models": spec.models, "tasks": spec.tasks}]
+    grids += [{**grids[0], **grid} for grid in spec.grids]
+    expected = {
+        (m, mo, t) for g in grids for m in g["methods"] for mo in g["models"] for t in g["tasks"]
     }
+    assert len(set(ids(cases))) == len(cases) == len(expected)
+    assert {(c.method.name, c.model.name, c.task.name) for c in cases} == expected
     for case in cases:
         assert case.case_id == f"{case.method.name}-{case.model.name}-{case.task.name}"
         json.dumps(case.resolved())  # records store the resolved spec as JSON
