@@ -781,9 +781,7 @@ def test_every_shipped_profile_expands(shipped_specs: Path, name: str) -> None:
     cases = expand(store, name)
     grids = [{"methods": spec.methods, "models": spec.models, "tasks": spec.tasks}]
     grids += [{**grids[0], **grid} for grid in spec.grids]
-    expected = {
-        (m, mo, t) for g in grids for m in g["methods"] for mo in g["models"] for t in g["tasks"]
-    }
+    expected = {(m, mo, t) for g in grids for m in g["methods"] for mo in g["models"] for t in g["tasks"]}
     assert len(set(ids(cases))) == len(cases) == len(expected)
     assert {(c.method.name, c.model.name, c.task.name) for c in cases} == expected
     for case in cases:
