@@ -102,12 +102,13 @@ def expand(
     tasks: dict[str, Any] = {}
     for i, grid in enumerate(grids):
         where = "" if i == 0 else f"grids[{i - 1}]."
-        for n in grid["methods"]:
-            methods.setdefault(n, _method(store, profile, n, where))
-        for n in grid["models"]:
-            models.setdefault(n, _named(store, profile, "models", n, where))
-        for n in grid["tasks"]:
-            tasks.setdefault(n, _named(store, profile, "tasks", n, where))
+        # each name resolved once, however many grids list it
+        for n in (n for n in grid["methods"] if n not in methods):
+            methods[n] = _method(store, profile, n, where)
+        for n in (n for n in grid["models"] if n not in models):
+            models[n] = _named(store, profile, "models", n, where)
+        for n in (n for n in grid["tasks"] if n not in tasks):
+            tasks[n] = _named(store, profile, "tasks", n, where)
     # (model, method, task) in grid order, each once however many grids name it
     cells = list(
         dict.fromkeys(
