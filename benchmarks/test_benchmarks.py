@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.runner import CaseRun, run_case
-from peftcore.session import CachedResult
+from peftcore.pipeline.execute import CaseRun, run_case
+from peftcore.pipeline.session import CachedResult
 
 
 def test_case(case, peftcore_session, base_models, task_data, benchmark, peftcore_device, pytestconfig):

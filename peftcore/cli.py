@@ -16,8 +16,8 @@ from peftcore.errors import PeftcoreError
 # name -> (module, one-line help)
 COMMANDS = {
     "list": ("peftcore.listing", "list models, methods, tasks and profiles with their descriptions"),
-    "estimate": ("peftcore.planner", "predict trainable parameters, adapter size and peak memory"),
-    "report": ("peftcore.report", "build summary tables and an HTML report from stored runs"),
+    "estimate": ("peftcore.plan.planner", "predict trainable parameters, adapter size and peak memory"),
+    "report": ("peftcore.report.build", "build summary tables and an HTML report from stored runs"),
 }
 
 

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from peftcore.cases import expand
 from peftcore.errors import SpecError
-from peftcore.specs import KINDS, SpecStore
+from peftcore.spec.cases import expand
+from peftcore.spec.types import KINDS, SpecStore
 
 DEFAULT_SPECS = Path("benchmarks/specs")
 
@@ -47,7 +47,7 @@ def describe(kind: str, spec: Any, cases: int | None = None) -> str:
 
 def _task_size(spec: Any) -> str:
     try:
-        from peftcore.data import source_size
+        from peftcore.data.tasks import source_size
     except ImportError:
         return "size unknown"
     try:

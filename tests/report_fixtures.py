@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from peftcore.results import RECORD_FORMAT, write_record
+from peftcore.results.store import RECORD_FORMAT, write_record
 
 MODEL = "smollm2-135m"
 TOTAL_PARAMS = 134_515_008

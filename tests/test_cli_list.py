@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.cases import expand
 from peftcore.cli import main
-from peftcore.specs import KINDS, SpecStore
+from peftcore.spec.cases import expand
+from peftcore.spec.types import KINDS, SpecStore
 
 
 def run_list(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:

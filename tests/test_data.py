@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+import peftcore.data.tasks as data
 from fixtures.data import TaskDataCache
-from peftcore import data
+from peftcore.data.example import TaskData
 from peftcore.errors import AssetError, SpecError
-from peftcore.example import TaskData
-from peftcore.specs import DataSizes, SpecStore, TaskSpec
+from peftcore.spec.types import DataSizes, SpecStore, TaskSpec
 
 SPECS = Path(__file__).resolve().parents[1] / "benchmarks" / "specs"
 STORE = SpecStore(SPECS)
@@ -97,7 +97,8 @@ target: " {answer_text}"
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, peftcore.data; print([m for m in ('datasets', 'pyarrow', 'torch') if m in sys.modules])"
+        "import sys, peftcore.data.tasks; "
+        "print([m for m in ('datasets', 'pyarrow', 'torch') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from peftcore.results import RecordError, read_record
+from peftcore.results.store import RecordError, read_record
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "fault_assets"
@@ -276,7 +276,7 @@ def damage(bench: Bench, r2: Run) -> Damage:
         record = json.loads(path.read_text())
         record["format"] = 0
         path.write_text(json.dumps(record))
-    from peftcore.report import write_report
+    from peftcore.report.build import write_report
 
     report = write_report([r2.run_dir], bench.root / "reports" / "r2-damaged")
     return Damage(lora_1, adapter, report)
@@ -556,7 +556,7 @@ def test_every_record_file_of_every_run_parses_or_is_a_known_damage(bench: Bench
 def test_what_torch_raises_when_memory_runs_out_is_recognised() -> None:
     import torch
 
-    from peftcore import runner
+    from peftcore.pipeline import execute as runner
 
     with pytest.raises(RuntimeError, match="DefaultCPUAllocator: can't allocate memory") as refused:
         torch.empty(1 << 50, dtype=torch.uint8)  # a PiB: more than any address space holds

@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 from report_fixtures import grid, make_record, write_benchmark_json, write_run
 
-from peftcore.baseline import compare_to_baseline, load_baseline, parse_tolerances
 from peftcore.errors import PeftcoreError, SpecError
-from peftcore.gates import GateError, check_expect, check_relative, failures_for, parse_rules, validate_expect
-from peftcore.quantities import Quantity, Tolerance, case_key, parse_quantity
+from peftcore.gates.baseline import compare_to_baseline, load_baseline, parse_tolerances
+from peftcore.gates.checks import (
+    GateError,
+    check_expect,
+    check_relative,
+    failures_for,
+    parse_rules,
+    validate_expect,
+)
+from peftcore.results.quantities import Quantity, Tolerance, case_key, parse_quantity
 
 TASK_FILE = "benchmarks/specs/tasks/squad.yaml"
 PROFILE_FILE = "benchmarks/specs/profiles/quick.yaml"
@@ -505,12 +512,17 @@ def test_reserved_memory_is_a_cost_lower_is_better() -> None:
 
 
 def test_baseline_does_not_import_pytest() -> None:
-    code = "import sys, peftcore.baseline; sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
+    code = (
+        "import sys, peftcore.gates.baseline; "
+        "sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_gates_do_not_import_pytest() -> None:
-    code = "import sys, peftcore.gates; sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
+    code = (
+        "import sys, peftcore.gates.checks; sys.exit('pytest' in sys.modules or 'matplotlib' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

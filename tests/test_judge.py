@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from peftcore import judge as judge_module
 from peftcore.errors import SpecError
-from peftcore.judge import (
+from peftcore.score import judge as judge_module
+from peftcore.score.judge import (
     RUBRIC_SYSTEM_PROMPT,
     RUBRIC_USER_TEMPLATE,
     RUBRIC_VERSION,
@@ -27,7 +27,7 @@ from peftcore.judge import (
     JudgeError,
     parse_verdict,
 )
-from peftcore.metrics import METRICS
+from peftcore.score.metrics import METRICS
 
 SECRET = "sk-test-5ecret-do-not-leak"
 GOOD = '{"correctness": 4, "completeness": 3, "faithfulness": 5}'
@@ -433,10 +433,10 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
 ) -> None:
     from types import SimpleNamespace
 
-    from peftcore.cases import expand
-    from peftcore.example import Example, TaskData
-    from peftcore.runner import _judge
-    from peftcore.specs import SpecStore
+    from peftcore.data.example import Example, TaskData
+    from peftcore.pipeline.execute import _judge
+    from peftcore.spec.cases import expand
+    from peftcore.spec.types import SpecStore
 
     base_url, script = server
     monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
@@ -476,8 +476,8 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
 
 
 def test_a_malformed_judge_block_fails_at_collection_naming_the_profile(tmp_path: Path) -> None:
-    from peftcore.cases import expand
-    from peftcore.specs import SpecStore
+    from peftcore.spec.cases import expand
+    from peftcore.spec.types import SpecStore
 
     specs = _judged_profile(tmp_path, {"base_url": "ftp://judge", "model": "m"})
     with pytest.raises(SpecError) as caught:

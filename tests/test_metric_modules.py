@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from peftcore import metrics
-from peftcore.metrics import MetricError, evaluate_module_path
+from peftcore.score import metrics
+from peftcore.score.metrics import MetricError, evaluate_module_path
 
 # Nothing here may reach a model hub; huggingface_hub and evaluate read this when first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

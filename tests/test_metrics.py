@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peftcore import metrics
 from peftcore.errors import AssetError, PeftcoreError
-from peftcore.metrics import (
+from peftcore.score import metrics
+from peftcore.score.metrics import (
     METRICS,
     abs_diff,
     accuracy,
@@ -57,7 +57,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_import_is_cheap_and_torch_free() -> None:
     code = (
-        "import sys, peftcore.metrics\n"
+        "import sys, peftcore.score.metrics\n"
         "heavy = {'torch', 'sentence_transformers', 'bert_score', 'evaluate', 'rouge_score', 'sklearn',"
         " 'transformers', 'datasets'}\n"
         "print(sorted(heavy & set(sys.modules)))"

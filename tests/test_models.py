@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from peftcore import models
+import peftcore.models.load as models
 from peftcore.errors import AssetError
-from peftcore.specs import BaseOptions, ModelSource, SpecStore
+from peftcore.spec.types import BaseOptions, ModelSource, SpecStore
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 SMOLLM = SPECS.get("models", "smollm2-135m")

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from peftcore import planner
 from peftcore.cli import main
 from peftcore.errors import PeftcoreError
-from peftcore.specs import BaseOptions, MethodSpec, SpecStore, TrainingBudget
+from peftcore.plan import planner
+from peftcore.spec.types import BaseOptions, MethodSpec, SpecStore, TrainingBudget
 
 pytestmark = [
     # Importing bitsandbytes (through peft) on a CPU machine without the `kernels` package warns
@@ -50,7 +50,7 @@ def model_spec() -> Any:
 @pytest.fixture(scope="module")
 def bases(model_spec: Any) -> Any:
     """The real model, loaded once per base variant the method specs use."""
-    from peftcore.models import load_base
+    from peftcore.models.load import load_base
 
     loaded: dict[BaseOptions, Any] = {}
 
@@ -68,7 +68,7 @@ def model_info(model_spec: Any) -> planner.ModelInfo:
 
 
 def _method(name: str, model_spec: Any) -> MethodSpec:
-    from peftcore.cases import _apply_model_overrides
+    from peftcore.spec.cases import _apply_model_overrides
 
     return _apply_model_overrides(STORE.get("methods", name), model_spec)
 
@@ -84,7 +84,7 @@ def _weights_bytes(folder: Path) -> int:
 def test_counts_and_adapter_size_match_the_real_model(
     name: str, model_spec: Any, model_info: planner.ModelInfo, bases: Any, tmp_path: Path
 ) -> None:
-    from peftcore.methods import apply_method, parameter_counts
+    from peftcore.train.methods import apply_method, parameter_counts
 
     method = _method(name, model_spec)
     budget = TrainingBudget()
@@ -138,7 +138,7 @@ def test_base_weights_match_what_the_case_holds(
     name: str, model_spec: Any, model_info: planner.ModelInfo, bases: Any
 ) -> None:
     """Every byte of the base copy a case holds, quantization state included, as predicted."""
-    from peftcore.methods import apply_method
+    from peftcore.train.methods import apply_method
 
     method = _method(name, model_spec)
     predicted = planner.estimate(model_info.config, method, model_name=MODEL, dtype=model_spec.dtype)
@@ -305,7 +305,7 @@ def _estimate_stub(method: str, peak: int) -> planner.Estimate:
 
 
 def _write_records(results: Path, rows: list[tuple[str, str, float]], model: str = MODEL) -> None:
-    from peftcore.results import RECORD_FORMAT, write_record
+    from peftcore.results.store import RECORD_FORMAT, write_record
 
     for method, task, value in rows:
         metric = "perplexity" if task == "lambada" else "accuracy"

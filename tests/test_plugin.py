@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.cases import Case, expand
-from peftcore.specs import SpecStore
+from peftcore.spec.cases import Case, expand
+from peftcore.spec.types import SpecStore
 
 REPO = Path(__file__).resolve().parents[1]
 CASE_LINE = re.compile(r"test_grid\.py::test_case\[(.+)\]")

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from report_fixtures import grid, make_record, write_run
 
-from peftcore import cli, report
-from peftcore.quantities import human_bytes
-from peftcore.report import ReportError, compact_table, pareto_front, write_report
-from peftcore.report_rows import Stat, fmt_bytes, fmt_count
+import peftcore.report.build as report
+from peftcore import cli
+from peftcore.report.build import ReportError, compact_table, pareto_front, write_report
+from peftcore.report.rows import Stat, fmt_bytes, fmt_count
+from peftcore.results.quantities import human_bytes
 
 RUN_ID = "20260101-120000-quick"
 PLOT_IDS = (
@@ -389,7 +390,9 @@ def test_cli_warns_about_unreadable_records(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_report_module_imports_no_plotting_library() -> None:
-    code = "import sys, peftcore.report; sys.exit(any(m in sys.modules for m in ('matplotlib', 'pandas')))"
+    code = (
+        "import sys, peftcore.report.build; sys.exit(any(m in sys.modules for m in ('matplotlib', 'pandas')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from peftcore import scoring
-from peftcore.example import Example
-from peftcore.prompting import PromptFormat
-from peftcore.specs import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.data.example import Example
+from peftcore.score import scoring
+from peftcore.spec.types import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.train.prompting import PromptFormat
 
 pytestmark = pytest.mark.filterwarnings(
     # peft 0.21.2's get_peft_model reads model.is_gradient_checkpointing, which transformers 5.23
@@ -53,7 +53,7 @@ def store() -> SpecStore:
 
 @pytest.fixture(scope="module")
 def base(store):
-    from peftcore.models import load_base
+    from peftcore.models.load import load_base
 
     return load_base(store.get("models", "smollm2-135m"), BaseOptions(), "cpu")
 
@@ -65,7 +65,7 @@ def fmt(base, store) -> PromptFormat:
 
 
 def held_out(store: SpecStore, task: str, n: int) -> tuple[Example, ...]:
-    from peftcore.data import load_task
+    from peftcore.data.tasks import load_task
 
     return load_task(store.get("tasks", task), DataSizes(train=1, held_out=n, seen=1)).held_out
 
@@ -342,7 +342,7 @@ def test_scoring_gives_the_model_back_in_training_mode(base, fmt, store) -> None
 
 
 def test_nf4_quantized_base_scores_choices_and_generates(store, fmt) -> None:
-    from peftcore.models import load_base
+    from peftcore.models.load import load_base
 
     nf4 = load_base(store.get("models", "smollm2-135m"), BaseOptions(quantization="nf4"), "cpu")
     arc = store.get("tasks", "arc_easy")

@@ -1,8 +1,8 @@
 """The session's bookkeeping without training: case identity, earlier runs, adoption, re-scoring,
 ``--rerun``, and writes that meet a full disk.
 
-Cases are real (``peftcore.cases.expand`` over a copy of the shipped specs, task data from
-``peftcore.data.load_task``); records of earlier runs are synthetic. Nothing here imports torch.
+Cases are real (``peftcore.spec.cases.expand`` over a copy of the shipped specs, task data from
+``peftcore.data.tasks.load_task``); records of earlier runs are synthetic. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from peftcore import results, runner, session
-from peftcore.cases import Case, expand
-from peftcore.data import load_task
+import peftcore.results.store as results
+from peftcore.data.example import TaskData
+from peftcore.data.tasks import load_task
 from peftcore.errors import SpecError
-from peftcore.example import TaskData
-from peftcore.models import model_sha256
-from peftcore.results import RECORD_FORMAT, read_record, record_path, write_record
-from peftcore.session import (
+from peftcore.models.load import model_sha256
+from peftcore.pipeline import execute as runner
+from peftcore.pipeline import session
+from peftcore.pipeline.session import (
     BenchmarkSession,
     CachedResult,
     Earlier,
@@ -35,7 +35,9 @@ from peftcore.session import (
     identify,
     keyword_matcher,
 )
-from peftcore.specs import SpecStore
+from peftcore.results.store import RECORD_FORMAT, read_record, record_path, write_record
+from peftcore.spec.cases import Case, expand
+from peftcore.spec.types import SpecStore
 
 MODEL_SHA = "ab" * 32
 VERSIONS = {
@@ -548,7 +550,7 @@ def test_an_adapter_save_on_a_full_disk_fails_clearly_and_leaves_nothing(
         (Path(folder) / "adapter_model.safetensors").write_bytes(b"\0" * 1000)  # a partial file
         _no_space()
 
-    from peftcore import methods
+    from peftcore.train import methods
 
     monkeypatch.setattr(methods, "save_trained", save_trained)
     target = tmp_path / "adapters" / case.case_id

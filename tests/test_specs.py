@@ -13,10 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from peftcore.cases import Case, expand, resolve_training
 from peftcore.errors import SpecError
-from peftcore.schema import plain
-from peftcore.specs import KINDS, MethodSpec, SpecStore
+from peftcore.spec.cases import Case, expand, resolve_training
+from peftcore.spec.schema import plain
+from peftcore.spec.types import KINDS, MethodSpec, SpecStore
 
 
 def write(root: Path, rel: str, text: str) -> Path:

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.cases import Case
 from peftcore.errors import DivergenceError
-from peftcore.specs import DataSizes, EvalSettings, SpecStore
+from peftcore.spec.cases import Case
+from peftcore.spec.types import DataSizes, EvalSettings, SpecStore
 
 torch = pytest.importorskip("torch")
 
-from peftcore import methods, prompting, train  # noqa: E402
-from peftcore.data import load_task  # noqa: E402
-from peftcore.models import load_base  # noqa: E402
+import peftcore.train.trainer as train  # noqa: E402
+from peftcore.data.tasks import load_task  # noqa: E402
+from peftcore.models.load import load_base  # noqa: E402
+from peftcore.train import methods, prompting  # noqa: E402
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods", name).trains]
@@ -65,7 +66,7 @@ def make_case(method_name: str, **training) -> Case:
 
 
 def _budget(method):
-    from peftcore.cases import resolve_training
+    from peftcore.spec.cases import resolve_training
 
     overrides = {
         "max_steps": STEPS,

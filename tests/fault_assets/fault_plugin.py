@@ -62,7 +62,8 @@ def _address_space_capped(headroom_bytes: int) -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from peftcore import methods, train
+    import peftcore.train.trainer as train
+    from peftcore.train import methods
 
     real_apply, real_train, real_callbacks = methods.apply_method, train.train, train._callbacks
 

@@ -6,8 +6,8 @@ benchmarks are asked for::
     .venv/bin/python -m pytest tests/perf/test_generation_batching.py --benchmark-only -s
 
 The same 32 NQ-open prompts (the model's own prompt format, greedy, 24 new tokens, stop at a
-newline, F1 and exact match) are scored by ``peftcore.scoring.score`` with ``batch_size=32`` (pytest-benchmark
-times it) and with ``batch_size=1`` (a plain loop of single-prompt ``generate`` calls, timed
+newline, F1 and exact match) are scored by ``peftcore.score.scoring.score`` with ``batch_size=32``
+(pytest-benchmark times it) and with ``batch_size=1`` (a plain loop of single-prompt ``generate`` calls, timed
 with the same clock for the same number of rounds). The medians, their ratio and the torch
 thread count go to ``benchmark.extra_info`` and are printed. In fp32 the two must produce the
 same text for every prompt; in bf16 the share of identical answers is reported (rounding in
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.prompting import PromptFormat
-from peftcore.specs import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.spec.types import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.train.prompting import PromptFormat
 
 SPECS = Path(__file__).resolve().parents[2] / "benchmarks" / "specs"
 PROMPTS = 32
@@ -53,8 +53,8 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def setup():
-    from peftcore.data import load_task
-    from peftcore.models import load_base
+    from peftcore.data.tasks import load_task
+    from peftcore.models.load import load_base
 
     store = SpecStore(SPECS)
     model_spec = store.get("models", "smollm2-135m")
@@ -73,7 +73,7 @@ def setup():
 def test_batched_generation_vs_per_example_loop(benchmark, setup, precision: str) -> None:
     import torch
 
-    from peftcore import scoring
+    from peftcore.score import scoring
 
     base, fmt, task, examples = setup
 

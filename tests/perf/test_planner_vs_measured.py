@@ -52,12 +52,12 @@ def _asked(config: pytest.Config) -> bool:
 
 WORKER = r"""
 import json, sys, time, torch
-from peftcore.cases import _apply_model_overrides
+from peftcore.spec.cases import _apply_model_overrides
 from peftcore.measure import PeakMemory
-from peftcore.methods import apply_method
-from peftcore.models import load_base
-from peftcore.planner import activation_precision
-from peftcore.specs import SpecStore, TrainingBudget
+from peftcore.train.methods import apply_method
+from peftcore.models.load import load_base
+from peftcore.plan.planner import activation_precision
+from peftcore.spec.types import SpecStore, TrainingBudget
 
 specs, model_name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = sys.argv[4:]
@@ -141,9 +141,9 @@ def _explain(name: str, pred: int, glibc: int, tensors: int) -> str:
 def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, benchmark: Any) -> None:
     if not _asked(request.config):
         pytest.skip("trains every method; run with --benchmark-enable or PEFTCORE_PLANNER_VS_MEASURED=1")
-    from peftcore import planner
-    from peftcore.cases import _apply_model_overrides
-    from peftcore.specs import SpecStore, TrainingBudget
+    from peftcore.plan import planner
+    from peftcore.spec.cases import _apply_model_overrides
+    from peftcore.spec.types import SpecStore, TrainingBudget
 
     steps = int(os.environ.get("PEFTCORE_BENCH_STEPS", "3"))
     store = SpecStore(SPECS)

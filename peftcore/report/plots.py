@@ -1,0 +1,408 @@
+"""The report's figures, drawn with matplotlib and returned as PNG bytes (:class:`Plot`).
+
+matplotlib is imported inside the functions that draw, so importing this module stays cheap:
+:mod:`peftcore.report.build` imports it when the CLI and the pytest plugin start.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from peftcore.report.rows import (
+    Row,
+    Run,
+    Stat,
+    direction_words,
+    fmt_seconds,
+    group_rows,
+    group_title,
+    method_order,
+    pareto_methods,
+    primary_of,
+)
+from peftcore.results.quantities import Quantity, human_bytes
+
+_DPI = 110
+_BASE_COLOR = "#8c8c8c"
+
+
+@dataclass(frozen=True)
+class Plot:
+    id: str
+    alt: str
+    png: bytes
+
+
+def _palette(methods: Iterable[str]) -> dict[str, str]:
+    from matplotlib import colormaps
+
+    names = list(dict.fromkeys(methods))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colors = [cmap(i % cmap.N) for i in range(len(names))]
+    return {name: _hex(color) for name, color in zip(names, colors, strict=True)}
+
+
+def _hex(color: Sequence[float]) -> str:
+    return "#" + "".join(f"{round(c * 255):02x}" for c in color[:3])
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _method_bars(
+    methods: Sequence[str], values: Sequence[float], colors: Mapping[str, str], **style: Any
+) -> tuple[Any, Any]:
+    """A figure with one horizontal bar a method, sized to the number of methods."""
+    fig = _figure(7.6, 0.9 + 0.34 * len(methods))
+    ax = fig.add_subplot()
+    _style(ax)
+    ax.barh(range(len(methods)), values, color=[colors[m] for m in methods], height=0.66, **style)
+    return fig, ax
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def _memory_scale(values: Iterable[float]) -> tuple[str, float]:
+    top = max(values, default=0.0)
+    return ("GiB", 2.0**30) if top >= 2**30 else ("MiB", 2.0**20)
+
+
+def plot_pareto(
+    model: str, task: str, rows: Sequence[Row], colors: Mapping[str, str], title: str
+) -> Plot | None:
+    metric = primary_of(rows)
+    if metric is None:
+        return None
+    memory, quality = Quantity("training", "peak_memory_bytes"), Quantity("held_out", metric)
+    points: list[tuple[Row, Stat, Stat]] = []
+    for row in rows:
+        mem, qual = row.stat(memory), row.stat(quality)
+        if row.trains and mem and qual and not math.isnan(qual.mean):
+            points.append((row, mem, qual))
+    if not points:
+        return None
+    unit, scale = _memory_scale(m.mean for _, m, _ in points)
+    fig = _figure(7.6, 4.5)
+    ax = fig.add_subplot()
+    _style(ax)
+    front = pareto_methods(rows, metric)
+    if len(front) > 1:
+        by_name = {r.method: (m.mean / scale, q.mean) for r, m, q in points}
+        xs, ys = zip(*(by_name[name] for name in front), strict=True)
+        ax.plot(xs, ys, "--", color="#333333", linewidth=1.1, zorder=1, label="Pareto front")
+    for row, mem, qual in points:
+        x, y = mem.mean / scale, qual.mean
+        on_front = row.method in front
+        ax.errorbar(
+            x,
+            y,
+            xerr=(mem.std or 0) / scale,
+            yerr=qual.std or 0,
+            fmt="o",
+            markersize=9 if on_front else 7,
+            color=colors[row.method],
+            markeredgecolor="#222222" if on_front else "white",
+            markeredgewidth=1.4 if on_front else 0.8,
+            capsize=3,
+            zorder=3,
+        )
+        ax.annotate(
+            row.method,
+            (x, y),
+            xytext=(7, 5),
+            textcoords="offset points",
+            fontsize=9 if on_front else 7.5,
+            fontweight="bold" if on_front else "normal",
+            color="#111111" if on_front else "#555555",
+            zorder=4,
+        )
+    base = next((r for r in rows if not r.trains), None)
+    base_stat = base.stat(quality) if base else None
+    if base is not None and base_stat is not None and not math.isnan(base_stat.mean):
+        ax.axhline(
+            base_stat.mean,
+            color=_BASE_COLOR,
+            linestyle=":",
+            linewidth=1.4,
+            label=f"{base.method} (no training)",
+        )
+    ax.set_xlim(left=0, right=max(m.mean for _, m, _ in points) / scale * 1.18)
+    better = direction_words(metric)
+    ax.set_xlabel(f"peak training memory ({unit})")
+    ax.set_ylabel(f"held-out {metric}" + (f" ({better})" if better else ""))
+    ax.set_title(f"{title}: {metric} vs peak training memory", loc="left", fontsize=11)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8, frameon=False)
+    slug = _slug(f"{task}-{model}")
+    return Plot(f"plot-pareto-{slug}", f"{title}: held-out {metric} against peak training memory", _png(fig))
+
+
+def plot_train_time(
+    groups: Mapping[tuple[str, str], Sequence[Row]],
+    titles: Mapping[tuple[str, str], str],
+    colors: Mapping[str, str],
+) -> Plot | None:
+    """One bar per method (its mean over tasks), one marker per task: compact at 17 methods x 10 tasks."""
+    quantity = Quantity("training", "train_seconds")
+    by_method: dict[str, list[tuple[str, Stat]]] = {}
+    for key, rows in groups.items():
+        for row in sorted(rows, key=method_order):
+            stat = row.stat(quantity)
+            if row.trains and stat is not None:
+                by_method.setdefault(row.method, []).append((titles[key], stat))
+    if not by_method:
+        return None
+    methods = sorted(by_method, key=lambda m: method_order(_row_like(groups, m)))
+    top = max(stat.mean for found in by_method.values() for _, stat in found)
+    unit, scale = ("min", 60.0) if top >= 120 else ("s", 1.0)
+    means = [statistics.fmean(stat.mean for _, stat in by_method[m]) / scale for m in methods]
+    fig, ax = _method_bars(methods, means, colors, alpha=0.85)
+    labels = list(dict.fromkeys(label for found in by_method.values() for label, _ in found))
+    markers = "osD^vP*Xph"
+    if len(labels) > 1:
+        for i, label in enumerate(labels):
+            points = [
+                (stat.mean / scale, j)
+                for j, m in enumerate(methods)
+                for name, stat in by_method[m]
+                if name == label
+            ]
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=18, color="#333333", zorder=3, label=label)
+        ax.legend(fontsize=8, frameon=False, loc="lower right", title="task", title_fontsize=8)
+    for j, (method, value) in enumerate(zip(methods, means, strict=True)):
+        right = max(value, *(stat.mean / scale for _, stat in by_method[method]))  # clear of the markers
+        ax.annotate(
+            fmt_seconds(Stat(value * scale, None, 1)),
+            (right, j),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlim(0, top / scale * 1.3)
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    ax.set_xlabel(
+        f"training time ({unit}, lower is better)" + ("; bar: mean over tasks" if len(labels) > 1 else "")
+    )
+    ax.set_title("Training time per method", loc="left", fontsize=11)
+    return Plot("plot-train-time", "training time per method (bars) and per task (markers)", _png(fig))
+
+
+def _row_like(groups: Mapping[tuple[str, str], Sequence[Row]], method: str) -> Row:
+    return next(r for rows in groups.values() for r in rows if r.method == method)
+
+
+def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | None:
+    quantity = Quantity("training", "adapter_bytes")
+    sizes: dict[str, list[float]] = {}
+    for row in sorted(rows, key=method_order):
+        for record in row.records:
+            value = quantity.value(record)
+            if value is not None and value > 0:
+                sizes.setdefault(row.method, []).append(value)
+    if not sizes:
+        return None
+    methods = list(sizes)
+    values = [statistics.median(sizes[m]) for m in methods]
+    log = max(values) / min(values) >= 50
+    fig, ax = _method_bars(methods, values, colors)
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(min(values) / 3, max(values) * 12)
+    else:
+        ax.set_xlim(0, max(values) * 1.3)
+    for i, value in enumerate(values):
+        ax.annotate(
+            human_bytes(value), (value, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=9
+        )
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    ticks = [2.0**p for p in range(0, 50, 2) if min(values) / 3 <= 2.0**p <= max(values) * 12] if log else []
+    if ticks:
+        ax.set_xticks(ticks, [human_bytes(t) for t in ticks])
+        ax.minorticks_off()
+    else:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: human_bytes(v)))
+    ax.set_xlabel("adapter size on disk" + (" (log scale)" if log else ""))
+    ax.set_title("Adapter size per method", loc="left", fontsize=11)
+    return Plot("plot-adapter-size", "adapter size on disk per method", _png(fig))
+
+
+def _grid(count: int, height: float = 3.1, max_cols: int = 3) -> tuple[Any, list[Any]]:
+    """``count`` panels, at most ``max_cols`` a row, on a page-wide figure."""
+    cols = max(1, min(max_cols, count))
+    rows = math.ceil(count / cols)
+    fig = _figure(13.0 if count > 1 else 7.6, height * rows + 0.5)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(count)]
+    return fig, axes
+
+
+def plot_loss_curves(
+    groups: Mapping[tuple[str, str], Sequence[Row]],
+    titles: Mapping[tuple[str, str], str],
+    colors: Mapping[str, str],
+) -> Plot | None:
+    panels = []
+    for key, rows in groups.items():
+        curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+        for row in rows:
+            found = [c for c in (_curve(rec) for rec in row.records) if c is not None]
+            if found:
+                curves[row.method] = found
+        if curves:
+            panels.append((titles[key], curves))
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels))
+    handles: dict[str, Any] = {}
+    for ax, (title, curves) in zip(axes, panels, strict=True):
+        _style(ax)
+        for method, found in curves.items():
+            steps = found[0][0]
+            if len(found) > 1 and all(c[0] == steps for c in found):
+                # Seeds logged at the same steps: their mean, and a band from lowest to highest.
+                columns = list(zip(*(c[1] for c in found), strict=True))
+                ax.fill_between(
+                    steps,
+                    [min(c) for c in columns],
+                    [max(c) for c in columns],
+                    color=colors[method],
+                    alpha=0.18,
+                    linewidth=0,
+                )
+                (line,) = ax.plot(
+                    steps, [statistics.fmean(c) for c in columns], color=colors[method], linewidth=1.6
+                )
+            else:
+                for curve_steps, losses in found:
+                    (line,) = ax.plot(curve_steps, losses, color=colors[method], linewidth=1.4)
+            handles.setdefault(method, line)
+        ax.set_title(title, loc="left", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        ncols=min(8, len(handles)),
+        frameon=False,
+    )
+    fig.suptitle("Training loss", x=0.01, ha="left", fontsize=11)
+    return Plot("plot-loss-curves", "training loss curves per task and method", _png(fig))
+
+
+def _curve(record: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
+    """``training.loss_curve`` as (steps, losses); None when missing or malformed."""
+    curve = (record.get("training") or {}).get("loss_curve")
+    if not isinstance(curve, list) or not curve:
+        return None
+    try:
+        pairs = [(float(step), float(loss)) for step, loss in curve]
+    except (TypeError, ValueError):
+        return None
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def plot_held_out_vs_seen(
+    groups: Mapping[tuple[str, str], Sequence[Row]],
+    titles: Mapping[tuple[str, str], str],
+    colors: Mapping[str, str],
+) -> Plot | None:
+    panels = []
+    for key, rows in groups.items():
+        metric = primary_of(rows)
+        if metric is None:
+            continue
+        bars = [
+            (r.method, r.stat(Quantity("seen", metric)), r.stat(Quantity("held_out", metric))) for r in rows
+        ]
+        bars = [(m, s, h) for m, s, h in bars if s or h]
+        if bars:
+            panels.append((titles[key], metric, bars))
+    if not panels:
+        return None
+    methods = max(len(bars) for _, _, bars in panels)
+    fig, axes = _grid(len(panels), height=3.3, max_cols=3 if methods <= 7 else 2 if methods <= 12 else 1)
+    for ax, (title, metric, bars) in zip(axes, panels, strict=True):
+        _style(ax)
+        xs = range(len(bars))
+        seen = [s.mean if s else 0.0 for _, s, _ in bars]
+        held = [h.mean if h else 0.0 for _, _, h in bars]
+        bar_colors = [colors[m] for m, _, _ in bars]
+        ax.bar(
+            [x - 0.2 for x in xs],
+            seen,
+            width=0.4,
+            color=bar_colors,
+            alpha=0.35,
+            hatch="//",
+            edgecolor="white",
+        )
+        ax.bar(
+            [x + 0.2 for x in xs],
+            held,
+            width=0.4,
+            color=bar_colors,
+            yerr=[h.std or 0 if h else 0 for _, _, h in bars],
+            capsize=2,
+        )
+        ax.set_xticks(list(xs), [m for m, _, _ in bars], rotation=35, ha="right", fontsize=8)
+        better = direction_words(metric)
+        ax.set_ylabel(metric + (f" ({better})" if better else ""), fontsize=9)
+        ax.set_title(title, loc="left", fontsize=10)
+    from matplotlib.patches import Patch
+
+    legend = [
+        Patch(facecolor="#777777", alpha=0.35, hatch="//", edgecolor="white", label="seen (sample of train)"),
+        Patch(facecolor="#777777", label="held-out (never trained on)"),
+    ]
+    fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False)
+    fig.suptitle("Primary metric: held-out vs seen", x=0.01, ha="left", fontsize=11)
+    return Plot("plot-held-out-vs-seen", "primary metric on held-out and seen examples per task", _png(fig))
+
+
+def draw_plots(run: Run) -> dict[str, list[Plot]]:
+    """Every figure of the page, by section; sections without data have no plot."""
+    groups = group_rows(run.records)
+    titles = {key: group_title(*key, groups) for key in groups}
+    all_rows = [r for rows in groups.values() for r in rows]
+    colors = _palette(r.method for r in sorted(all_rows, key=method_order))
+    for row in all_rows:
+        if not row.trains:
+            colors[row.method] = _BASE_COLOR
+    pareto = [plot_pareto(m, t, rows, colors, titles[(m, t)]) for (m, t), rows in groups.items()]
+    sections = {
+        "pareto": pareto,
+        "cost": [plot_train_time(groups, titles, colors), plot_adapter_size(all_rows, colors)],
+        "loss": [plot_loss_curves(groups, titles, colors)],
+        "generalization": [plot_held_out_vs_seen(groups, titles, colors)],
+    }
+    return {name: [p for p in plots if p is not None] for name, plots in sections.items()}

@@ -1,0 +1,242 @@
+"""The numbers of a case record: their names, where a record keeps them, and how they are written.
+
+Pure functions over records (see :mod:`peftcore.results.store`), shared by the gates
+(:mod:`peftcore.gates.checks`), the baseline comparison (:mod:`peftcore.gates.baseline`) and the report.
+
+Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-fail``::
+
+    accuracy, f1, ...            held-out metric (metrics.held_out.<name>)
+    seen.accuracy                the same metric on the seen sample (metrics.seen.<name>)
+    primary, seen.primary        the task's first metric (spec.task.metrics[0])
+    peak_memory_bytes, ...       a cost figure; bare names are looked up in training, then
+                                 inference, then base_model (peak_memory_bytes = training's)
+    inference.peak_memory_bytes  a cost figure of one block, written out
+
+Directions (is higher better?) come from :func:`peftcore.score.metrics.higher_is_better`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from peftcore.score.metrics import FIGURES, METRICS, higher_is_better
+from peftcore.spec.schema import suggest
+
+METRIC_BLOCKS = ("held_out", "seen")
+# The numeric figures each cost block of a record carries (the record format, peftcore.results.store).
+RECORD_FIGURES: dict[str, tuple[str, ...]] = {
+    "training": (
+        "train_seconds",
+        "tokens_per_second",
+        "train_tokens",
+        "steps",
+        "peak_memory_bytes",
+        "peak_reserved_bytes",
+        "trainable_params",
+        "total_params",
+        "trainable_percent",
+        "adapter_bytes",
+        "final_loss",
+    ),
+    "inference": ("latency_ms_per_example", "examples_per_second", "peak_memory_bytes"),
+    "base_model": ("load_seconds", "footprint_bytes"),
+}
+RELATIVE_SLACK = 1e-9  # so that 0.40 - 0.38 is not "more than 0.02" in binary floating point
+
+
+# --------------------------------------------------------------------------- quantities
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One number of a record: a metric of a split, or a figure of a cost block."""
+
+    block: str  # held_out | seen | training | inference | base_model
+    name: str  # metric or figure name; "primary" until resolved against a record
+
+    @property
+    def is_metric(self) -> bool:
+        return self.block in METRIC_BLOCKS
+
+    @property
+    def label(self) -> str:
+        """How the name is written: ``f1``, ``seen.f1``, ``training.peak_memory_bytes``."""
+        return self.name if self.block == "held_out" else f"{self.block}.{self.name}"
+
+    @property
+    def words(self) -> str:
+        """How a message says it: ``held-out f1``, ``training peak_memory_bytes``."""
+        return f"{self.block.replace('_', '-')} {self.name}"
+
+    def resolve(self, record: Mapping[str, Any]) -> Quantity:
+        if self.name != "primary":
+            return self
+        name = primary_metric(record)
+        return Quantity(self.block, name) if name else self
+
+    def value(self, record: Mapping[str, Any]) -> float | None:
+        """The number in ``record``, or None when the record does not carry it."""
+        q = self.resolve(record)
+        if q.is_metric:
+            source = (record.get("metrics") or {}).get(q.block) or {}
+        else:
+            source = record.get(q.block) or {}
+        value = source.get(q.name) if isinstance(source, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    def applies_to(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record`` should carry this number at all: its task scores the metric, or it
+        has the cost block (the untrained ``base`` method has no ``training`` block)."""
+        q = self.resolve(record)
+        if q.is_metric:
+            return q.name in task_metrics(record) or q.name in reported_metrics(record)
+        return isinstance(record.get(q.block), Mapping)
+
+    def higher_is_better(self, record: Mapping[str, Any] | None = None) -> bool | None:
+        q = self.resolve(record) if record is not None else self
+        return higher_is_better(q.name)
+
+
+def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: bool = False) -> Quantity:
+    """``"seen.f1"`` -> Quantity("seen", "f1"). ValueError says what is wrong with the name.
+
+    A bare name that is neither a cost figure nor a metric (registered or in ``known_metrics``)
+    is an error, unless ``lenient`` (then it is taken to be a metric, checked later).
+    """
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z_][\w.-]*", text):
+        raise ValueError(f"{text!r} is not a metric or figure name")
+    metrics = {*METRICS, *known_metrics, "primary"}
+    head, _, tail = text.partition(".")
+    if tail:
+        if head in METRIC_BLOCKS:
+            if tail in FIGURES or any(tail in names for names in RECORD_FIGURES.values()):
+                raise ValueError(f"{tail!r} is a cost figure, not a metric of the {head} split")
+            if tail not in metrics and not lenient:
+                raise ValueError(f"unknown metric {tail!r}; " + suggest(tail, metrics))
+            return Quantity(head, tail)
+        if head in RECORD_FIGURES:
+            if tail not in RECORD_FIGURES[head]:
+                raise ValueError(f"{head} has no figure {tail!r}; " + suggest(tail, RECORD_FIGURES[head]))
+            return Quantity(head, tail)
+        raise ValueError(f"unknown prefix {head!r} in {text!r}; expected seen., held_out., training., ...")
+    for block, names in RECORD_FIGURES.items():
+        if text in names:
+            return Quantity(block, text)
+    if text in metrics or lenient:
+        return Quantity("held_out", text)
+    figures = {name for names in RECORD_FIGURES.values() for name in names}
+    raise ValueError(f"unknown metric or cost figure {text!r}; " + suggest(text, metrics | figures))
+
+
+def primary_metric(record: Mapping[str, Any]) -> str | None:
+    """The task's first declared metric, else the first held-out metric the record carries."""
+    declared = task_metrics(record)
+    if declared:
+        return declared[0]
+    held_out = (record.get("metrics") or {}).get("held_out") or {}
+    return next(iter(held_out), None)
+
+
+def task_metrics(record: Mapping[str, Any]) -> tuple[str, ...]:
+    task = ((record.get("spec") or {}).get("task")) or {}
+    names = task.get("metrics") if isinstance(task, Mapping) else None
+    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) else ()
+
+
+def metric_names(record: Mapping[str, Any], split: str) -> tuple[str, ...]:
+    """The metrics of ``split`` a record speaks of: its task's declared ones, then those it reports
+    (a name can appear twice)."""
+    return (*task_metrics(record), *((record.get("metrics") or {}).get(split) or {}))
+
+
+def reported_metrics(record: Mapping[str, Any]) -> set[str]:
+    metrics = record.get("metrics") or {}
+    return {name for block in METRIC_BLOCKS for name in (metrics.get(block) or {})}
+
+
+def case_seed(record: Mapping[str, Any]) -> int:
+    """The training seed: the record's ``seed``, else the resolved spec's, else the id's suffix."""
+    seed = record.get("seed")
+    if seed is None:
+        seed = ((record.get("spec") or {}).get("training") or {}).get("seed")
+    if seed is None:
+        match = re.search(r"-seed(\d+)$", str(record.get("case_id", "")))
+        seed = int(match.group(1)) if match else 0
+    return int(seed)
+
+
+CaseKey = tuple[str, str, str, int]
+
+
+def case_key(record: Mapping[str, Any]) -> CaseKey:
+    """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
+    return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
+
+
+def format_value(quantity: Quantity | str, value: float | None) -> str:
+    name = quantity.name if isinstance(quantity, Quantity) else quantity
+    if value is None:
+        return "n/a"
+    if name.endswith("_bytes") and math.isfinite(value):
+        return human_bytes(value)
+    if name.endswith("_params") and math.isfinite(value):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+BYTE_UNITS = (("B", 1.0), ("KiB", 2.0**10), ("MiB", 2.0**20), ("GiB", 2.0**30), ("TiB", 2.0**40))
+
+
+def byte_unit(value: float) -> tuple[str, float]:
+    """The binary unit to write ``value`` bytes in, and its size: 3e9 -> ("GiB", 2**30)."""
+    for unit, size in reversed(BYTE_UNITS):
+        if not abs(value) < size:  # NaN and infinity take the largest unit
+            return unit, size
+    return BYTE_UNITS[0]
+
+
+def human_bytes(value: float) -> str:
+    """1288490188.8 -> '1.20 GiB' (binary units, three significant digits)."""
+    unit, scale = byte_unit(value)
+    size = float(value) / scale
+    if unit == "B":
+        return f"{size:.0f} B"
+    digits = 0 if abs(size) >= 100 else 1 if abs(size) >= 10 else 2
+    return f"{size:.{digits}f} {unit}"
+
+
+# --------------------------------------------------------------------------- tolerances
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a value may move: ``0.02`` (absolute) or ``2%`` (relative to the reference)."""
+
+    value: float
+    relative: bool
+
+    def allowed(self, reference: float) -> float:
+        return self.value / 100 * abs(reference) if self.relative else self.value
+
+    def limit(self, reference: float) -> float:
+        """``allowed`` with room for binary rounding, so a move of exactly the tolerance is within it."""
+        return self.allowed(reference) * (1 + RELATIVE_SLACK) + 1e-12
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.relative else f"{self.value:g}"
+
+
+def parse_tolerance(text: Any) -> Tolerance:
+    """``"2%"`` -> relative 2 %, ``0.02`` or ``"0.02"`` -> absolute; ValueError otherwise."""
+    raw = str(text).strip() if isinstance(text, (str, int, float)) and not isinstance(text, bool) else None
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([-+]?\d+))?\s*(%?)", raw or "")
+    if not match:
+        raise ValueError(f"expected a non-negative number like 0.02 or a percentage like 2%, got {text!r}")
+    number = float(match.group(1) + (f"e{match.group(2)}" if match.group(2) else ""))
+    return Tolerance(number, relative=bool(match.group(3)))

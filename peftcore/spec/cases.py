@@ -1,0 +1,206 @@
+"""A profile expanded into cases: one (method, model, task[, seed]) with its resolved budget.
+
+Resolution order for the training budget, later wins:
+``defaults.training`` < task ``training`` < profile ``training`` < method ``training``
+< command-line overrides. (A task may need longer sequences; the profile sets the budget; a
+method may need its own learning rate; the command line is a quick try.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from peftcore.errors import SpecError
+from peftcore.spec.schema import build, freeze, plain
+from peftcore.spec.types import (
+    DataSizes,
+    EvalSettings,
+    MethodSpec,
+    ModelSpec,
+    ProfileSpec,
+    SpecStore,
+    TaskSpec,
+    TrainingBudget,
+    deep_merge,
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Everything that determines one benchmark case's result."""
+
+    profile: str
+    method: MethodSpec
+    model: ModelSpec
+    task: TaskSpec
+    training: TrainingBudget
+    data: DataSizes
+    eval: EvalSettings
+    seed_suffix: bool = False  # several seeds in one session: the id names the seed
+
+    @property
+    def case_id(self) -> str:
+        base = f"{self.method.name}-{self.model.name}-{self.task.name}"
+        return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
+
+    @property
+    def variant_key(self) -> tuple[str, str, bool, str]:
+        """What makes two cases share a loaded base model."""
+        base = self.method.base
+        return (self.model.name, base.quantization, base.double_quant, base.compute_dtype)
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved spec as plain data (for records and the content hash)."""
+        return {
+            "profile": self.profile,
+            "method": plain(self.method),
+            "model": plain(self.model),
+            "task": plain(self.task),
+            "training": plain(self.training),
+            "data": plain(self.data),
+            "eval": plain(self.eval),
+        }
+
+
+def resolve_training(
+    store: SpecStore,
+    profile: ProfileSpec,
+    method: MethodSpec,
+    task: TaskSpec,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainingBudget:
+    """The budget of one (method, task) pair in ``profile``; ``overrides`` come from the command line.
+
+    Each spec's own ``training:`` block was checked where it is written (at load); a bad
+    command-line value is reported as such.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    build(TrainingBudget, given, "command line", "training")
+    merged: dict[str, Any] = dict(store.defaults.get("training", {}))
+    for layer in (task.training, profile.training, method.training, given):
+        merged = deep_merge(merged, {k: v for k, v in layer.items() if v is not None})
+    return build(TrainingBudget, merged, profile.file, "training")
+
+
+def expand(
+    store: SpecStore,
+    profile_name: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    data_overrides: Mapping[str, Any] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> list[Case]:
+    """Every case of a profile, ordered so that each base-model variant loads once."""
+    profile: ProfileSpec = store.get("profiles", profile_name)
+    grids = [{"methods": profile.methods, "models": profile.models, "tasks": profile.tasks}]
+    grids += [{**grids[0], **grid} for grid in profile.grids]
+    methods: dict[str, MethodSpec] = {}
+    models: dict[str, ModelSpec] = {}
+    tasks: dict[str, Any] = {}
+    for i, grid in enumerate(grids):
+        where = "" if i == 0 else f"grids[{i - 1}]."
+        # each name resolved once, however many grids list it
+        for n in (n for n in grid["methods"] if n not in methods):
+            methods[n] = _method(store, profile, n, where)
+        for n in (n for n in grid["models"] if n not in models):
+            models[n] = _named(store, profile, "models", n, where)
+        for n in (n for n in grid["tasks"] if n not in tasks):
+            tasks[n] = _named(store, profile, "tasks", n, where)
+    # (model, method, task) in grid order, each once however many grids name it
+    cells = list(
+        dict.fromkeys(
+            (model, method, task)
+            for g in grids
+            for model in g["models"]
+            for method in g["methods"]
+            for task in g["tasks"]
+        )
+    )
+    data = profile.data
+    if profile.eval.judge is not None:
+        _check_judge(profile)
+    if data_overrides:
+        data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
+        if data.seen > data.train:
+            raise SpecError(
+                "command line", "data.seen", f"seen ({data.seen}) is drawn from train ({data.train})"
+            )
+    seed_list = list(seeds) if seeds else [None]
+    # The budget does not depend on the model: resolve it once per (method, task).
+    budgets = {
+        (method, task): resolve_training(store, profile, methods[method], tasks[task], overrides)
+        for method, task in dict.fromkeys((method, task) for _, method, task in cells)
+    }
+    cases = []
+    for model, method, task in cells:
+        budget = budgets[method, task]
+        for seed in seed_list:
+            training = budget if seed is None else dataclasses.replace(budget, seed=seed)
+            cases.append(
+                Case(
+                    profile=profile.name,
+                    method=_apply_model_overrides(methods[method], models[model]),
+                    model=models[model],
+                    task=tasks[task],
+                    training=training,
+                    data=data,
+                    eval=profile.eval,
+                    seed_suffix=len(seed_list) > 1,
+                )
+            )
+    cases.sort(key=_order)
+    return cases
+
+
+def _check_judge(profile: ProfileSpec) -> None:
+    """A judge block is checked at collection, not when the first case has trained."""
+    from peftcore.score.judge import JudgeConfig  # standard library only: collection stays light
+
+    assert profile.eval.judge is not None
+    try:
+        JudgeConfig.from_mapping(profile.eval.judge)
+    except SpecError as err:
+        raise SpecError(profile.file, err.key, err.expected) from None
+
+
+def _order(case: Case) -> tuple[Any, ...]:
+    """Group by loaded base variant (full precision first), the reference row first within."""
+    model, quantization, double_quant, compute = case.variant_key
+    return (
+        model,
+        quantization != "none",
+        quantization,
+        double_quant,
+        compute,
+        case.method.trains,
+        case.method.name,
+        case.task.name,
+        case.training.seed,
+    )
+
+
+def _method(store: SpecStore, profile: ProfileSpec, name: str, where: str = "") -> MethodSpec:
+    if name in profile.variants:
+        return store.method_variant(profile, name)
+    return _named(store, profile, "methods", name, where)
+
+
+def _named(store: SpecStore, profile: ProfileSpec, kind: str, name: str, where: str = "") -> Any:
+    """``where`` prefixes the key in an error: "" for the profile's own lists, "grids[0]." ..."""
+    try:
+        return store.get(kind, name)
+    except SpecError as err:
+        if err.file is None:  # an unknown name: the profile is the file at fault
+            raise SpecError(profile.file, where + kind, err.expected) from None
+        raise
+
+
+def _apply_model_overrides(method: MethodSpec, model: ModelSpec) -> MethodSpec:
+    """A model may adjust a tuner's keywords that cannot apply to its shapes (see ModelSpec)."""
+    extra = model.adapter_overrides.get(method.tuner) if method.is_peft else None
+    if not extra:
+        return method
+    return dataclasses.replace(method, adapter=freeze(deep_merge(method.adapter, extra)))

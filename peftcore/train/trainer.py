@@ -1,0 +1,228 @@
+"""Training a case with transformers' Trainer: budget in, loss curve and throughput out.
+
+The Trainer (with accelerate underneath) does scheduling, accumulation, mixed precision,
+clipping, optimizers (8-bit AdamW included) and ``report_to`` logging; this module only wires
+the budget into ``TrainingArguments`` and adds what a benchmark needs on top, as callbacks:
+the loss curve, a NaN/inf stop, AdaLoRA's per-step rank reallocation, and a progress line.
+
+Batches are drawn by length (``train_sampling_strategy="group_by_length"``), so sequences of
+similar length share a batch and little is padded; tokens/s counts only real tokens (the
+Trainer's ``non_padding`` count), and the padded share is reported beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftcore.errors import DivergenceError
+from peftcore.measure import bf16_supported
+from peftcore.spec.types import MethodSpec, TrainingBudget
+
+log = logging.getLogger("peftcore.train.trainer")
+
+
+def resolve_precision(budget: TrainingBudget, device: str) -> str:
+    """``auto`` becomes bf16 where the device computes it fast, fp32 elsewhere."""
+    if budget.precision != "auto":
+        return budget.precision
+    return "bf16" if bf16_supported(device) else "fp32"
+
+
+@dataclass
+class TrainOutcome:
+    steps: int = 0
+    train_seconds: float = 0.0
+    train_tokens: int = 0  # real tokens (no padding) the model trained on
+    padded_tokens: int = 0  # all positions in the batches, padding included
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.loss_curve[-1][1] if self.loss_curve else None
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.train_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class _CountingCollator:
+    """Pads a batch with the library collator and counts the positions it produced.
+
+    The ``length`` column is only for the length-grouped sampler; it is dropped here.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorForSeq2Seq
+
+        self.inner = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        self.positions = 0
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner([{k: v for k, v in row.items() if k != "length"} for row in rows])
+        self.positions += int(batch["input_ids"].numel())
+        return batch
+
+
+def _callbacks(outcome: TrainOutcome, method: MethodSpec, case_id: str, max_steps: int) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class LossRecorder(TrainerCallback):
+        """Keeps the loss curve and stops the case at the first NaN or infinite loss."""
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if not logs or "loss" not in logs:
+                return
+            loss = float(logs["loss"])
+            outcome.loss_curve.append((int(state.global_step), loss))
+            if not math.isfinite(loss):
+                raise DivergenceError(int(state.global_step), loss)
+
+    class Progress(TrainerCallback):
+        """Step, loss and tokens/s: a live bar on a terminal, else a log line every ~10%."""
+
+        def __init__(self) -> None:
+            self.bar: Any = None
+            self.start = 0.0
+            self.every = max(1, max_steps // 10)
+            self.next_line = 1
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
+            if sys.stderr.isatty():
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=max_steps, desc=case_id, unit="step", leave=False, mininterval=0.5)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if not logs or "loss" not in logs:
+                return
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            rate = state.num_input_tokens_seen / elapsed
+            loss = float(logs["loss"])
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+                self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+            elif state.global_step >= self.next_line or state.global_step == max_steps:
+                self.next_line = state.global_step + self.every
+                log.info(
+                    "%s step %d/%d loss %.4f %.0f tokens/s", case_id, state.global_step, max_steps, loss, rate
+                )
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    # LossRecorder first: a NaN stops the case before anything else sees the step.
+    callbacks: list[Any] = [LossRecorder(), Progress()]
+    if method.tuner == "adalora":
+
+        class AdaLoraBudget(TrainerCallback):
+            """AdaLoRA reallocates its rank budget from gradients: after each optimizer step,
+            before the gradients are zeroed. The Trainer does not call it, so this does."""
+
+            def on_optimizer_step(
+                self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+            ) -> None:
+                model.base_model.update_and_allocate(state.global_step)
+                outcome.extra["adalora_updates"] = outcome.extra.get("adalora_updates", 0) + 1
+
+        callbacks.append(AdaLoraBudget())
+    return callbacks
+
+
+def train(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    budget: TrainingBudget,
+    method: MethodSpec,
+    *,
+    device: str,
+    output_dir: Path,
+    case_id: str = "case",
+    outcome: TrainOutcome | None = None,
+) -> TrainOutcome:
+    """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
+
+    ``dataset`` is a ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``length`` (see
+    ``prompting.tokenized_train_set``). Raises DivergenceError on a NaN/inf loss. ``outcome``,
+    when given, is filled as training goes, so a caller still has the curve of a case that
+    diverged or was interrupted.
+    """
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    precision = resolve_precision(budget, device)
+    outcome = outcome if outcome is not None else TrainOutcome()
+    outcome.precision = precision
+    tokenizer.padding_side = "right"
+    collator = _CountingCollator(tokenizer)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=budget.max_steps,
+        per_device_train_batch_size=budget.batch_size,
+        gradient_accumulation_steps=budget.gradient_accumulation_steps,
+        learning_rate=budget.learning_rate,
+        lr_scheduler_type=budget.lr_scheduler,
+        warmup_steps=budget.warmup_ratio,  # a float below 1 is a ratio of max_steps
+        weight_decay=budget.weight_decay,
+        max_grad_norm=budget.max_grad_norm,
+        optim=budget.optimizer,
+        seed=budget.seed,
+        data_seed=budget.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        logging_strategy="steps",
+        logging_steps=budget.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN must reach the divergence check, not be averaged away
+        include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device != "cpu",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=list(budget.report_to) or "none",
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=_callbacks(outcome, method, case_id, budget.max_steps),
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict: floods captured output
+    start = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        outcome.train_seconds = time.perf_counter() - start
+        outcome.steps = int(trainer.state.global_step)
+        outcome.train_tokens = int(trainer.state.num_input_tokens_seen)
+        outcome.padded_tokens = collator.positions
+    if method.tuner == "adalora":
+        config = model.peft_config[model.active_adapter]
+        pattern = config.rank_pattern or {}
+        outcome.extra["adalora_final_rank_total"] = int(
+            sum(sum(bool(x) for x in m) for m in pattern.values())
+        )
+        outcome.extra["adalora_initial_rank_total"] = int(config.init_r * len(pattern)) if pattern else None
+    return outcome
