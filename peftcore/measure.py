@@ -1,4 +1,4 @@
-"""Devices and what a case costs: peak memory and wall time, measured the same way everywhere.
+"""What a case costs: peak memory and wall time, measured the same way everywhere.
 
 Peak memory of a case, by device (the method is recorded next to every figure):
 
@@ -21,56 +21,11 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-
-@functools.cache
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX), where autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
-
-
-def bf16_supported(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return bool(torch.cuda.is_bf16_supported())
-    return cpu_has_fast_bf16()
-
-
-def device_info(device: str) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    info: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads()}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        info.update(
-            name=props.name, total_memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}"
-        )
-    else:
-        info.update(name=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
-        info["fast_bf16"] = cpu_has_fast_bf16()
-    return info
-
 
 # --------------------------------------------------------------------------- memory
 

@@ -20,7 +20,8 @@ from peftcore.gates.checks import (
     parse_rules,
     validate_expect,
 )
-from peftcore.results.quantities import Quantity, Tolerance, case_key, parse_quantity
+from peftcore.results.quantities import Quantity, Tolerance, parse_quantity
+from peftcore.results.record import case_key
 
 TASK_FILE = "benchmarks/specs/tasks/squad.yaml"
 PROFILE_FILE = "benchmarks/specs/profiles/quick.yaml"

@@ -94,11 +94,14 @@ def test_every_metric_a_task_spec_names_is_registered_with_a_direction() -> None
 
 
 def test_directions_of_metrics_and_cost_figures() -> None:
-    assert metrics.higher_is_better("f1") is True
-    assert metrics.higher_is_better("perplexity") is False
-    assert metrics.higher_is_better("tokens_per_second") is True
-    assert metrics.higher_is_better("peak_memory_bytes") is False
-    assert metrics.higher_is_better("no_such_thing") is None
+    from peftcore.results.quantities import higher_is_better
+
+    assert higher_is_better("f1") is True
+    assert higher_is_better("perplexity") is False
+    assert higher_is_better("tokens_per_second") is True
+    assert higher_is_better("peak_memory_bytes") is False
+    assert higher_is_better("train_tokens") is None  # a count: neither better nor worse
+    assert higher_is_better("no_such_thing") is None
 
 
 def test_inputs_kinds_and_judge_metrics_have_no_function() -> None:

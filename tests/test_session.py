@@ -23,7 +23,7 @@ import peftcore.results.store as results
 from peftcore.data.example import TaskData
 from peftcore.data.tasks import load_task
 from peftcore.errors import SpecError
-from peftcore.models.load import model_sha256
+from peftcore.models.checkpoints import model_sha256
 from peftcore.pipeline import execute as runner
 from peftcore.pipeline import session
 from peftcore.pipeline.session import (

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from peftcore.data.example import Example, TaskData
 from peftcore.errors import AssetError, SpecError
 from peftcore.spec.schema import plain, suggest
 from peftcore.spec.types import DataSizes, TaskSpec, template_fields
+from peftcore.storage import atomic_write_text, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -798,8 +798,7 @@ def _check_sizes(task: TaskSpec, sizes: DataSizes, available: int, where: str) -
 
 def cache_dir() -> Path:
     """``$PEFTCORE_CACHE/data`` (default ``~/.cache/peftcore/data``)."""
-    root = os.environ.get("PEFTCORE_CACHE") or Path.home() / ".cache" / "peftcore"
-    return Path(root).expanduser() / "data"
+    return cache_root() / "data"
 
 
 def _cache_read(name: str, key: str) -> dict[str, Any] | None:
@@ -814,8 +813,6 @@ def _cache_read(name: str, key: str) -> dict[str, Any] | None:
 
 
 def _cache_write(name: str, key: str, payload: dict[str, Any]) -> None:
-    from peftcore.results.store import atomic_write_text
-
     text = json.dumps({"key": key, **payload}, separators=(",", ":"), default=_json_default)
     try:
         atomic_write_text(cache_dir() / name, text)

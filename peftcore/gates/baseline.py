@@ -1,7 +1,7 @@
 """Regressions against a stored baseline (``--metric-compare-fail``) and run-to-run comparison.
 
 Cases are matched across runs on (method, model, task, seed); each metric and cost figure of a
-matched pair is compared in its declared direction (:func:`peftcore.score.metrics.higher_is_better`),
+matched pair is compared in its declared direction (:func:`peftcore.results.quantities.higher_is_better`),
 within a tolerance when one is given. A baseline is a pytest-benchmark JSON file
 (``--benchmark-save``) or a run folder. Nothing here imports pytest.
 """
@@ -19,18 +19,17 @@ from typing import Any, Literal
 from peftcore.gates.checks import GateError
 from peftcore.results.quantities import (
     RECORD_FIGURES,
-    CaseKey,
     Quantity,
     Tolerance,
-    case_key,
     format_value,
+    higher_is_better,
     metric_names,
     parse_quantity,
     parse_tolerance,
     reported_metrics,
 )
-from peftcore.results.store import RecordError, check_record, load_run
-from peftcore.score.metrics import higher_is_better
+from peftcore.results.record import CaseKey, RecordError, case_key, check_record
+from peftcore.results.store import load_run
 from peftcore.spec.schema import suggest
 
 

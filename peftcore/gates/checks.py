@@ -21,14 +21,13 @@ from peftcore.results.quantities import (
     RELATIVE_SLACK,
     Quantity,
     Tolerance,
-    case_key,
     format_value,
+    higher_is_better,
     parse_quantity,
     parse_tolerance,
     reported_metrics,
-    task_metrics,
 )
-from peftcore.score.metrics import higher_is_better
+from peftcore.results.record import case_key, task_metrics
 from peftcore.spec.schema import suggest
 
 

@@ -241,7 +241,7 @@ def resolve_model(ref: str, specs: str | Path | None = DEFAULT_SPECS, dtype: str
     default_dtype = str((store.defaults.get("model", {}) if store else {}).get("dtype", "fp32"))
     path = Path(ref).expanduser()
     if store is not None and ref in store.names("models"):
-        from peftcore.models.load import checkpoint_dir
+        from peftcore.models.checkpoints import checkpoint_dir
 
         spec = store.get("models", ref)
         where = checkpoint_dir(spec)
@@ -1110,7 +1110,7 @@ def _higher_is_better(metric: str | None) -> bool:
     if metric is None:
         return True
     try:
-        from peftcore.score.metrics import higher_is_better
+        from peftcore.results.quantities import higher_is_better
     except ImportError:
         return True
     return higher_is_better(metric) is not False

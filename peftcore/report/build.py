@@ -40,7 +40,6 @@ from peftcore.report.rows import (
     DASH,
     SEEDS_NOTE,
     Row,
-    Run,
     Stat,
     comparison_parts,
     failed_records,
@@ -61,8 +60,12 @@ from peftcore.report.rows import (
 from peftcore.report.rows import (
     pareto_front as pareto_front,  # re-exported: callers import it from here
 )
-from peftcore.results.quantities import Quantity, case_seed, human_bytes, metric_names, primary_metric
-from peftcore.results.store import atomic_write_bytes, load_run
+from peftcore.results import store
+from peftcore.results.quantities import Quantity, metric_names
+from peftcore.results.record import case_seed, primary_metric
+from peftcore.results.store import Run, RunError
+from peftcore.storage import atomic_write_bytes
+from peftcore.units import format_bytes
 
 DEFAULT_RESULTS = Path("reports/runs")
 DEFAULT_REPORTS = Path("reports")
@@ -78,43 +81,25 @@ class ReportError(PeftcoreError):
 
 def resolve_run(name: str | Path, results_dir: Path = DEFAULT_RESULTS) -> Path:
     """A run id under ``results_dir`` or a path to a run folder; ReportError when neither."""
-    text = str(name)
-    by_id = results_dir / text
-    if "/" not in text and os.sep not in text and by_id.is_dir():
-        return by_id
-    if Path(text).is_dir():
-        return Path(text)
-    known = [p.name for p in _runs(results_dir)][:5]
-    hint = f" (newest there: {', '.join(known)})" if known else ""
-    raise ReportError(f"no run {text!r}: neither a folder nor a run id under {results_dir}{hint}")
+    try:
+        return store.resolve_run(name, results_dir)
+    except RunError as err:
+        raise ReportError(str(err)) from None
 
 
 def newest_run(results_dir: Path = DEFAULT_RESULTS) -> Path:
-    runs = _runs(results_dir)
-    if not runs:
-        raise ReportError(f"no runs under {results_dir}: run the benchmark first (pytest benchmarks)")
-    return runs[0]
-
-
-def _runs(results_dir: Path) -> list[Path]:
-    """Run folders, most recently written first (a record write touches ``cases/``)."""
-    if not results_dir.is_dir():
-        return []
-    runs = [p for p in results_dir.iterdir() if not p.name.startswith(".") and (p / "cases").is_dir()]
-    return sorted(runs, key=lambda p: ((p / "cases").stat().st_mtime_ns, p.name), reverse=True)
+    try:
+        return store.newest_run(results_dir)
+    except RunError as err:
+        raise ReportError(str(err)) from None
 
 
 def read_run(run_dir: Path) -> Run:
     """The usable records of a run; unreadable record files are kept as problems, not fatal."""
-    if not run_dir.is_dir():
-        raise ReportError(f"run folder {run_dir} does not exist")
-    if not (run_dir / "cases").is_dir():
-        raise ReportError(f"{run_dir} is not a run folder (it has no cases/)")
-    loaded = load_run(run_dir)
-    if not loaded.records:
-        why = f"; {len(loaded.problems)} unreadable, first: {loaded.problems[0]}" if loaded.problems else ""
-        raise ReportError(f"run {run_dir} has no readable case records{why}")
-    return Run(run_dir, loaded.records, loaded.problems)
+    try:
+        return store.read_run(run_dir)
+    except RunError as err:
+        raise ReportError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- csv
@@ -399,7 +384,7 @@ def compact_table(records: Iterable[Mapping[str, Any]]) -> str:
                 str(record["case_id"]),
                 str(record.get("status")),
                 fmt_seconds(Stat(seconds, None, 1)) if seconds is not None else DASH,
-                human_bytes(memory) if memory is not None else DASH,
+                format_bytes(memory) if memory is not None else DASH,
                 quality,
             )
         )

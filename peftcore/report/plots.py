@@ -26,7 +26,8 @@ from peftcore.report.rows import (
     pareto_methods,
     primary_of,
 )
-from peftcore.results.quantities import Quantity, human_bytes
+from peftcore.results.quantities import Quantity
+from peftcore.units import format_bytes
 
 _DPI = 110
 _BASE_COLOR = "#8c8c8c"
@@ -239,18 +240,23 @@ def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | 
         ax.set_xlim(0, max(values) * 1.3)
     for i, value in enumerate(values):
         ax.annotate(
-            human_bytes(value), (value, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=9
+            format_bytes(value),
+            (value, i),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
         )
     ax.set_yticks(range(len(methods)), methods)
     ax.invert_yaxis()
     ticks = [2.0**p for p in range(0, 50, 2) if min(values) / 3 <= 2.0**p <= max(values) * 12] if log else []
     if ticks:
-        ax.set_xticks(ticks, [human_bytes(t) for t in ticks])
+        ax.set_xticks(ticks, [format_bytes(t) for t in ticks])
         ax.minorticks_off()
     else:
         from matplotlib.ticker import FuncFormatter
 
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: human_bytes(v)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v)))
     ax.set_xlabel("adapter size on disk" + (" (log scale)" if log else ""))
     ax.set_title("Adapter size per method", loc="left", fontsize=11)
     return Plot("plot-adapter-size", "adapter size on disk per method", _png(fig))

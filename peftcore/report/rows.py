@@ -13,35 +13,16 @@ import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult, ComparisonRow
-from peftcore.results.quantities import (
-    Quantity,
-    byte_unit,
-    case_seed,
-    human_bytes,
-    metric_names,
-    primary_metric,
-)
-from peftcore.score.metrics import higher_is_better
+from peftcore.results.quantities import Quantity, higher_is_better, metric_names
+from peftcore.results.record import case_seed, primary_metric
+from peftcore.results.store import Run
+from peftcore.units import byte_unit, format_bytes
 
 DASH = "—"
 SEEDS_NOTE = "Values are mean ± standard deviation over the seeds of each row."
-
-
-@dataclass(frozen=True)
-class Run:
-    """The usable records of a run folder, and the record files that could not be read."""
-
-    run_dir: Path
-    records: tuple[dict[str, Any], ...]
-    problems: tuple[str, ...]  # record files that could not be read, each "path: why"
-
-    @property
-    def run_id(self) -> str:
-        return self.run_dir.name
 
 
 # --------------------------------------------------------------------------- grouping
@@ -422,7 +403,7 @@ _MARK = {"better": " ▲", "worse": " ▼"}
 def _format_quantity(label: str, value: float) -> str:
     name = label.rpartition(".")[2]
     if name.endswith("_bytes"):
-        return human_bytes(value)
+        return format_bytes(value)
     if name.endswith("_seconds"):
         return fmt_seconds(Stat(value, None, 1))
     if name.endswith("_params") or name in ("train_tokens", "steps"):
@@ -435,7 +416,7 @@ def _change(row: ComparisonRow) -> str:
         return "±0"
     name = row.quantity.rpartition(".")[2]
     if name.endswith("_bytes"):
-        text = ("+" if row.delta >= 0 else "-") + human_bytes(abs(row.delta))
+        text = ("+" if row.delta >= 0 else "-") + format_bytes(abs(row.delta))
     else:
         text = f"{row.delta:+.4g}"
     if row.relative is not None and math.isfinite(row.relative):

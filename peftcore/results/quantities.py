@@ -12,7 +12,9 @@ Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-
                                  inference, then base_model (peak_memory_bytes = training's)
     inference.peak_memory_bytes  a cost figure of one block, written out
 
-Directions (is higher better?) come from :func:`peftcore.score.metrics.higher_is_better`.
+Directions (is higher better?) are declared once: next to each metric
+(:mod:`peftcore.score.metrics`) and on each figure of the record (:mod:`peftcore.results.record`);
+:func:`higher_is_better` answers for both.
 """
 
 from __future__ import annotations
@@ -23,32 +25,31 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from peftcore.score.metrics import FIGURES, METRICS, higher_is_better
+from peftcore.results.record import (
+    FIGURES,
+    METRIC_BLOCKS,
+    figure_direction,
+    is_figure,
+    primary_metric,
+    task_metrics,
+)
+from peftcore.score.metrics import METRICS
 from peftcore.spec.schema import suggest
+from peftcore.units import format_bytes
 
-METRIC_BLOCKS = ("held_out", "seen")
-# The numeric figures each cost block of a record carries (the record format, peftcore.results.store).
-RECORD_FIGURES: dict[str, tuple[str, ...]] = {
-    "training": (
-        "train_seconds",
-        "tokens_per_second",
-        "train_tokens",
-        "steps",
-        "peak_memory_bytes",
-        "peak_reserved_bytes",
-        "trainable_params",
-        "total_params",
-        "trainable_percent",
-        "adapter_bytes",
-        "final_loss",
-    ),
-    "inference": ("latency_ms_per_example", "examples_per_second", "peak_memory_bytes"),
-    "base_model": ("load_seconds", "footprint_bytes"),
-}
+# The numeric figures each cost block of a record carries (see peftcore.results.record).
+RECORD_FIGURES: dict[str, tuple[str, ...]] = {block: tuple(names) for block, names in FIGURES.items()}
 RELATIVE_SLACK = 1e-9  # so that 0.40 - 0.38 is not "more than 0.02" in binary floating point
 
 
 # --------------------------------------------------------------------------- quantities
+
+
+def higher_is_better(name: str) -> bool | None:
+    """Direction of a metric or cost figure by name; None when unknown or a figure without one."""
+    if name in METRICS:
+        return METRICS[name].higher_is_better
+    return figure_direction(name)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: b
     head, _, tail = text.partition(".")
     if tail:
         if head in METRIC_BLOCKS:
-            if tail in FIGURES or any(tail in names for names in RECORD_FIGURES.values()):
+            if is_figure(tail):
                 raise ValueError(f"{tail!r} is a cost figure, not a metric of the {head} split")
             if tail not in metrics and not lenient:
                 raise ValueError(f"unknown metric {tail!r}; " + suggest(tail, metrics))
@@ -134,21 +135,6 @@ def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: b
     raise ValueError(f"unknown metric or cost figure {text!r}; " + suggest(text, metrics | figures))
 
 
-def primary_metric(record: Mapping[str, Any]) -> str | None:
-    """The task's first declared metric, else the first held-out metric the record carries."""
-    declared = task_metrics(record)
-    if declared:
-        return declared[0]
-    held_out = (record.get("metrics") or {}).get("held_out") or {}
-    return next(iter(held_out), None)
-
-
-def task_metrics(record: Mapping[str, Any]) -> tuple[str, ...]:
-    task = ((record.get("spec") or {}).get("task")) or {}
-    names = task.get("metrics") if isinstance(task, Mapping) else None
-    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) else ()
-
-
 def metric_names(record: Mapping[str, Any], split: str) -> tuple[str, ...]:
     """The metrics of ``split`` a record speaks of: its task's declared ones, then those it reports
     (a name can appear twice)."""
@@ -160,55 +146,15 @@ def reported_metrics(record: Mapping[str, Any]) -> set[str]:
     return {name for block in METRIC_BLOCKS for name in (metrics.get(block) or {})}
 
 
-def case_seed(record: Mapping[str, Any]) -> int:
-    """The training seed: the record's ``seed``, else the resolved spec's, else the id's suffix."""
-    seed = record.get("seed")
-    if seed is None:
-        seed = ((record.get("spec") or {}).get("training") or {}).get("seed")
-    if seed is None:
-        match = re.search(r"-seed(\d+)$", str(record.get("case_id", "")))
-        seed = int(match.group(1)) if match else 0
-    return int(seed)
-
-
-CaseKey = tuple[str, str, str, int]
-
-
-def case_key(record: Mapping[str, Any]) -> CaseKey:
-    """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
-    return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
-
-
 def format_value(quantity: Quantity | str, value: float | None) -> str:
     name = quantity.name if isinstance(quantity, Quantity) else quantity
     if value is None:
         return "n/a"
     if name.endswith("_bytes") and math.isfinite(value):
-        return human_bytes(value)
+        return format_bytes(value)
     if name.endswith("_params") and math.isfinite(value):
         return f"{value:,.0f}"
     return f"{value:.4g}"
-
-
-BYTE_UNITS = (("B", 1.0), ("KiB", 2.0**10), ("MiB", 2.0**20), ("GiB", 2.0**30), ("TiB", 2.0**40))
-
-
-def byte_unit(value: float) -> tuple[str, float]:
-    """The binary unit to write ``value`` bytes in, and its size: 3e9 -> ("GiB", 2**30)."""
-    for unit, size in reversed(BYTE_UNITS):
-        if not abs(value) < size:  # NaN and infinity take the largest unit
-            return unit, size
-    return BYTE_UNITS[0]
-
-
-def human_bytes(value: float) -> str:
-    """1288490188.8 -> '1.20 GiB' (binary units, three significant digits)."""
-    unit, scale = byte_unit(value)
-    size = float(value) / scale
-    if unit == "B":
-        return f"{size:.0f} B"
-    digits = 0 if abs(size) >= 100 else 1 if abs(size) >= 10 else 2
-    return f"{size:.{digits}f} {unit}"
 
 
 # --------------------------------------------------------------------------- tolerances

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.errors import PeftcoreError, SpecError
-from peftcore.results.store import atomic_write_json
+from peftcore.storage import atomic_write_json, cache_root
 
 CRITERIA = ("correctness", "completeness", "faithfulness")
 
@@ -144,8 +144,7 @@ def parse_verdict(content: str) -> dict[str, int]:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("PEFTCORE_CACHE") or Path.home() / ".cache" / "peftcore"
-    return Path(root) / "judge"
+    return cache_root() / "judge"
 
 
 class Judge:

@@ -76,30 +76,6 @@ def _add(metric: Metric) -> None:
     METRICS[metric.name] = metric
 
 
-# Cost figures of a case record, with their direction (for gates and report arrows).
-FIGURES: dict[str, bool] = {
-    "peak_memory_bytes": False,
-    "peak_reserved_bytes": False,
-    "train_seconds": False,
-    "tokens_per_second": True,
-    "adapter_bytes": False,
-    "trainable_params": False,
-    "trainable_percent": False,
-    "final_loss": False,
-    "latency_ms_per_example": False,
-    "examples_per_second": True,
-    "load_seconds": False,
-    "footprint_bytes": False,
-}
-
-
-def higher_is_better(name: str) -> bool | None:
-    """Direction of a metric or cost figure; None when the name is unknown."""
-    if name in METRICS:
-        return METRICS[name].higher_is_better
-    return FIGURES.get(name)
-
-
 # --------------------------------------------------------------------------- input checks
 
 

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from peftcore.data.example import Example
-from peftcore.measure import PeakMemory, bf16_supported, stopwatch
+from peftcore.device import resolve_precision
+from peftcore.measure import PeakMemory, stopwatch
 from peftcore.score.metrics import extract_number, resolve_metric
 from peftcore.spec.types import EvalSettings, TaskSpec
 from peftcore.train.prompting import PromptFormat
@@ -104,8 +105,7 @@ def score(
     metric_names(
         task, evaluator.gives, evaluator.extra
     )  # a metric the evaluator cannot feed fails before any work
-    if precision == "auto":
-        precision = "bf16" if bf16_supported(device) else "fp32"
+    precision = resolve_precision(precision, device)
     limit = max_length or getattr(settings, "max_length", None) or max_input_length(model)
     run = _Run(model=model, fmt=fmt, task=task, settings=settings, device=device, max_length=limit)
     memory = PeakMemory(device)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.data.example import Example
-from peftcore.models.load import cache_root
+from peftcore.storage import cache_root
 
 ENCODING_VERSION = 1  # bump when encode_training changes what it produces
 IGNORE_INDEX = -100  # labels the loss skips (prompt tokens, padding)

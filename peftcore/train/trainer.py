@@ -20,18 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError
-from peftcore.measure import bf16_supported
 from peftcore.spec.types import MethodSpec, TrainingBudget
 
 log = logging.getLogger("peftcore.train.trainer")
-
-
-def resolve_precision(budget: TrainingBudget, device: str) -> str:
-    """``auto`` becomes bf16 where the device computes it fast, fp32 elsewhere."""
-    if budget.precision != "auto":
-        return budget.precision
-    return "bf16" if bf16_supported(device) else "fp32"
 
 
 @dataclass
@@ -167,7 +160,7 @@ def train(
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    precision = resolve_precision(budget, device)
+    precision = resolve_precision(budget.precision, device)
     outcome = outcome if outcome is not None else TrainOutcome()
     outcome.precision = precision
     tokenizer.padding_side = "right"

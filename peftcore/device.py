@@ -1,0 +1,70 @@
+"""Devices: which one a session uses, what it computes fast, and what ``precision: auto`` means there.
+
+One answer for training, scoring and the planner: ``auto`` is bf16 where the device computes it
+natively (a CUDA device that reports bf16 support; a CPU with AVX-512 BF16 or AMX), else fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+
+@functools.cache
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+def bf16_supported(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_fast_bf16()
+
+
+def device_info(device: str) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    info: dict[str, Any] = {"device": device, "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        info.update(
+            name=props.name, total_memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}"
+        )
+    else:
+        info.update(name=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
+        info["fast_bf16"] = cpu_has_fast_bf16()
+    return info
+
+
+def resolve_precision(setting: str, device: str, *, bf16_capable: bool | None = None) -> str:
+    """The precision a setting means on ``device``: ``auto`` becomes bf16 where the device has
+    fast bf16, else fp32; anything else is returned as given.
+
+    ``bf16_capable`` answers for a device that is not present (the planner plans for GPUs it
+    does not have); by default the device itself is asked.
+
+    >>> resolve_precision("fp32", "cuda"), resolve_precision("auto", "cuda", bf16_capable=False)
+    ('fp32', 'fp32')
+    """
+    if setting != "auto":
+        return setting
+    capable = bf16_supported(device) if bf16_capable is None else bf16_capable
+    return "bf16" if capable else "fp32"

@@ -1,0 +1,75 @@
+"""A case's identity: content hashes of everything that determines its record and its weights.
+
+``case_hash`` covers the fully resolved spec, the model and data hashes and the versions of the
+packages that change numbers (peftcore's own carries a fingerprint of its code, see
+:mod:`peftcore.results.provenance`). ``training_hash`` covers only what determines the trained
+weights, so a case whose scoring settings changed can re-score its saved adapter instead of
+training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from peftcore.data.example import TaskData
+from peftcore.results.provenance import hashed_versions
+from peftcore.spec.cases import Case
+
+# Keys of a spec that do not change what is trained (descriptions, licences, scoring).
+_NOT_TRAINING = {
+    "task": ("description", "license", "metrics", "generation", "expect"),
+    "method": ("description",),
+    "model": ("description", "license", "params"),
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    case_hash: str  # everything that determines the record
+    training_hash: str  # everything that determines the trained weights
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _hashed_spec(case: Case) -> dict[str, Any]:
+    spec = case.resolved()
+    # A model's adapter_overrides are already merged into the method's adapter block (see
+    # peftcore.spec.cases.apply_model_overrides); hashed again here, changing one tuner's
+    # override would rerun every method on that model.
+    spec["model"].pop("adapter_overrides", None)
+    return spec
+
+
+def identify(case: Case, model_sha256: str, data: TaskData, versions: Mapping[str, str | None]) -> Identity:
+    hashed = hashed_versions(dict(versions))
+    case_hash = _digest(
+        {
+            "spec": _hashed_spec(case),
+            "model_sha256": model_sha256,
+            "data_sha256": data.data_sha256,
+            "split_sha256": data.split_sha256,
+            "versions": hashed,
+        }
+    )
+    spec = _hashed_spec(case)
+    for section, keys in _NOT_TRAINING.items():
+        for key in keys:
+            spec[section].pop(key, None)
+    training_hash = _digest(
+        {
+            "method": spec["method"],
+            "model": spec["model"],
+            "task": spec["task"],
+            "training": spec["training"],
+            "train_uids": [ex.uid for ex in data.train],
+            "model_sha256": model_sha256,
+            "versions": hashed,
+        }
+    )
+    return Identity(case_hash, training_hash)

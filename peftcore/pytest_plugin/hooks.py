@@ -1,0 +1,268 @@
+"""The plugin's hooks: the grid collected from the specs, offline guard, gates and summary at the end.
+
+Collection stays cheap and torch-free: only the spec loader runs; models, data and training
+load inside fixtures. The plugin is active in a project whose spec directory exists (ini
+``peftcore_specs``, default ``benchmarks/specs``, or ``--specs``); elsewhere it only adds its
+options, so installing peftcore changes no other project's test runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peftcore.errors import PeftcoreError, SpecError
+from peftcore.pytest_plugin import options
+from peftcore.pytest_plugin.fixtures import SESSION
+from peftcore.pytest_plugin.offline import NetworkGuard, set_offline_env
+from peftcore.spec.cases import Case, expand
+from peftcore.spec.types import SECTION, ProfileSpec, SpecStore
+
+_STORE = pytest.StashKey[SpecStore | None]()
+_CASES = pytest.StashKey[list[Case]]()
+_GUARD = pytest.StashKey[NetworkGuard]()
+_OUTCOME = pytest.StashKey[dict[str, Any]]()  # what the terminal summary reports at the end
+_COMPARED = pytest.StashKey[list[dict[str, Any]]]()  # records of --benchmark-compare's file
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def active(config: pytest.Config) -> bool:
+    """Whether this project has a spec directory (else the plugin stays out of the way)."""
+    return (options.spec_dir(config) / "defaults.yaml").is_file()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "peftcore_case: a benchmark case generated from the specs")
+    options.seeds(config)  # a malformed --seeds is a usage error, reported before collection
+    options.tolerances(config)  # likewise --metric-compare-fail
+    if not active(config):
+        return
+    if not config.getoption("--allow-network"):
+        set_offline_env()
+        config.stash[_GUARD] = NetworkGuard().install()
+    _raise_on_sigterm()
+    store = None
+    try:
+        store = SpecStore(options.spec_dir(config))
+    except SpecError:
+        store = None  # reported when a case is collected; other tests still run
+    config.stash[_STORE] = store
+    if store is None:
+        return
+    # One marker per spec name, so `-m qlora` selects exactly and `--strict-markers` holds.
+    for kind in ("methods", "models", "tasks"):
+        for name in store.names(kind):
+            config.addinivalue_line("markers", f"{name}: {SECTION[kind]} spec {kind}/{name}.yaml")
+    profile_file = store.path("profiles", options.profile_name(config))
+    if profile_file.is_file():
+        for name in _profile_variants(store, options.profile_name(config)):
+            config.addinivalue_line("markers", f"{name}: method variant in {profile_file.name}")
+
+
+def _profile_variants(store: SpecStore, name: str) -> list[str]:
+    try:
+        return list(store.get("profiles", name).variants)
+    except SpecError:
+        return []
+
+
+def spec_store(config: pytest.Config) -> SpecStore:
+    """The session's spec store (raises the SpecError that made it unusable)."""
+    store = config.stash.get(_STORE, None)
+    return store if store is not None else SpecStore(options.spec_dir(config))
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+class SpecGrid(pytest.Module):
+    """The spec directory's ``defaults.yaml``, collected as a test module: its one test,
+    :func:`peftcore.pytest_plugin.grid.test_case`, becomes one case per profile cell."""
+
+    def _getobj(self) -> Any:
+        from peftcore.pytest_plugin import grid
+
+        return grid
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name != "defaults.yaml" or not active(parent.config):
+        return None
+    if file_path.resolve() != (options.spec_dir(parent.config) / "defaults.yaml").resolve():
+        return None
+    grid: pytest.Collector = SpecGrid.from_parent(parent, path=file_path)
+    return grid
+
+
+def planned_cases(config: pytest.Config) -> list[Case]:
+    """The session's cases, expanded once from the chosen profile."""
+    if _CASES not in config.stash:
+        store = spec_store(config)
+        budget, sizes = options.overrides(config)
+        cases = expand(
+            store,
+            options.profile_name(config),
+            overrides=budget,
+            data_overrides=sizes,
+            seeds=options.seeds(config),
+        )
+        _validate_gates(store.get("profiles", options.profile_name(config)), cases)
+        config.stash[_CASES] = cases
+    return config.stash[_CASES]
+
+
+def _validate_gates(profile: ProfileSpec, cases: list[Case]) -> None:
+    """Malformed ``expect:``/``compare:`` blocks fail at collection, before anything trains."""
+    from peftcore.gates import checks as gates
+
+    gates.validate_expect(profile.expect, profile.file)
+    gates.parse_rules(profile.compare, profile.file)
+    for task in {case.task.name: case.task for case in cases}.values():
+        gates.validate_expect(task.expect, task.file, task.metrics)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" not in metafunc.fixturenames:
+        return
+    problem: str | None = None
+    try:
+        cases = planned_cases(metafunc.config)
+    except SpecError as err:
+        problem = str(err)
+    if problem is not None:
+        # One line naming the file and key; no traceback from inside the loader. Raised outside
+        # the except block, or pytest prints the SpecError again as the failure's context.
+        pytest.fail(f"spec error: {problem}", pytrace=False)
+    params = [
+        pytest.param(
+            case,
+            id=case.case_id,
+            marks=[
+                pytest.mark.peftcore_case,
+                getattr(pytest.mark, case.method.name),
+                getattr(pytest.mark, case.model.name),
+                getattr(pytest.mark, case.task.name),
+            ],
+        )
+        for case in cases
+    ]
+    metafunc.parametrize("case", params)
+
+
+def _raise_on_sigterm() -> None:
+    """SIGTERM ends the session like Ctrl-C: the running case is recorded as cancelled."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+# --------------------------------------------------------------------------- the end of the session
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_compare_machine_info(
+    config: pytest.Config, benchmarksession: Any, machine_info: Any, compared_benchmark: Any
+) -> None:
+    """pytest-benchmark hands over each file ``--benchmark-compare`` loads: keep its records as
+    the default baseline of ``--metric-compare-fail``."""
+    found = config.stash.setdefault(_COMPARED, [])
+    for bench in compared_benchmark.get("benchmarks") or ():
+        extra = bench.get("extra_info") if isinstance(bench, dict) else None
+        if isinstance(extra, dict) and isinstance(extra.get("peftcore_record"), dict):
+            found.append(extra["peftcore_record"])
+
+
+def _baseline_records(config: pytest.Config) -> list[dict[str, Any]] | None:
+    from peftcore.gates.baseline import load_baseline
+
+    path = config.getoption("--metric-baseline")
+    if path:
+        return load_baseline(path, options.profile_name(config))
+    return config.stash.get(_COMPARED, None) or None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    outcome: dict[str, Any] = {}
+    config.stash[_OUTCOME] = outcome
+    guard = config.stash.get(_GUARD, None)
+    if guard is not None:
+        guard.uninstall()
+        if guard.attempts:
+            outcome["network"] = guard.attempts
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    bench = config.stash.get(SESSION, None)
+    if bench is None or not bench.records:
+        return
+    records = [bench.records[k] for k in sorted(bench.records)]
+    outcome["records"] = records
+    outcome["history_problems"] = bench.history.problems
+    tolerances = options.tolerances(config)
+    if tolerances is not None:
+        from peftcore.gates.baseline import compare_to_baseline
+
+        try:
+            baseline = _baseline_records(config)
+            if baseline is None:
+                raise PeftcoreError(
+                    "--metric-compare-fail needs a baseline: --metric-baseline PATH or --benchmark-compare"
+                )
+            result = compare_to_baseline(records, baseline, tolerances)
+        except PeftcoreError as err:
+            outcome["baseline_error"] = str(err)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        else:
+            outcome["baseline"] = result.format_table()
+            if result.failed:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not config.getoption("--no-report"):
+        from peftcore.report.build import write_report
+
+        try:
+            outcome["report"] = write_report(
+                [bench.run_dir], Path(config.rootpath) / "reports" / bench.run_id
+            )
+        except PeftcoreError as err:
+            outcome["report_error"] = str(err)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    outcome = config.stash.get(_OUTCOME, None)
+    if not outcome:
+        return
+    write = terminalreporter.write_line
+    if outcome.get("records"):
+        from peftcore.report.build import compact_table
+
+        terminalreporter.section("peftcore cases")
+        for line in compact_table(outcome["records"]).splitlines():
+            write(line)
+    for problem in outcome.get("history_problems", []):
+        write(f"earlier record {problem}", yellow=True)
+    if "baseline" in outcome:
+        terminalreporter.section("peftcore metrics against the baseline")
+        for line in outcome["baseline"].splitlines():
+            write(line)
+    if "baseline_error" in outcome:
+        write(f"peftcore baseline comparison: {outcome['baseline_error']}", red=True)
+    if "network" in outcome:
+        terminalreporter.section("peftcore: network access attempted (the run must be offline)", red=True)
+        for attempt in outcome["network"]:
+            write(attempt, red=True)
+    if "report" in outcome:
+        write(f"peftcore report: {outcome['report']}", bold=True)
+    if "report_error" in outcome:
+        write(f"peftcore report not written: {outcome['report_error']}", red=True)

@@ -1,0 +1,134 @@
+"""The plugin's command-line options and ini keys, and what they resolve to."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peftcore.errors import PeftcoreError
+
+DEFAULT_PROFILE = "quick"
+_RUN_ID = pytest.StashKey[str]()
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("peftcore", "peftcore benchmark grid")
+    group.addoption(
+        "--profile", default=None, help=f"profile under specs/profiles (default: {DEFAULT_PROFILE})"
+    )
+    group.addoption("--specs", default=None, help="spec directory (default: ini peftcore_specs)")
+    group.addoption("--max-steps", type=int, default=None, help="override every case's training steps")
+    group.addoption("--batch-size", type=int, default=None, help="override every case's batch size")
+    group.addoption("--learning-rate", type=float, default=None, help="override every case's learning rate")
+    group.addoption("--train-size", type=int, default=None, help="override the train split size")
+    group.addoption("--held-out-size", type=int, default=None, help="override the held-out split size")
+    group.addoption("--seen-size", type=int, default=None, help="override the seen split size")
+    group.addoption(
+        "--seeds",
+        default=None,
+        help="comma-separated training seeds, e.g. 0,1,2: each case runs once per seed",
+    )
+    group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
+    group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
+    group.addoption(
+        "--rerun",
+        nargs="?",
+        const="*",
+        default=None,
+        metavar="EXPR",
+        help="run cases again even when an earlier run has their result: all, or those matching a -k EXPR",
+    )
+    group.addoption(
+        "--metric-baseline",
+        default=None,
+        metavar="PATH",
+        help="baseline for --metric-compare-fail: a pytest-benchmark JSON file or a run folder "
+        "(default: the file --benchmark-compare loads)",
+    )
+    group.addoption(
+        "--metric-compare-fail",
+        default=None,
+        metavar="TOLERANCES",
+        help="fail when a metric regresses against the baseline beyond tolerance, e.g. f1:2%%,accuracy:0.02",
+    )
+    group.addoption("--no-report", action="store_true", help="do not write reports/<run-id>/ at the end")
+    group.addoption(
+        "--allow-network",
+        action="store_true",
+        help="let the session reach the network (hub ids, online metrics); off by default",
+    )
+    parser.addini("peftcore_specs", "spec directory, relative to the rootdir", default="benchmarks/specs")
+    parser.addini("peftcore_results", "results directory, relative to the rootdir", default="reports/runs")
+    parser.addini("peftcore_profile", "profile used when --profile is not given", default=DEFAULT_PROFILE)
+
+
+def _under_root(config: pytest.Config, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def spec_dir(config: pytest.Config) -> Path:
+    return _under_root(config, config.getoption("--specs") or config.getini("peftcore_specs"))
+
+
+def results_dir(config: pytest.Config) -> Path:
+    return _under_root(config, config.getoption("--results-dir") or config.getini("peftcore_results"))
+
+
+def profile_name(config: pytest.Config) -> str:
+    return config.getoption("--profile") or config.getini("peftcore_profile") or DEFAULT_PROFILE
+
+
+def run_id(config: pytest.Config) -> str:
+    if _RUN_ID not in config.stash:
+        given = config.getoption("--run-id")
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        config.stash[_RUN_ID] = given or f"{stamp}-{profile_name(config)}"
+    return config.stash[_RUN_ID]
+
+
+def seeds(config: pytest.Config) -> list[int] | None:
+    """``--seeds``, read; a malformed value is a usage error."""
+    text = config.getoption("--seeds")
+    if not text:
+        return None
+    try:
+        found = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise pytest.UsageError(
+            f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}"
+        ) from None
+    if not found or len(set(found)) != len(found):
+        raise pytest.UsageError(f"--seeds: expected distinct integers, got {text!r}")
+    return found
+
+
+def tolerances(config: pytest.Config) -> dict[str, Any] | None:
+    """``--metric-compare-fail``, read; a malformed value is a usage error."""
+    text = config.getoption("--metric-compare-fail")
+    if not text:
+        return None
+    from peftcore.gates.baseline import parse_tolerances
+
+    try:
+        return dict(parse_tolerances(text))
+    except PeftcoreError as err:
+        raise pytest.UsageError(f"--metric-compare-fail: {err}") from None
+
+
+def overrides(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The command line's training budget and data sizes (only what was given)."""
+    budget = {
+        "max_steps": config.getoption("--max-steps"),
+        "batch_size": config.getoption("--batch-size"),
+        "learning_rate": config.getoption("--learning-rate"),
+    }
+    sizes = {
+        "train": config.getoption("--train-size"),
+        "held_out": config.getoption("--held-out-size"),
+        "seen": config.getoption("--seen-size"),
+    }
+    return budget, {k: v for k, v in sizes.items() if v is not None}

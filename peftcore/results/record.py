@@ -1,0 +1,231 @@
+"""The case record: what one case measured, as one JSON object. Its definition is below.
+
+A record is plain JSON (a ``dict`` at run time) so that a run folder, a pytest-benchmark JSON
+file (``extra_info["peftcore_record"]``) and a notebook all read the same thing; the classes
+here are ``TypedDict``s, so the type checker holds every reader and writer to these fields.
+
+The cost figures a record carries (``FIGURES``) are derived from the field annotations:
+a field annotated ``Annotated[<type>, Figure(unit, higher_is_better)]`` is a figure that gates,
+baselines and reports can name; its direction (``True``: higher is better, ``False``: lower is
+better, ``None``: neither, a count) is declared once, here, as metric directions are declared
+next to each metric (:mod:`peftcore.score.metrics`).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypedDict
+
+from peftcore.errors import PeftcoreError
+
+RECORD_FORMAT = 1
+Status = Literal["finished", "failed", "oom", "cancelled"]
+STATUSES: tuple[str, ...] = typing.get_args(Status)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A cost figure's unit and direction (``None``: no better or worse, e.g. a step count)."""
+
+    unit: str
+    higher_is_better: bool | None
+
+
+LOWER, HIGHER = False, True
+
+
+class BaseModelInfo(TypedDict, total=False):
+    """How the case's base model was loaded (the variant its cases share)."""
+
+    load_seconds: Annotated[float, Figure("seconds", LOWER)]
+    footprint_bytes: Annotated[int, Figure("bytes", LOWER)]  # get_memory_footprint() once loaded
+    quantization: str  # none | nf4 | fp4 | int8
+    double_quant: bool | None  # 4-bit only
+    compute_dtype: str | None  # quantized bases only
+    dtype: str  # what the unquantized parts are held in
+    device: str
+    sha256: str  # identity of the weights (see peftcore.models.checkpoints.model_sha256)
+
+
+class TrainingFigures(TypedDict, total=False):
+    """What training cost and gave. ``None`` in a record of an untrained (``base``) case."""
+
+    trainable_params: Annotated[int, Figure("params", LOWER)]
+    total_params: Annotated[int, Figure("params", None)]  # 4-bit weights counted unpacked
+    trainable_percent: Annotated[float, Figure("percent", LOWER)]
+    steps: Annotated[int, Figure("steps", None)]  # optimizer steps taken
+    train_seconds: Annotated[float, Figure("seconds", LOWER)]  # wall time of trainer.train()
+    train_tokens: Annotated[int, Figure("tokens", None)]  # real (non-padding) tokens trained on
+    padded_tokens: int  # all positions of the batches, padding included
+    padding_fraction: float
+    tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second
+    precision: str  # bf16 | fp16 | fp32 (autocast) as resolved on the device
+    final_loss: Annotated[float | None, Figure("loss", LOWER)]
+    loss_curve: list[list[float]]  # [[step, loss], ...], every logged step
+    adapter_bytes: Annotated[int, Figure("bytes", LOWER)]  # safetensors files save_pretrained wrote
+    peak_memory_bytes: Annotated[int, Figure("bytes", LOWER)]  # above the level before the case
+    peak_reserved_bytes: Annotated[int | None, Figure("bytes", LOWER)]  # CUDA allocator only
+    memory_method: str  # cuda-max-allocated | cpu-rss-hwm | cpu-rss-sampled
+    adalora_updates: int  # AdaLoRA only: rank reallocations done
+    adalora_final_rank_total: int
+    adalora_initial_rank_total: int | None
+
+
+class InferenceFigures(TypedDict, total=False):
+    """What scoring the held-out split cost (the model's work only, not metric computation)."""
+
+    examples: int
+    seconds: float
+    latency_ms_per_example: Annotated[float, Figure("ms", LOWER)]
+    examples_per_second: Annotated[float, Figure("examples/s", HIGHER)]
+    peak_memory_bytes: Annotated[int, Figure("bytes", LOWER)]
+    memory_method: str
+    precision: str
+    batch_size: int
+    # ...and the evaluator's own details: padding_fraction, forward_tokens, requests,
+    # shared_context (choices); max_new_tokens, generated_tokens, shared_prefix_tokens
+    # (generation); window, stride, windows (perplexity).
+
+
+class Provenance(TypedDict, total=False):
+    """Where the numbers come from: enough to reproduce them or to know why they differ."""
+
+    versions: dict[str, str | None]  # peftcore's carries a fingerprint of its numeric code
+    device: dict[str, Any]  # peftcore.device.device_info
+    model_sha256: str
+    data_sha256: str  # the source's usable records
+    split_sha256: str  # the uids of train, held_out and seen, in order
+    split_sizes: dict[str, int]
+    git_commit: str | None
+    git_dirty: bool | None
+    host: str
+    started_at: str  # ISO 8601, UTC
+    finished_at: str | None
+
+
+class _RecordKeys(TypedDict):
+    format: int  # RECORD_FORMAT
+    run_id: str  # the run folder the record is in
+    case_id: str  # <method>-<model>-<task>[-seed<N>]
+    method: str
+    model: str
+    task: str
+    status: Status
+
+
+class Record(_RecordKeys, total=False):
+    """One case. A record that did not finish says why (``reason``) and how far it got."""
+
+    case_hash: str  # everything that determines the record (peftcore.pipeline.identity)
+    training_hash: str  # everything that determines the trained weights
+    profile: str
+    seed: int
+    reason: str | None  # why it did not finish; null when finished
+    spec: dict[str, Any]  # the fully resolved case spec
+    base_model: BaseModelInfo
+    training: TrainingFigures | None
+    metrics: dict[str, dict[str, float]]  # {"held_out": {name: value}, "seen": {...}}
+    inference: InferenceFigures | None
+    predictions: dict[str, list[dict[str, Any]]]  # {"held_out": the first 20 predictions}
+    provenance: Provenance
+    adapter_dir: str | None  # the adapter's folder, relative to the run folder
+    reused_training_from: str | None  # re-scored: the run whose adapter was scored
+    cached_from: str  # adopted: the run that computed the record
+
+
+REQUIRED_KEYS: tuple[str, ...] = tuple(_RecordKeys.__annotations__)
+METRIC_BLOCKS = ("held_out", "seen")
+_FIGURE_BLOCKS = {"training": TrainingFigures, "inference": InferenceFigures, "base_model": BaseModelInfo}
+
+
+def _figures(cls: type) -> dict[str, Figure]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        name: meta
+        for name, hint in hints.items()
+        for meta in getattr(hint, "__metadata__", ())
+        if isinstance(meta, Figure)
+    }
+
+
+# Block -> figure name -> Figure: every cost figure a record can carry.
+FIGURES: dict[str, dict[str, Figure]] = {block: _figures(cls) for block, cls in _FIGURE_BLOCKS.items()}
+
+
+def figure_direction(name: str) -> bool | None:
+    """Direction of a cost figure by its bare name (the same in every block that has it)."""
+    for figures in FIGURES.values():
+        if name in figures:
+            return figures[name].higher_is_better
+    return None
+
+
+def is_figure(name: str) -> bool:
+    return any(name in figures for figures in FIGURES.values())
+
+
+class RecordError(PeftcoreError):
+    """A record file cannot be used (corrupted, another format, missing keys)."""
+
+
+def check_record(data: Mapping[str, Any], where: str) -> Record:
+    """``data`` itself when it is a record of ``RECORD_FORMAT`` with the required keys and a known
+    status; RecordError otherwise, its message starting with ``where`` (a path, a benchmark)."""
+    if data.get("format") != RECORD_FORMAT:
+        raise RecordError(
+            f"{where}: record format {data.get('format')!r}, this peftcore reads {RECORD_FORMAT}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise RecordError(f"{where}: missing keys {', '.join(missing)}")
+    if data["status"] not in STATUSES:
+        raise RecordError(f"{where}: unknown status {data['status']!r}")
+    return typing.cast(Record, data)
+
+
+# --------------------------------------------------------------------------- identity across runs
+
+
+def case_seed(record: Mapping[str, Any]) -> int:
+    """The training seed: the record's ``seed``, else the resolved spec's, else the id's suffix."""
+    seed = record.get("seed")
+    if seed is None:
+        seed = ((record.get("spec") or {}).get("training") or {}).get("seed")
+    if seed is None:
+        match = re.search(r"-seed(\d+)$", str(record.get("case_id", "")))
+        seed = int(match.group(1)) if match else 0
+    return int(seed)
+
+
+CaseKey = tuple[str, str, str, int]
+
+
+def case_key(record: Mapping[str, Any]) -> CaseKey:
+    """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
+    return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
+
+
+def finished_at(record: Mapping[str, Any]) -> str:
+    """When the record was finished (ISO 8601 in UTC, so it sorts as text); "" when unknown."""
+    provenance = record.get("provenance")
+    value = provenance.get("finished_at") if isinstance(provenance, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def task_metrics(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metrics the case's task declares, in order (the first is its primary metric)."""
+    task = ((record.get("spec") or {}).get("task")) or {}
+    names = task.get("metrics") if isinstance(task, Mapping) else None
+    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) else ()
+
+
+def primary_metric(record: Mapping[str, Any]) -> str | None:
+    """The task's first declared metric, else the first held-out metric the record carries."""
+    declared = task_metrics(record)
+    if declared:
+        return declared[0]
+    held_out = (record.get("metrics") or {}).get("held_out") or {}
+    return next(iter(held_out), None)

@@ -1,0 +1,104 @@
+"""Files other steps read: written whole or not at all, and the cache they live in.
+
+Every write that another step (or another process) reads goes through here: a file is written
+to a temp file in the same folder, fsynced and renamed over its destination; a folder is built
+under a temp name next to its destination and renamed into place. A reader sees the old
+content or the whole new one, never half of it, and a failure (a full disk above all) leaves
+no temp file behind and names the path it could not write.
+
+Dot-prefixed names are temp files of writes in progress: readers skip them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def cache_root() -> Path:
+    """``$PEFTCORE_CACHE`` (default ``~/.cache/peftcore``): converted models, tokenized and
+    prepared data, judge verdicts. ``make clean-cache`` removes it."""
+    return Path(os.environ.get("PEFTCORE_CACHE") or Path.home() / ".cache" / "peftcore").expanduser()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """``with atomic_file(path) as tmp:`` write ``tmp``; on success it replaces ``path``.
+
+    The temp file lives in the same folder (rename is atomic only within a filesystem) and is
+    fsynced before the rename; on any error it is removed, and an ``OSError`` is raised again
+    naming ``path``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise OSError(err.errno, f"could not write {path}: {err.strerror}") from err
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and str(path) not in str(err):
+            raise OSError(err.errno, f"could not write {path}: {err.strerror}") from err
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """``with atomic_folder(target) as tmp:`` fill ``tmp``; on success it becomes ``target``.
+
+    ``tmp`` is a fresh folder next to ``target``. When the block ends without an error, an
+    existing ``target`` is removed (``replace=True``) or kept, if another process finished the
+    same folder first (``replace=False``: content-addressed caches, where both are equal), and
+    ``tmp`` is renamed to ``target``. On an error ``tmp`` is removed and the error raised, with
+    the path named when it is an ``OSError``.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as err:
+        raise OSError(err.errno, f"could not write {target}: {err.strerror}") from err
+    try:
+        yield tmp
+        if target.exists():
+            if not replace:
+                return
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if replace or not target.exists():
+                raise
+    except OSError as err:
+        if str(target) in str(err):
+            raise
+        raise OSError(err.errno, f"could not write {target}: {err.strerror or err}") from err
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
