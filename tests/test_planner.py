@@ -68,9 +68,9 @@ def model_info(model_spec: Any) -> planner.ModelInfo:
 
 
 def _method(name: str, model_spec: Any) -> MethodSpec:
-    from peftcore.spec.cases import _apply_model_overrides
+    from peftcore.spec.cases import apply_model_overrides
 
-    return _apply_model_overrides(STORE.get("methods", name), model_spec)
+    return apply_model_overrides(STORE.get("methods", name), model_spec)
 
 
 def _weights_bytes(folder: Path) -> int:

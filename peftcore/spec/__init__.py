@@ -1,0 +1,54 @@
+"""Specs: YAML files -> validated, frozen spec objects -> the cases of a profile.
+
+The public names, importable from here: :class:`SpecStore` (a spec directory), the spec classes,
+:func:`expand` (a profile -> its cases), :func:`resolve_training` (a case's budget, layered) and
+:func:`apply_model_overrides`. Nothing here imports torch.
+"""
+
+from peftcore.spec.cases import Case, apply_model_overrides, expand, resolve_training
+from peftcore.spec.schema import build, freeze, plain, suggest
+from peftcore.spec.types import (
+    KINDS,
+    SECTION,
+    BaseOptions,
+    DataSizes,
+    DataSource,
+    EvalSettings,
+    Generation,
+    MethodSpec,
+    ModelSource,
+    ModelSpec,
+    ProfileSpec,
+    SpecStore,
+    TaskSpec,
+    TrainingBudget,
+    deep_merge,
+    template_fields,
+)
+
+__all__ = [
+    "KINDS",
+    "SECTION",
+    "BaseOptions",
+    "Case",
+    "DataSizes",
+    "DataSource",
+    "EvalSettings",
+    "Generation",
+    "MethodSpec",
+    "ModelSource",
+    "ModelSpec",
+    "ProfileSpec",
+    "SpecStore",
+    "TaskSpec",
+    "TrainingBudget",
+    "apply_model_overrides",
+    "build",
+    "deep_merge",
+    "expand",
+    "freeze",
+    "plain",
+    "resolve_training",
+    "suggest",
+    "template_fields",
+]

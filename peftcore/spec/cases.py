@@ -67,22 +67,25 @@ class Case:
 
 def resolve_training(
     store: SpecStore,
-    profile: ProfileSpec,
+    profile: ProfileSpec | None,
     method: MethodSpec,
-    task: TaskSpec,
+    task: TaskSpec | None,
     overrides: Mapping[str, Any] | None = None,
 ) -> TrainingBudget:
     """The budget of one (method, task) pair in ``profile``; ``overrides`` come from the command line.
 
-    Each spec's own ``training:`` block was checked where it is written (at load); a bad
-    command-line value is reported as such.
+    The layers are those of the module docstring; a ``None`` profile or task is a layer left
+    out (the planner estimates a method before a task is chosen). Each spec's own ``training:``
+    block was checked where it is written (at load); a bad command-line value is reported as such.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     build(TrainingBudget, given, "command line", "training")
     merged: dict[str, Any] = dict(store.defaults.get("training", {}))
-    for layer in (task.training, profile.training, method.training, given):
+    layers = [task.training if task else {}, profile.training if profile else {}, method.training, given]
+    for layer in layers:
         merged = deep_merge(merged, {k: v for k, v in layer.items() if v is not None})
-    return build(TrainingBudget, merged, profile.file, "training")
+    where = profile.file if profile is not None else method.file
+    return build(TrainingBudget, merged, where, "training")
 
 
 def expand(
@@ -142,7 +145,7 @@ def expand(
             cases.append(
                 Case(
                     profile=profile.name,
-                    method=_apply_model_overrides(methods[method], models[model]),
+                    method=apply_model_overrides(methods[method], models[model]),
                     model=models[model],
                     task=tasks[task],
                     training=training,
@@ -198,7 +201,7 @@ def _named(store: SpecStore, profile: ProfileSpec, kind: str, name: str, where: 
         raise
 
 
-def _apply_model_overrides(method: MethodSpec, model: ModelSpec) -> MethodSpec:
+def apply_model_overrides(method: MethodSpec, model: ModelSpec) -> MethodSpec:
     """A model may adjust a tuner's keywords that cannot apply to its shapes (see ModelSpec)."""
     extra = model.adapter_overrides.get(method.tuner) if method.is_peft else None
     if not extra:

@@ -52,7 +52,7 @@ def _asked(config: pytest.Config) -> bool:
 
 WORKER = r"""
 import json, sys, time, torch
-from peftcore.spec.cases import _apply_model_overrides
+from peftcore.spec.cases import apply_model_overrides
 from peftcore.measure import PeakMemory
 from peftcore.train.methods import apply_method
 from peftcore.models.load import load_base
@@ -63,7 +63,7 @@ specs, model_name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = sys.argv[4:]
 store = SpecStore(specs)
 spec = store.get("models", model_name)
-methods = [_apply_model_overrides(store.get("methods", n), spec) for n in names]
+methods = [apply_model_overrides(store.get("methods", n), spec) for n in names]
 loaded = load_base(spec, methods[0].base, "cpu")
 vocab = loaded.model.config.vocab_size
 torch.manual_seed(0)
@@ -142,14 +142,14 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
     if not _asked(request.config):
         pytest.skip("trains every method; run with --benchmark-enable or PEFTCORE_PLANNER_VS_MEASURED=1")
     from peftcore.plan import planner
-    from peftcore.spec.cases import _apply_model_overrides
+    from peftcore.spec.cases import apply_model_overrides
     from peftcore.spec.types import SpecStore, TrainingBudget
 
     steps = int(os.environ.get("PEFTCORE_BENCH_STEPS", "3"))
     store = SpecStore(SPECS)
     spec = store.get("models", MODEL)
     info = planner.resolve_model(MODEL, SPECS)
-    methods = {n: _apply_model_overrides(store.get("methods", n), spec) for n in store.names("methods")}
+    methods = {n: apply_model_overrides(store.get("methods", n), spec) for n in store.names("methods")}
     predicted = {
         n: planner.estimate(
             info.config,
