@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -40,3 +42,14 @@ class DivergenceError(PeftcoreError):
         self.step = step
         self.loss = loss
         super().__init__(f"training diverged at step {step}: loss is {loss}")
+
+
+def suggest(name: str, options: Iterable[str]) -> str:
+    """A 'did you mean' hint, or the list of what exists when nothing is close."""
+    options = sorted(options)
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if len(options) <= 25:
+        return "expected one of: " + ", ".join(options)
+    return f"expected one of {len(options)} names, e.g. " + ", ".join(options[:10])

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.errors import SpecError
+from peftcore.spec import KINDS, SpecStore
 from peftcore.spec.cases import expand
-from peftcore.spec.types import KINDS, SpecStore
 
 DEFAULT_SPECS = Path("benchmarks/specs")
 

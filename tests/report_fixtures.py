@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from peftcore.results.store import RECORD_FORMAT, write_record
+from peftcore.results.record import RECORD_FORMAT
+from peftcore.results.store import write_record
 
 MODEL = "smollm2-135m"
 TOTAL_PARAMS = 134_515_008

@@ -12,7 +12,7 @@ import pytest
 
 from peftcore.cli import main
 from peftcore.spec.cases import expand
-from peftcore.spec.types import KINDS, SpecStore
+from peftcore.spec import KINDS, SpecStore
 
 
 def run_list(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:

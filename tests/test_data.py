@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-import peftcore.data.tasks as data
-from fixtures.data import TaskDataCache
-from peftcore.data.example import TaskData
+import peftcore.data as data
+from peftcore.data import TaskData
 from peftcore.errors import AssetError, SpecError
-from peftcore.spec.types import DataSizes, SpecStore, TaskSpec
+from peftcore.pytest_plugin.fixtures import TaskDataCache
+from peftcore.spec import DataSizes, SpecStore, TaskSpec
 
 SPECS = Path(__file__).resolve().parents[1] / "benchmarks" / "specs"
 STORE = SpecStore(SPECS)

@@ -436,7 +436,7 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
     from peftcore.data.example import Example, TaskData
     from peftcore.pipeline.execute import _judge
     from peftcore.spec.cases import expand
-    from peftcore.spec.types import SpecStore
+    from peftcore.spec import SpecStore
 
     base_url, script = server
     monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
@@ -477,7 +477,7 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
 
 def test_a_malformed_judge_block_fails_at_collection_naming_the_profile(tmp_path: Path) -> None:
     from peftcore.spec.cases import expand
-    from peftcore.spec.types import SpecStore
+    from peftcore.spec import SpecStore
 
     specs = _judged_profile(tmp_path, {"base_url": "ftp://judge", "model": "m"})
     with pytest.raises(SpecError) as caught:

@@ -11,7 +11,7 @@ import pytest
 import peftcore.models.checkpoints as models
 from peftcore.errors import AssetError
 from peftcore.models.load import load_base
-from peftcore.spec.types import BaseOptions, ModelSource, SpecStore
+from peftcore.spec import BaseOptions, ModelSource, SpecStore
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 SMOLLM = SPECS.get("models", "smollm2-135m")

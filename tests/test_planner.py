@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from peftcore.cli import main
 from peftcore.errors import PeftcoreError
 from peftcore.plan import planner
-from peftcore.spec.types import BaseOptions, MethodSpec, SpecStore, TrainingBudget
+from peftcore.spec import BaseOptions, MethodSpec, SpecStore, TrainingBudget
 
 pytestmark = [
     # Importing bitsandbytes (through peft) on a CPU machine without the `kernels` package warns

@@ -4,6 +4,7 @@ matters; the torch check runs in a subprocess."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from peftcore.spec.cases import Case, expand
-from peftcore.spec.types import SpecStore
+from peftcore.spec import SpecStore
 
 REPO = Path(__file__).resolve().parents[1]
-CASE_LINE = re.compile(r"test_grid\.py::test_case\[(.+)\]")
+CASE_LINE = re.compile(r"(?:specs/defaults\.yaml|test_grid\.py)::test_case\[(.+)\]")
 # No cache folder; and no hypothesis plugin, which imports hypothesis at the end of every run: in
 # process, pytester then drops it from sys.modules and the next run re-imports (and, without
 # bytecode caching, re-rewrites) it, ~2.5 s a run.
@@ -24,12 +25,17 @@ INI = f"[pytest]\npeftcore_specs = specs\naddopts = {ADDOPTS}\n"
 
 @pytest.fixture
 def grid(pytester: pytest.Pytester, shipped_specs: Path) -> pytest.Pytester:
-    """A project that registers the plugin, with a copy of the shipped specs and one grid test."""
+    """A project with a copy of the shipped specs and nothing else: no conftest, no test file.
+    The plugin comes from its entry point and collects the grid from ``specs/defaults.yaml``."""
     shutil.copytree(shipped_specs, pytester.path / "specs")
     pytester.makefile(".ini", pytest=INI)
-    pytester.makeconftest('pytest_plugins = ["peftcore.pytest_plugin"]')
-    pytester.makepyfile(test_grid="def test_case(case):\n    pass\n")
     return pytester
+
+
+def own_grid_test(pytester: pytest.Pytester, body: str) -> str:
+    """A project's own test over the cases (run by name, so the built-in grid is not collected)."""
+    pytester.makepyfile(test_grid=body)
+    return "test_grid.py"
 
 
 def collected(result: pytest.RunResult) -> list[str]:
@@ -134,8 +140,8 @@ def test_malformed_seeds_are_a_usage_error(grid: pytest.Pytester, seeds: str) ->
 
 
 def test_command_line_budget_reaches_the_case(grid: pytest.Pytester) -> None:
-    grid.makepyfile(test_grid="def test_case(case):\n    assert case.training.max_steps == 3\n")
-    result = grid.runpytest("-q", "--profile", "smoke", "--max-steps", "3")
+    test = own_grid_test(grid, "def test_case(case):\n    assert case.training.max_steps == 3\n")
+    result = grid.runpytest(test, "-q", "--profile", "smoke", "--max-steps", "3")
     result.assert_outcomes(passed=len(planned(grid, "smoke")))
 
 
@@ -146,17 +152,18 @@ def test_a_methods_learning_rate_beats_the_profiles(grid: pytest.Pytester) -> No
         "methods: [full, lora]\nmodels: [smollm2-135m]\ntasks: [sst2, arc_easy]\n"
         "training: {learning_rate: 1.0e-3}\n",
     )
-    grid.makepyfile(
-        test_grid="""
+    test = own_grid_test(
+        grid,
+        """
         def test_case(case):
             # full.yaml sets 2.0e-5; the profile's 1.0e-3 applies to the rest
             expected = {"full": 2.0e-5, "lora": 1.0e-3}[case.method.name]
             assert case.training.learning_rate == expected
-        """
+        """,
     )
-    grid.runpytest("-q", "--profile", "p").assert_outcomes(passed=4)
-    grid.makepyfile(test_grid="def test_case(case):\n    assert case.training.learning_rate == 0.5\n")
-    grid.runpytest("-q", "--profile", "p", "--learning-rate", "0.5").assert_outcomes(passed=4)
+    grid.runpytest(test, "-q", "--profile", "p").assert_outcomes(passed=4)
+    own_grid_test(grid, "def test_case(case):\n    assert case.training.learning_rate == 0.5\n")
+    grid.runpytest(test, "-q", "--profile", "p", "--learning-rate", "0.5").assert_outcomes(passed=4)
 
 
 def test_cases_are_grouped_by_base_model_variant(grid: pytest.Pytester) -> None:
@@ -277,7 +284,7 @@ def test_a_broken_spec_is_one_line_at_collection(
     output = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in output
     assert "During handling" not in output
-    for module in ("specs.py:", "schema.py:", "cases.py:", "pytest_plugin.py:"):
+    for module in ("store.py:", "schema.py:", "cases.py:", "hooks.py:"):
         assert module not in output
 
 
@@ -293,6 +300,46 @@ def test_other_tests_do_not_load_specs(grid: pytest.Pytester) -> None:
     (grid.path / "specs" / "methods" / "lora.yaml").write_text("tuner: lorra\n")
     grid.makepyfile(test_other="def test_other():\n    pass\n")
     result = grid.runpytest("-q", "test_other.py")
+    result.assert_outcomes(passed=1)
+
+
+# --------------------------------------------------------------------------- an installed plugin
+
+
+def test_a_project_with_only_specs_runs_its_grid(grid: pytest.Pytester) -> None:
+    """``pip install peftcore`` and a spec folder are enough: no conftest, no test file. One real
+    case (the base model scored on a few SST-2 examples) runs through the package's fixtures."""
+    write_profile(
+        grid,
+        "tiny",
+        "methods: [base]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "data: {train: 2, held_out: 4, seen: 2}\n",
+    )
+    result = grid.runpytest_subprocess(
+        "specs", "-q", "--profile", "tiny", "--run-id", "r1", "--results-dir", "runs", "--no-report"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*1 passed*", "base-smollm2-135m-sst2  finished*accuracy*"])
+    record = json.loads((grid.path / "runs" / "r1" / "cases" / "base-smollm2-135m-sst2.json").read_text())
+    assert record["status"] == "finished"
+    assert set(record["metrics"]) == {"held_out", "seen"}
+
+
+def test_the_plugin_stays_out_of_a_project_without_specs(pytester: pytest.Pytester) -> None:
+    """Installed, the plugin is loaded in every pytest run; without a spec folder it adds its
+    options and nothing else: no offline variables, no network guard, no grid."""
+    pytester.makepyfile(
+        test_plain="""
+        import os
+        import socket
+
+        def test_plain():
+            assert "HF_HUB_OFFLINE" not in os.environ
+            assert socket.socket.connect.__module__ == "socket" or socket.socket.connect is not None
+            assert socket.getaddrinfo.__module__ == "socket"
+        """
+    )
+    result = pytester.runpytest_subprocess("-q", *ADDOPTS.split())
     result.assert_outcomes(passed=1)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from peftcore.data.example import Example
 from peftcore.score import scoring
-from peftcore.spec.types import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.spec import BaseOptions, DataSizes, EvalSettings, SpecStore
 from peftcore.train.prompting import PromptFormat
 
 pytestmark = pytest.mark.filterwarnings(

@@ -19,25 +19,18 @@ from typing import Any
 
 import pytest
 
-import peftcore.results.store as results
+from peftcore import storage
 from peftcore.data.example import TaskData
 from peftcore.data.tasks import load_task
 from peftcore.errors import SpecError
 from peftcore.models.checkpoints import model_sha256
-from peftcore.pipeline import execute as runner
-from peftcore.pipeline import session
-from peftcore.pipeline.session import (
-    BenchmarkSession,
-    CachedResult,
-    Earlier,
-    History,
-    RerunPolicy,
-    identify,
-    keyword_matcher,
-)
-from peftcore.results.store import RECORD_FORMAT, read_record, record_path, write_record
-from peftcore.spec.cases import Case, expand
-from peftcore.spec.types import SpecStore
+from peftcore.pipeline import execute, failures
+from peftcore.pipeline.identity import Identity, identify
+from peftcore.pipeline.session import BenchmarkSession, Outcome, RerunPolicy, keyword_matcher
+from peftcore.results.provenance import package_versions
+from peftcore.results.record import RECORD_FORMAT
+from peftcore.results.store import Earlier, History, read_record, record_path, write_record
+from peftcore.spec import Case, SpecStore, expand
 
 MODEL_SHA = "ab" * 32
 VERSIONS = {
@@ -58,7 +51,7 @@ training: {max_steps: 2}
 data: {train: 8, held_out: 8, seen: 4}
 """
 
-Identities = dict[str, session.Identity]
+Identities = dict[str, Identity]
 
 
 @pytest.fixture(autouse=True)
@@ -186,7 +179,7 @@ def test_changed_training_data_changes_both_hashes(
     before = load_task(case.task, case.data)
     base = identify(case, MODEL_SHA, before, VERSIONS)
 
-    def edited(example_fields: Any) -> session.Identity:
+    def edited(example_fields: Any) -> Identity:
         lines = source.read_text().splitlines()
         [index] = [
             i
@@ -333,8 +326,8 @@ def smoke(shipped_specs: Path) -> dict[str, tuple[Case, TaskData]]:
     return {c.case_id: (c, load_task(c.task, c.data)) for c in cases}
 
 
-def _identity(case: Case, data: TaskData) -> session.Identity:
-    return identify(case, model_sha256(case.model), data, runner.package_versions())
+def _identity(case: Case, data: TaskData) -> Identity:
+    return identify(case, model_sha256(case.model), data, package_versions())
 
 
 def _earlier_finished(results_dir: Path, run_id: str, case: Case, data: TaskData, **over: Any) -> Path:
@@ -354,6 +347,17 @@ def _session(results_dir: Path, run_id: str = "new", **kw: Any) -> BenchmarkSess
     return BenchmarkSession(run_dir=results_dir / run_id, results_dir=results_dir, **kw)
 
 
+def _no_model(case: Case) -> Any:
+    raise AssertionError(f"{case.case_id}: a reused result must not load a model")
+
+
+def _reuse(bench: BenchmarkSession, case: Case, data: TaskData) -> Outcome:
+    """Run a case whose result the session can reuse: nothing may train or even load."""
+    outcome = bench.run(case, data=lambda _: data, model=_no_model)
+    assert outcome.how in ("adopted", "resumed") and outcome.error is None
+    return outcome
+
+
 LORA_SST2 = "lora-smollm2-135m-sst2"
 BASE_SST2 = "base-smollm2-135m-sst2"
 
@@ -364,10 +368,10 @@ def test_plan_adopts_the_record_of_the_same_case_into_the_new_run(
     case, data = smoke[LORA_SST2]
     _earlier_finished(tmp_path, "r1", case, data)
     bench = _session(tmp_path)
-    with pytest.raises(CachedResult, match=r"^cached result from r1$") as cached:
-        bench.plan(case, data)
+    outcome = _reuse(bench, case, data)
+    assert (outcome.how, outcome.reused) == ("adopted", "cached result from r1")
     adopted = read_record(record_path(bench.run_dir, case.case_id))
-    assert adopted == cached.value.record == bench.records[case.case_id]
+    assert adopted == outcome.record == bench.records[case.case_id]
     assert (adopted["run_id"], adopted["cached_from"]) == ("new", "r1")
     assert adopted["metrics"] == {"held_out": {"accuracy": 0.5}}
     # The adapter stays where it was trained; the path is relative to the new run's folder.
@@ -380,12 +384,11 @@ def test_an_adopted_record_adopted_again_still_names_where_it_was_computed(
 ) -> None:
     case, data = smoke[LORA_SST2]
     _earlier_finished(tmp_path, "r1", case, data)
-    with pytest.raises(CachedResult):
-        _session(tmp_path, "r2").plan(case, data)
-    with pytest.raises(CachedResult, match="from r1") as cached:
-        _session(tmp_path, "r3").plan(case, data)
-    assert cached.value.record["cached_from"] == "r1"
-    assert (tmp_path / "r3" / cached.value.record["adapter_dir"]).resolve() == (
+    _reuse(_session(tmp_path, "r2"), case, data)
+    outcome = _reuse(_session(tmp_path, "r3"), case, data)
+    assert outcome.reused == "cached result from r1"
+    assert outcome.record["cached_from"] == "r1"
+    assert (tmp_path / "r3" / outcome.record["adapter_dir"]).resolve() == (
         tmp_path / "r1" / "adapters" / case.case_id
     ).resolve()
 
@@ -398,8 +401,8 @@ def test_a_finished_record_already_in_this_runs_folder_is_kept_as_it_is(
     path = _earlier_finished(tmp_path, "same", case, data)
     before = path.read_bytes()
     bench = _session(tmp_path, "same")
-    with pytest.raises(CachedResult, match=r"^cached result from same$"):
-        bench.plan(case, data)
+    outcome = _reuse(bench, case, data)
+    assert (outcome.how, outcome.reused) == ("resumed", "cached result from same")
     assert path.read_bytes() == before
     assert bench.records[case.case_id]["run_id"] == "same"
 
@@ -415,8 +418,7 @@ def test_a_record_of_the_same_spec_under_another_case_id_is_adopted_under_this_o
     assert _identity(single, data) == _identity(seeded, data)
     _earlier_finished(tmp_path, "r1", single, data)
     bench = _session(tmp_path)
-    with pytest.raises(CachedResult):
-        bench.plan(seeded, data)
+    _reuse(bench, seeded, data)
     adopted = read_record(record_path(bench.run_dir, seeded.case_id))
     assert adopted["case_id"] == seeded.case_id
     assert not record_path(bench.run_dir, single.case_id).exists()
@@ -429,17 +431,17 @@ def test_rerun_forces_every_case_or_those_a_keyword_expression_matches(
         _earlier_finished(tmp_path, "r1", *smoke[case_id])
     everything = _session(tmp_path, "all", rerun=RerunPolicy(everything=True))
     for case_id in (LORA_SST2, BASE_SST2):
-        identity, reuse = everything.plan(*smoke[case_id])
-        assert identity == _identity(*smoke[case_id]) and reuse is None
+        plan = everything.plan(*smoke[case_id])
+        assert (plan.identity, plan.earlier, plan.rescore) == (_identity(*smoke[case_id]), None, None)
     assert not (tmp_path / "all").exists()  # nothing adopted
 
     expression = "lora and sst2 and not qlora"
     some = _session(
         tmp_path, "some", rerun=RerunPolicy(expression=expression, matcher=keyword_matcher(expression))
     )
-    assert some.plan(*smoke[LORA_SST2]) == (_identity(*smoke[LORA_SST2]), None)
-    with pytest.raises(CachedResult):
-        some.plan(*smoke[BASE_SST2])
+    lora = some.plan(*smoke[LORA_SST2])
+    assert (lora.identity, lora.earlier, lora.rescore) == (_identity(*smoke[LORA_SST2]), None, None)
+    assert some.plan(*smoke[BASE_SST2]).earlier is not None
 
 
 def test_keyword_matcher_uses_pytests_k_grammar_over_case_id_and_spec_names(
@@ -470,7 +472,9 @@ def test_when_only_scoring_changed_plan_returns_the_earlier_training_to_rescore(
         case, eval=dataclasses.replace(case.eval, batch_size=case.eval.batch_size + 1)
     )
     bench = _session(tmp_path)
-    identity, reuse = bench.plan(rescoring, data)
+    plan = bench.plan(rescoring, data)
+    identity, reuse = plan.identity, plan.rescore
+    assert plan.earlier is None
     assert identity.training_hash == _identity(case, data).training_hash
     assert identity.case_hash != _identity(case, data).case_hash
     assert reuse is not None and reuse.run_id == "r1" and reuse.trained_in == "r1"
@@ -478,7 +482,7 @@ def test_when_only_scoring_changed_plan_returns_the_earlier_training_to_rescore(
     assert not (tmp_path / "new").exists()
     # Not without the adapter, not when told not to, not for a method without an adapter.
     shutil.rmtree(tmp_path / "r1" / "adapters")
-    assert _session(tmp_path, "other").plan(rescoring, data) == (identity, None)
+    assert _session(tmp_path, "other").plan(rescoring, data).rescore is None
 
 
 def test_rescoring_is_off_when_the_session_says_so_and_for_the_untrained_base(
@@ -489,24 +493,23 @@ def test_rescoring_is_off_when_the_session_says_so_and_for_the_untrained_base(
     _earlier_finished(tmp_path, "r1", case, data)
     _earlier_finished(tmp_path, "r1", base, base_data)
     eval_changed = dataclasses.replace(case.eval, batch_size=case.eval.batch_size + 1)
-    assert (
-        _session(tmp_path, reuse_adapters=False).plan(dataclasses.replace(case, eval=eval_changed), data)[1]
-        is None
-    )
-    assert _session(tmp_path).plan(dataclasses.replace(base, eval=eval_changed), base_data)[1] is None
+    no_reuse = _session(tmp_path, reuse_adapters=False)
+    assert no_reuse.plan(dataclasses.replace(case, eval=eval_changed), data).rescore is None
+    assert _session(tmp_path).plan(dataclasses.replace(base, eval=eval_changed), base_data).rescore is None
 
 
-def test_finished_notes_the_record_a_case_wrote(
-    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+def test_a_reused_record_is_kept_in_memory_and_gated_like_a_new_one(
+    smoke: dict[str, tuple[Case, TaskData]], shipped_specs: Path, tmp_path: Path
 ) -> None:
-    case, _ = smoke[LORA_SST2]
-    bench = _session(tmp_path)
-    assert bench.finished(case) is None
-    write_record(bench.run_dir, _record("new", case.case_id, status="cancelled"))
-    assert bench.finished(case)["status"] == "cancelled"
-    assert bench.records[case.case_id]["status"] == "cancelled"
-    record_path(bench.run_dir, case.case_id).write_text("{")
-    assert bench.finished(case) is None  # a damaged record is not noted
+    case, data = smoke[LORA_SST2]
+    _earlier_finished(tmp_path, "r1", case, data, metrics={"held_out": {"accuracy": 0.1}})
+    ungated = _session(tmp_path, "a")
+    outcome = _reuse(ungated, case, data)
+    assert ungated.records[case.case_id] is outcome.record
+    assert outcome.gate_failures == ()  # no profile, and sst2's task spec has no bounds
+    smoke_profile = SpecStore(shipped_specs).get("profiles", "smoke")  # expect: accuracy >= 0.35
+    [failure] = _reuse(_session(tmp_path, "b", profile=smoke_profile), case, data).gate_failures
+    assert failure.startswith(f"{case.case_id}: held-out accuracy = 0.1 is below min 0.35")
 
 
 # --------------------------------------------------------------------------- a full disk
@@ -521,7 +524,7 @@ def test_a_record_write_on_a_full_disk_fails_clearly_and_leaves_the_old_file(
 ) -> None:
     path = write_record(tmp_path / "r1", _record("r1"))
     before = path.read_bytes()
-    monkeypatch.setattr(results.os, "fsync", _no_space)
+    monkeypatch.setattr(storage.os, "fsync", _no_space)
     with pytest.raises(OSError, match=f"could not write {path}: No space left on device") as raised:
         write_record(tmp_path / "r1", _record("r1", status="failed"))
     assert raised.value.errno == errno.ENOSPC
@@ -532,10 +535,10 @@ def test_a_record_write_on_a_full_disk_fails_clearly_and_leaves_the_old_file(
 def test_a_temp_file_that_cannot_be_created_fails_clearly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(results.tempfile, "mkstemp", _no_space)
+    monkeypatch.setattr(storage.tempfile, "mkstemp", _no_space)
     target = tmp_path / "cases" / "x.json"
     with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
-        results.atomic_write_bytes(target, b"{}")
+        storage.atomic_write_bytes(target, b"{}")
     assert list(target.parent.iterdir()) == []
 
 
@@ -557,7 +560,7 @@ def test_an_adapter_save_on_a_full_disk_fails_clearly_and_leaves_nothing(
     with pytest.raises(
         OSError, match=f"could not save the trained weights to {target}: No space left"
     ) as raised:
-        runner.save_adapter(object(), case, tmp_path, keep_full=False)
+        execute.save_adapter(object(), case, tmp_path, keep_full=False)
     assert raised.value.errno == errno.ENOSPC
     assert [p.name for p in (tmp_path / "adapters").iterdir()] == ["other-case"]  # no temp folder
 
@@ -570,11 +573,11 @@ def test_out_of_memory_is_recognised_also_behind_a_wrapper() -> None:
         "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
         "you tried to allocate 44236800 bytes. Error code 12 (Cannot allocate memory)"
     )
-    assert runner._is_out_of_memory(allocator)
-    assert runner._is_out_of_memory(MemoryError())
-    assert runner._is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert not runner._is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    assert not runner._is_out_of_memory(RuntimeError("could not create a primitive"))  # see the probe
+    assert failures.is_out_of_memory(allocator)
+    assert failures.is_out_of_memory(MemoryError())
+    assert failures.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not failures.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not failures.is_out_of_memory(RuntimeError("could not create a primitive"))  # see the probe
     # peft's failure to build an adapter is re-raised by methods.apply_method as a SpecError.
     try:
         try:
@@ -582,4 +585,4 @@ def test_out_of_memory_is_recognised_also_behind_a_wrapper() -> None:
         except RuntimeError:
             raise SpecError("methods/lora.yaml", "adapter", "peft could not apply lora: ...") from None
     except SpecError as wrapped:
-        assert runner._is_out_of_memory(wrapped)
+        assert failures.is_out_of_memory(wrapped)

@@ -14,7 +14,7 @@ import pytest
 
 from peftcore.errors import DivergenceError
 from peftcore.spec.cases import Case
-from peftcore.spec.types import DataSizes, EvalSettings, SpecStore
+from peftcore.spec import DataSizes, EvalSettings, SpecStore
 
 torch = pytest.importorskip("torch")
 

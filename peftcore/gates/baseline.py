@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peftcore.gates.checks import GateError
+from peftcore.errors import PeftcoreError, suggest
 from peftcore.results.quantities import (
     RECORD_FIGURES,
     Quantity,
@@ -28,9 +28,12 @@ from peftcore.results.quantities import (
     parse_tolerance,
     reported_metrics,
 )
-from peftcore.results.record import CaseKey, RecordError, case_key, check_record
-from peftcore.results.store import load_run
-from peftcore.spec.schema import suggest
+from peftcore.results.record import CaseKey, RecordError, check_record
+from peftcore.results.store import load_run, newest_by_case
+
+
+class GateError(PeftcoreError, ValueError):
+    """A gate option or baseline cannot be used (bad tolerance text, wrong baseline file)."""
 
 
 def parse_tolerances(text: str) -> dict[str, Tolerance]:
@@ -200,8 +203,8 @@ def compare_records(
     metric and cost figure is compared and rows read better, worse, same (or changed, for a
     figure without a direction).
     """
-    current = {case_key(r): r for r in records}
-    baseline = {case_key(r): r for r in baseline_records}
+    current = newest_by_case(records, finished_only=False)
+    baseline = newest_by_case(baseline_records, finished_only=False)
     chosen = [parse_quantity(name, lenient=True) for name in tolerances] if tolerances is not None else None
     rows, unavailable, notes = [], [], []
     for key in sorted(current.keys() & baseline.keys()):

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from peftcore.errors import AssetError
-from peftcore.spec.types import ModelSpec
+from peftcore.spec import ModelSpec
 from peftcore.storage import atomic_file, atomic_folder, cache_root
 
 MANIFEST = "peftcore-manifest.json"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from peftcore.errors import AssetError
 from peftcore.models.checkpoints import checkpoint_dir, model_sha256
-from peftcore.spec.types import BaseOptions, ModelSpec
+from peftcore.spec import BaseOptions, ModelSpec
 
 if TYPE_CHECKING:
     import torch

@@ -30,8 +30,8 @@ from peftcore.pipeline.identity import Identity, identify
 from peftcore.results.provenance import package_versions
 from peftcore.results.record import Record
 from peftcore.results.store import Earlier, History, adopt
+from peftcore.spec import ProfileSpec
 from peftcore.spec.cases import Case
-from peftcore.spec.types import ProfileSpec
 
 How = Literal["ran", "rescored", "adopted", "resumed"]
 
@@ -188,7 +188,7 @@ class BenchmarkSession:
     def gate_failures(self, case: Case, record: Record) -> list[str]:
         """Broken gates this case takes part in: its task's and profile's bounds, and the
         profile's rules between this case and any other case of the session."""
-        from peftcore.gates import checks as gates
+        from peftcore import gates
 
         failures = gates.check_expect(record, case.task.expect, case.task.file)
         if self.profile is not None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.errors import PeftcoreError, SpecError
-from peftcore.spec.types import BaseOptions, MethodSpec, SpecStore, TrainingBudget
+from peftcore.spec import BaseOptions, MethodSpec, SpecStore, TrainingBudget
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 DEFAULT_SPECS = Path("benchmarks/specs")
@@ -314,8 +314,8 @@ def build_meta_model(config: Any, dtype: str) -> Any:
 
 def _with_overrides(method: MethodSpec, overrides: Mapping[str, Mapping[str, Any]]) -> MethodSpec:
     """The model's adapter overrides, applied as ``peftcore.spec.cases`` applies them."""
+    from peftcore.spec import deep_merge
     from peftcore.spec.schema import freeze
-    from peftcore.spec.types import deep_merge
 
     extra = overrides.get(method.tuner) if method.is_peft else None
     if not extra:
@@ -1241,8 +1241,8 @@ def _budget_from_args(store: SpecStore, args: argparse.Namespace) -> dict[str, A
 
 def training_budget(store: SpecStore, method: MethodSpec, overrides: Mapping[str, Any]) -> TrainingBudget:
     """The budget a case of ``method`` trains with: defaults < method < command line."""
+    from peftcore.spec import deep_merge
     from peftcore.spec.schema import build
-    from peftcore.spec.types import deep_merge
 
     merged: dict[str, Any] = dict(store.defaults.get("training", {}))
     for layer in (method.training, overrides):

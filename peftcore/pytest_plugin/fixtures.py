@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from peftcore.data.example import TaskData
     from peftcore.models.load import LoadedBase
     from peftcore.pipeline.session import BenchmarkSession, Outcome
+    from peftcore.spec import DataSizes
     from peftcore.spec.cases import Case
-    from peftcore.spec.types import DataSizes
 
 SESSION = pytest.StashKey["BenchmarkSession"]()
 

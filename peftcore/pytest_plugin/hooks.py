@@ -17,8 +17,8 @@ from peftcore.errors import PeftcoreError, SpecError
 from peftcore.pytest_plugin import options
 from peftcore.pytest_plugin.fixtures import SESSION
 from peftcore.pytest_plugin.offline import NetworkGuard, set_offline_env
+from peftcore.spec import SECTION, SpecStore
 from peftcore.spec.cases import Case, expand
-from peftcore.spec.types import SECTION, ProfileSpec, SpecStore
 
 _STORE = pytest.StashKey[SpecStore | None]()
 _CASES = pytest.StashKey[list[Case]]()
@@ -111,19 +111,8 @@ def planned_cases(config: pytest.Config) -> list[Case]:
             data_overrides=sizes,
             seeds=options.seeds(config),
         )
-        _validate_gates(store.get("profiles", options.profile_name(config)), cases)
         config.stash[_CASES] = cases
     return config.stash[_CASES]
-
-
-def _validate_gates(profile: ProfileSpec, cases: list[Case]) -> None:
-    """Malformed ``expect:``/``compare:`` blocks fail at collection, before anything trains."""
-    from peftcore.gates import checks as gates
-
-    gates.validate_expect(profile.expect, profile.file)
-    gates.parse_rules(profile.compare, profile.file)
-    for task in {case.task.name: case.task for case in cases}.values():
-        gates.validate_expect(task.expect, task.file, task.metrics)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

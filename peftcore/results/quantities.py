@@ -25,6 +25,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from peftcore.errors import suggest
 from peftcore.results.record import (
     FIGURES,
     METRIC_BLOCKS,
@@ -34,7 +35,6 @@ from peftcore.results.record import (
     task_metrics,
 )
 from peftcore.score.metrics import METRICS
-from peftcore.spec.schema import suggest
 from peftcore.units import format_bytes
 
 # The numeric figures each cost block of a record carries (see peftcore.results.record).

@@ -185,17 +185,21 @@ def newest_run(results_dir: Path) -> Path:
     return runs[0]
 
 
+def newest_by_case(records: Iterable[Record], *, finished_only: bool = True) -> dict[CaseKey, Record]:
+    """The newest of ``records`` for each case (method, model, task, seed)."""
+    best: dict[CaseKey, tuple[tuple[str, str], Record]] = {}
+    for record in records:
+        if finished_only and record["status"] != "finished":
+            continue
+        key, when = case_key(record), newer(record, str(record["run_id"]))
+        if key not in best or when >= best[key][0]:
+            best[key] = (when, record)
+    return {key: record for key, (_, record) in best.items()}
+
+
 def newest_per_case(runs: Iterable[Run], *, finished_only: bool = True) -> dict[CaseKey, Record]:
     """The newest record of each case (method, model, task, seed) over ``runs``."""
-    best: dict[CaseKey, tuple[tuple[str, str], Record]] = {}
-    for run in runs:
-        for record in run.records:
-            if finished_only and record["status"] != "finished":
-                continue
-            key, when = case_key(record), newer(record, run.run_id)
-            if key not in best or when >= best[key][0]:
-                best[key] = (when, record)
-    return {key: record for key, (_, record) in best.items()}
+    return newest_by_case((r for run in runs for r in run.records), finished_only=finished_only)
 
 
 def all_runs(results_dir: Path) -> list[Run]:

@@ -33,7 +33,7 @@ from peftcore.data.example import Example
 from peftcore.device import resolve_precision
 from peftcore.measure import PeakMemory, stopwatch
 from peftcore.score.metrics import extract_number, resolve_metric
-from peftcore.spec.types import EvalSettings, TaskSpec
+from peftcore.spec import EvalSettings, TaskSpec
 from peftcore.train.prompting import PromptFormat
 
 if TYPE_CHECKING:

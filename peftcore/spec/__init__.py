@@ -6,7 +6,11 @@ The public names, importable from here: :class:`SpecStore` (a spec directory), t
 """
 
 from peftcore.spec.cases import Case, apply_model_overrides, expand, resolve_training
+from peftcore.spec.gates import Compare, Expect
+from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain, suggest
+from peftcore.spec.store import SpecStore
+from peftcore.spec.templates import template_fields
 from peftcore.spec.types import (
     KINDS,
     SECTION,
@@ -19,11 +23,8 @@ from peftcore.spec.types import (
     ModelSource,
     ModelSpec,
     ProfileSpec,
-    SpecStore,
     TaskSpec,
     TrainingBudget,
-    deep_merge,
-    template_fields,
 )
 
 __all__ = [
@@ -31,9 +32,11 @@ __all__ = [
     "SECTION",
     "BaseOptions",
     "Case",
+    "Compare",
     "DataSizes",
     "DataSource",
     "EvalSettings",
+    "Expect",
     "Generation",
     "MethodSpec",
     "ModelSource",

@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.errors import SpecError
+from peftcore.spec.checks import check_sizes
+from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
+from peftcore.spec.store import SpecStore
 from peftcore.spec.types import (
     DataSizes,
     EvalSettings,
     MethodSpec,
     ModelSpec,
     ProfileSpec,
-    SpecStore,
     TaskSpec,
     TrainingBudget,
-    deep_merge,
 )
 
 
@@ -127,10 +128,7 @@ def expand(
         _check_judge(profile)
     if data_overrides:
         data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
-        if data.seen > data.train:
-            raise SpecError(
-                "command line", "data.seen", f"seen ({data.seen}) is drawn from train ({data.train})"
-            )
+        check_sizes(data, "command line")
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {

@@ -9,7 +9,6 @@ and validates it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import types
@@ -18,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from peftcore.errors import SpecError
+from peftcore.errors import SpecError, suggest
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -26,17 +25,6 @@ _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "tru
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def suggest(name: str, options: typing.Iterable[str]) -> str:
-    """A 'did you mean' hint, or the list of what exists when nothing is close."""
-    options = sorted(options)
-    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    if len(options) <= 25:
-        return "expected one of: " + ", ".join(options)
-    return f"expected one of {len(options)} names, e.g. " + ", ".join(options[:10])
 
 
 def freeze(value: Any) -> Any:
@@ -49,7 +37,13 @@ def freeze(value: Any) -> Any:
 
 
 def plain(value: Any) -> Any:
-    """JSON-ready copy of a spec object (dataclasses, mappings, tuples, paths)."""
+    """JSON-ready copy of a spec object (dataclasses, mappings, tuples, paths).
+
+    A parsed value that keeps what the file said (``to_spec()``, e.g. an ``expect:`` block) is
+    written as the file wrote it, so records and hashes show the spec, not its parsed form.
+    """
+    if hasattr(value, "to_spec") and not isinstance(value, type):
+        return value.to_spec()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: plain(getattr(value, f.name))
@@ -129,6 +123,8 @@ def convert(hint: Any, value: Any, file: str | Path | None, key: str) -> Any:
     args = typing.get_args(hint)
     if hint is Any:
         return freeze(value)
+    if isinstance(hint, type) and hasattr(hint, "from_spec"):
+        return hint.from_spec(value, file, key)  # a value that parses itself (spec.gates)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from peftcore.errors import SpecError
-from peftcore.spec.types import MethodSpec, TrainingBudget
+from peftcore.spec import MethodSpec, TrainingBudget
 
 
 def config_class(tuner: str) -> type:

@@ -22,7 +22,7 @@ from typing import Any
 
 from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError
-from peftcore.spec.types import MethodSpec, TrainingBudget
+from peftcore.spec import MethodSpec, TrainingBudget
 
 log = logging.getLogger("peftcore.train.trainer")
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from peftcore.spec.cases import expand
-from peftcore.spec.types import SpecStore
+from peftcore.spec import SpecStore
 
 SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "specs"
 CASES = 500

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.spec.types import BaseOptions, DataSizes, EvalSettings, SpecStore
+from peftcore.spec import BaseOptions, DataSizes, EvalSettings, SpecStore
 from peftcore.train.prompting import PromptFormat
 
 SPECS = Path(__file__).resolve().parents[2] / "benchmarks" / "specs"

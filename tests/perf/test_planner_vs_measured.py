@@ -57,7 +57,7 @@ from peftcore.measure import PeakMemory
 from peftcore.train.methods import apply_method
 from peftcore.models.load import load_base
 from peftcore.plan.planner import activation_precision
-from peftcore.spec.types import SpecStore, TrainingBudget
+from peftcore.spec import SpecStore, TrainingBudget
 
 specs, model_name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = sys.argv[4:]
@@ -143,7 +143,7 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
         pytest.skip("trains every method; run with --benchmark-enable or PEFTCORE_PLANNER_VS_MEASURED=1")
     from peftcore.plan import planner
     from peftcore.spec.cases import apply_model_overrides
-    from peftcore.spec.types import SpecStore, TrainingBudget
+    from peftcore.spec import SpecStore, TrainingBudget
 
     steps = int(os.environ.get("PEFTCORE_BENCH_STEPS", "3"))
     store = SpecStore(SPECS)

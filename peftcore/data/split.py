@@ -1,0 +1,56 @@
+"""The deterministic split: held_out, train and seen drawn from the usable records by hash.
+
+Records are ordered by sha256(f"{split_seed}:{uid}"): the first ``held_out`` are held out, the
+next ``train`` are trained on, ``seen`` is the head of ``train``. The order depends only on the
+uids and the seed, so it is the same on every machine and for every file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from peftcore.errors import SpecError
+from peftcore.spec import DataSizes, TaskSpec
+
+
+def split_order(uids: Sequence[str], split_seed: int) -> list[int]:
+    """Indices of ``uids`` ordered by sha256(f"{split_seed}:{uid}"): stable everywhere."""
+    keys = [hashlib.sha256(f"{split_seed}:{uid}".encode("ascii")).hexdigest() for uid in uids]
+    return sorted(range(len(uids)), key=keys.__getitem__)
+
+
+def split_sha256(train: Sequence[str], held_out: Sequence[str], seen: Sequence[str]) -> str:
+    """sha256 over the uids of train, held_out and seen, in that order, one split a line."""
+    text = "".join(
+        f"{name}:{','.join(uids)}\n"
+        for name, uids in (("train", train), ("held_out", held_out), ("seen", seen))
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def check_sizes(task: TaskSpec, sizes: DataSizes, available: int, where: str) -> None:
+    """Raise :class:`SpecError` unless ``sizes`` can be drawn from ``available`` records.
+
+    Every split needs at least one example, ``seen`` cannot exceed ``train``, and ``train``
+    plus ``held_out`` must fit in the usable records of ``where``.
+    """
+    for name in ("train", "held_out", "seen"):
+        if getattr(sizes, name) < 1:
+            raise SpecError(
+                task.file,
+                f"data.{name}",
+                f"the {name} split would be empty ({getattr(sizes, name)}); "
+                f"set the profile's data.{name} >= 1",
+            )
+    if sizes.seen > sizes.train:
+        raise SpecError(
+            task.file, "data.seen", f"seen {sizes.seen} > train {sizes.train}: seen is drawn from train"
+        )
+    if sizes.train + sizes.held_out > available:
+        raise SpecError(
+            task.file,
+            None,
+            f"train {sizes.train} + held_out {sizes.held_out} > {available} usable examples in {where}; "
+            "lower the profile's data.train/data.held_out (or --train-size/--held-out-size)",
+        )

