@@ -1,7 +1,8 @@
 """The ``peftcore`` console script.
 
-Subcommands live in their own modules and are imported only when used, so ``peftcore list``
-stays fast: each module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)`` and
+``run(args) -> int``; those modules import nothing heavy at start-up (torch, transformers,
+matplotlib load inside ``run``), so ``peftcore list`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from peftcore.errors import PeftcoreError
 # name -> (module, one-line help)
 COMMANDS = {
     "list": ("peftcore.listing", "list models, methods, tasks and profiles with their descriptions"),
-    "estimate": ("peftcore.plan.planner", "predict trainable parameters, adapter size and peak memory"),
-    "report": ("peftcore.report.build", "build summary tables and an HTML report from stored runs"),
+    "estimate": ("peftcore.plan.cli", "predict trainable parameters, adapter size and peak memory"),
+    "report": ("peftcore.report.cli", "build summary tables and an HTML report from stored runs"),
 }
 
 
@@ -26,11 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:  # a subcommand whose module is not built yet
-            command.set_defaults(_missing=module_name)
-            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
@@ -39,12 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(
-            f"peftcore {args.command}: not available in this build ({args._missing} is missing)",
-            file=sys.stderr,
-        )
-        return 2
     try:
         return int(args._run(args) or 0)
     except PeftcoreError as err:

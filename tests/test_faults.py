@@ -1,9 +1,9 @@
 """Resume and fault behaviour of real benchmark runs: pytest in a subprocess, faults from outside.
 
-Every run is ``python -m pytest <copy of benchmarks/test_benchmarks.py> --profile faults`` on
-the real default model, in a throw-away checkout under tmp (a copy of peftcore and the
-fixtures, the shipped specs plus a tiny ``faults`` profile, a conftest registering the
-plugin), with pyproject's pytest settings, so ``filterwarnings = error`` holds in there too.
+Every run is ``python -m pytest specs --profile faults`` on the real default model, in a
+throw-away project under tmp (a copy of peftcore, the shipped specs plus a tiny ``faults``
+profile; the plugin comes from its entry point, so no conftest), with pyproject's pytest
+settings, so ``filterwarnings = error`` holds in there too.
 Faults are injected by ``tests/fault_assets/fault_plugin.py`` (``-p fault_plugin``) into the
 cases named in ``PEFTCORE_FAULTS``; signals are sent by this process once a case is
 mid-training.
@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from peftcore.results.store import RecordError, read_record
+from peftcore.results.record import RecordError
+from peftcore.results.store import read_record
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "fault_assets"
@@ -108,17 +109,12 @@ class Bench:
         self.root = root
         self.specs = Path(shutil.copytree(REPO / "benchmarks" / "specs", root / "specs"))
         (self.specs / "profiles" / "faults.yaml").write_text(PROFILE)
-        (root / "benchmarks").mkdir()
-        shutil.copy(REPO / "benchmarks" / "test_benchmarks.py", root / "benchmarks" / "test_benchmarks.py")
-        (root / "conftest.py").write_text(
-            'pytest_plugins = ["peftcore.pytest_plugin", "fixtures.models", "fixtures.data"]\n'
-        )
         # The code under test, copied: others edit this checkout meanwhile, and peftcore's
-        # numeric modules are part of every case's identity (an edit would rerun everything).
-        for package in ("peftcore", "fixtures"):
-            shutil.copytree(
-                REPO / package, root / "src" / package, ignore=shutil.ignore_patterns("__pycache__")
-            )
+        # source is part of every case's identity (an edit would rerun everything). The copy
+        # comes first on PYTHONPATH, so the installed entry point loads its plugin.
+        shutil.copytree(
+            REPO / "peftcore", root / "src" / "peftcore", ignore=shutil.ignore_patterns("__pycache__")
+        )
         self.results = root / "runs"
         self.timings: list[tuple[str, float]] = []
 
@@ -132,7 +128,7 @@ class Bench:
             PEFTCORE_FAULT_DIR=str(fault_dir),
         )
         command = [
-            *(sys.executable, "-m", "pytest", "benchmarks/test_benchmarks.py", "--profile", "faults"),
+            *(sys.executable, "-m", "pytest", str(self.specs), "--profile", "faults"),
             *("--specs", str(self.specs), "--results-dir", str(self.results), "--run-id", run_id),
             # pyproject's own pytest settings (strict markers and config, warnings as errors);
             # the rootdir stays here, so the session-end report is written under it.
@@ -556,11 +552,11 @@ def test_every_record_file_of_every_run_parses_or_is_a_known_damage(bench: Bench
 def test_what_torch_raises_when_memory_runs_out_is_recognised() -> None:
     import torch
 
-    from peftcore.pipeline import execute as runner
+    from peftcore.pipeline.failures import cpu_kernels_broken, is_out_of_memory
 
     with pytest.raises(RuntimeError, match="DefaultCPUAllocator: can't allocate memory") as refused:
         torch.empty(1 << 50, dtype=torch.uint8)  # a PiB: more than any address space holds
-    assert runner._is_out_of_memory(refused.value)
-    assert runner._is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
-    assert runner._is_out_of_memory(MemoryError())
-    assert runner._cpu_kernels_broken() is None  # this process's oneDNN is fine: the probe says so
+    assert is_out_of_memory(refused.value)
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    assert is_out_of_memory(MemoryError())
+    assert cpu_kernels_broken() is None  # this process's oneDNN is fine: the probe says so

@@ -19,10 +19,15 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from peftcore import plan
 from peftcore.cli import main
 from peftcore.errors import PeftcoreError
-from peftcore.plan import planner
-from peftcore.spec import BaseOptions, MethodSpec, SpecStore, TrainingBudget
+from peftcore.plan import cli as plan_cli
+from peftcore.plan import files as plan_files
+from peftcore.plan import ladder, weights
+from peftcore.plan.precision import ASSUMED_BF16, PlannedPrecision, activation_precision
+from peftcore.spec import BaseOptions, MethodSpec, SpecStore, TrainingBudget, apply_model_overrides
+from peftcore.units import format_bytes
 
 pytestmark = [
     # Importing bitsandbytes (through peft) on a CPU machine without the `kernels` package warns
@@ -63,13 +68,11 @@ def bases(model_spec: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def model_info(model_spec: Any) -> planner.ModelInfo:
-    return planner.resolve_model(MODEL, SPECS)
+def model_info(model_spec: Any) -> plan.ModelInfo:
+    return plan.resolve_model(MODEL, SPECS)
 
 
 def _method(name: str, model_spec: Any) -> MethodSpec:
-    from peftcore.spec.cases import apply_model_overrides
-
     return apply_model_overrides(STORE.get("methods", name), model_spec)
 
 
@@ -82,13 +85,13 @@ def _weights_bytes(folder: Path) -> int:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_counts_and_adapter_size_match_the_real_model(
-    name: str, model_spec: Any, model_info: planner.ModelInfo, bases: Any, tmp_path: Path
+    name: str, model_spec: Any, model_info: plan.ModelInfo, bases: Any, tmp_path: Path
 ) -> None:
     from peftcore.train.methods import apply_method, parameter_counts
 
     method = _method(name, model_spec)
     budget = TrainingBudget()
-    predicted = planner.estimate(
+    predicted = plan.estimate(
         model_info.config,
         method,
         budget,
@@ -135,18 +138,18 @@ def _resident_bytes(model: Any, skip: set[int]) -> int:
 
 @pytest.mark.parametrize("name", ["lora", "qlora", "lora-8bit"])
 def test_base_weights_match_what_the_case_holds(
-    name: str, model_spec: Any, model_info: planner.ModelInfo, bases: Any
+    name: str, model_spec: Any, model_info: plan.ModelInfo, bases: Any
 ) -> None:
     """Every byte of the base copy a case holds, quantization state included, as predicted."""
     from peftcore.train.methods import apply_method
 
     method = _method(name, model_spec)
-    predicted = planner.estimate(model_info.config, method, model_name=MODEL, dtype=model_spec.dtype)
+    predicted = plan.estimate(model_info.config, method, model_name=MODEL, dtype=model_spec.dtype)
     model = apply_method(bases(method.base).fresh(), method, TrainingBudget())
     adapter = {
         t.untyped_storage().data_ptr()
         for n, t in [*model.named_parameters(), *model.named_buffers()]
-        if t.requires_grad or planner._is_adapter_name(n)
+        if t.requires_grad or weights.is_adapter_name(n)
     }
     assert predicted.part("base_weights") == _resident_bytes(model, adapter)
     assert predicted.part("adapter_weights") == sum(
@@ -158,9 +161,9 @@ def test_base_weights_match_what_the_case_holds(
 
 
 @functools.cache
-def _small() -> planner.ModelInfo:
+def _small() -> plan.ModelInfo:
     """The shipped SmolLM2-135M config: no checkpoint needed."""
-    return planner.resolve_model("smollm2-135m", None)
+    return plan.resolve_model("smollm2-135m", None)
 
 
 OVERRIDES = {"vblora": {"vector_length": 192}}
@@ -191,10 +194,10 @@ def test_adapter_size_is_affine_in_lora_rank(ranks: list[int]) -> None:
     the safetensors header, whose length moves with the digits of shapes and offsets."""
     data, files = {}, {}
     for rank in ranks:
-        model = planner.apply_meta(_small(), _lora(rank), TrainingBudget())
-        tensors = planner.adapter_tensors(model)
+        model = plan.apply_meta(_small(), _lora(rank), TrainingBudget())
+        tensors = plan_files.adapter_tensors(model)
         data[rank] = sum(t.nbytes for t in tensors)
-        files[rank] = planner.saved_files(model, _lora(rank))[0][1]
+        files[rank] = plan_files.saved_files(model, _lora(rank))[0][1]
         assert 8 < files[rank] - data[rank] < 8 + 256 * len(tensors)
     a, b, c = sorted(ranks)
     assert (data[b] - data[a]) * (c - a) == (data[c] - data[a]) * (b - a)
@@ -216,22 +219,22 @@ def test_memory_parts_are_never_negative_and_grow_with_tokens(
     budget = TrainingBudget(
         batch_size=batch, max_length=seq, gradient_checkpointing=checkpointing, optimizer=optimizer
     )
-    small = planner.estimate(_small().config, method, budget, adapter_overrides=OVERRIDES)
+    small = plan.estimate(_small().config, method, budget, adapter_overrides=OVERRIDES)
     assert all(part.bytes >= 0 for part in small.parts)
     assert small.adapter_bytes >= 0 and 0 <= small.trainable_params <= small.total_params
     assert small.peak_case_bytes >= small.part("base_weights")
-    longer = planner.estimate(
+    longer = plan.estimate(
         _small().config, method, dataclasses.replace(budget, max_length=seq + 64), adapter_overrides=OVERRIDES
     )
     assert longer.peak_case_bytes >= small.peak_case_bytes
 
 
-@pytest.mark.parametrize("name", sorted(planner.shipped_models()))
+@pytest.mark.parametrize("name", sorted(plan.shipped_models()))
 def test_nf4_base_is_smaller_than_int8_smaller_than_bf16(name: str) -> None:
-    config = planner.resolve_model(name, None).config
+    config = plan.resolve_model(name, None).config
 
     def size(prepared: bool, **options: Any) -> int:
-        return planner.base_weight_bytes(config, BaseOptions(**options), "bf16", prepared=prepared)
+        return plan.base_weight_bytes(config, BaseOptions(**options), "bf16", prepared=prepared)
 
     # as load_base holds it: quantized linears, everything else in the bf16 compute dtype
     nf4, nf4_single = size(False, quantization="nf4"), size(False, quantization="nf4", double_quant=False)
@@ -251,9 +254,9 @@ def test_quantized_bytes_follow_bitsandbytes_blocks() -> None:
     """NF4: n/2 packed + per 64 values an absmax (fp32, or uint8 + per 256 of those an fp32);
     int8: n + one fp32 scale per row. 4096 x 4096 is 262,144 blocks, 1,024 nested blocks."""
     n = 4096 * 4096
-    assert planner._quantized_bytes(n, 4096, "nf4", False) == n // 2 + 4 * (n // 64) + 64
-    assert planner._quantized_bytes(n, 4096, "nf4", True) == n // 2 + n // 64 + 4 * 1024 + 1024 + 4 + 64
-    assert planner._quantized_bytes(n, 4096, "int8", False) == n + 4 * 4096
+    assert weights.quantized_weight_bytes(n, 4096, "nf4", False) == n // 2 + 4 * (n // 64) + 64
+    assert weights.quantized_weight_bytes(n, 4096, "nf4", True) == n // 2 + n // 64 + 4 * 1024 + 1024 + 4 + 64
+    assert weights.quantized_weight_bytes(n, 4096, "int8", False) == n + 4 * 4096
 
 
 # --------------------------------------------------------------------------- units and the ladder
@@ -272,18 +275,19 @@ def test_quantized_bytes_follow_bitsandbytes_blocks() -> None:
     ],
 )
 def test_budget_units(text: str, expected: int) -> None:
-    assert planner.parse_bytes(text) == expected
+    assert plan_cli.budget_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["24 gigs", "GB", "-1GB", "24GBB", ""])
 def test_unreadable_budget_is_a_one_line_error(text: str) -> None:
-    with pytest.raises(planner.PlannerError) as err:
-        planner.parse_bytes(text)
+    with pytest.raises(plan.PlannerError) as err:
+        plan_cli.budget_bytes(text)
     assert "\n" not in str(err.value) and "24GiB" in str(err.value)
+    assert str(err.value).startswith("--budget: ")
 
 
-def _estimate_stub(method: str, peak: int) -> planner.Estimate:
-    return planner.Estimate(
+def _estimate_stub(method: str, peak: int) -> plan.Estimate:
+    return plan.Estimate(
         model=MODEL,
         method=method,
         tuner="lora",
@@ -304,25 +308,36 @@ def _estimate_stub(method: str, peak: int) -> planner.Estimate:
     )
 
 
-def _write_records(results: Path, rows: list[tuple[str, str, float]], model: str = MODEL) -> None:
-    from peftcore.results.store import RECORD_FORMAT, write_record
+def _write_records(
+    results: Path,
+    rows: list[tuple[str, str, float]],
+    model: str = MODEL,
+    *,
+    run: str = "run-1",
+    seed: int | None = None,
+    finished_at: str | None = None,
+) -> None:
+    from peftcore.results.record import RECORD_FORMAT
+    from peftcore.results.store import write_record
 
     for method, task, value in rows:
         metric = "perplexity" if task == "lambada" else "accuracy"
-        write_record(
-            results / "run-1",
-            {
-                "format": RECORD_FORMAT,
-                "run_id": "run-1",
-                "case_id": f"{method}-{model}-{task}",
-                "method": method,
-                "model": model,
-                "task": task,
-                "status": "finished",
-                "spec": {"task": {"metrics": [metric]}},
-                "metrics": {"held_out": {metric: value}},
-            },
-        )
+        record: dict[str, Any] = {
+            "format": RECORD_FORMAT,
+            "run_id": run,
+            "case_id": f"{method}-{model}-{task}" + (f"-seed{seed}" if seed is not None else ""),
+            "method": method,
+            "model": model,
+            "task": task,
+            "status": "finished",
+            "spec": {"task": {"metrics": [metric]}},
+            "metrics": {"held_out": {metric: value}},
+        }
+        if seed is not None:
+            record["seed"] = seed
+        if finished_at is not None:
+            record["provenance"] = {"finished_at": finished_at}
+        write_record(results / run, record)
 
 
 def test_ladder_orders_by_measured_quality(tmp_path: Path) -> None:
@@ -338,10 +353,10 @@ def test_ladder_orders_by_measured_quality(tmp_path: Path) -> None:
             ("full", "lambada", 8.0),
         ],
     )
-    quality, how = planner.measured_quality(tmp_path, MODEL, STORE)
+    quality, how = ladder.measured_quality(tmp_path, MODEL)
     assert quality["full"].score == 1.0 and quality["lora"].score == 0.5 and quality["ia3"].score == 0.0
     assert "rank score" in how and "2 task(s)" in how
-    ladder = planner.ladder(
+    fitting = ladder.ladder(
         [
             _estimate_stub("ia3", 10),
             _estimate_stub("lora", 20),
@@ -351,20 +366,40 @@ def test_ladder_orders_by_measured_quality(tmp_path: Path) -> None:
         50,
         quality,
     )
-    assert [e.method for e, _ in ladder] == ["lora", "ia3", "vera"]  # full does not fit; vera has no results
+    assert [e.method for e, _ in fitting] == ["lora", "ia3", "vera"]  # full does not fit; vera has no results
 
 
 def test_ladder_without_results_orders_by_memory(tmp_path: Path) -> None:
-    quality, how = planner.measured_quality(tmp_path / "none", MODEL, STORE)
+    quality, how = ladder.measured_quality(tmp_path / "none", MODEL)
     assert quality == {} and how == ""
-    ladder = planner.ladder([_estimate_stub("lora", 20), _estimate_stub("ia3", 10)], 50, quality)
-    assert [e.method for e, _ in ladder] == ["ia3", "lora"]
+    fitting = ladder.ladder([_estimate_stub("lora", 20), _estimate_stub("ia3", 10)], 50, quality)
+    assert [e.method for e, _ in fitting] == ["ia3", "lora"]
 
 
 def test_ladder_falls_back_to_other_models_results(tmp_path: Path) -> None:
     _write_records(tmp_path, [("lora", "arc_easy", 0.6), ("ia3", "arc_easy", 0.5)], model="other-model")
-    quality, how = planner.measured_quality(tmp_path, MODEL, STORE)
+    quality, how = ladder.measured_quality(tmp_path, MODEL)
     assert quality["lora"].score > quality["ia3"].score and "all models" in how
+
+
+def test_quality_averages_seeds_and_takes_the_newest_record(tmp_path: Path) -> None:
+    """Records come from the run store: per case the newest (provenance.finished_at, then run id),
+    and a method's metric is its mean over seeds."""
+    seeds = tmp_path / "seeds"
+    # lora: 0.1 and 0.9 over two seeds, mean 0.5, below ia3's 0.6 (not its last seed's 0.9)
+    _write_records(seeds, [("lora", "arc_easy", 0.1), ("ia3", "arc_easy", 0.6)], seed=0)
+    _write_records(seeds, [("lora", "arc_easy", 0.9)], seed=1)
+    quality, how = ladder.measured_quality(seeds, MODEL)
+    assert quality["ia3"].score == 1.0 and quality["lora"].score == 0.0 and "mean over seeds" in how
+
+    newest = tmp_path / "newest"
+    _write_records(
+        newest, [("lora", "sst2", 0.9), ("ia3", "sst2", 0.5)], run="run-b", finished_at="2025-06-01T00:00:00Z"
+    )
+    # a later folder name but an earlier finish: not the newest record of lora on sst2
+    _write_records(newest, [("lora", "sst2", 0.2)], run="run-c", finished_at="2025-01-01T00:00:00Z")
+    quality, _ = ladder.measured_quality(newest, MODEL)
+    assert quality["lora"].score == 1.0 and quality["ia3"].score == 0.0
 
 
 # --------------------------------------------------------------------------- command line
@@ -414,15 +449,16 @@ def test_cli_budget_ladder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         str(tmp_path),
     )
     assert code == 0
-    ladder = out.split("methods that fit")[1]
-    assert ladder.index("lora") < ladder.index("ia3") and "full" not in ladder and "rank score" in ladder
+    fitting = out.split("methods that fit")[1]
+    assert fitting.index("lora") < fitting.index("ia3") and "full" not in fitting and "rank score" in fitting
+    assert fitting.startswith(" 7GB (= 6.52 GiB;")  # 7 * 10^9 bytes, written in binary units
 
 
 def test_cli_config_path_and_bad_inputs(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(json.loads(planner.shipped_models()["smollm2-135m"].read_text())))
+    config.write_text(json.dumps(json.loads(plan.shipped_models()["smollm2-135m"].read_text())))
     code, out, _ = _cli(capsys, "--model", str(config), "--method", "ia3")
     assert code == 0 and "ia3" in out
 
@@ -431,9 +467,9 @@ def test_cli_config_path_and_bad_inputs(
     vit.parent.mkdir()
     vit.write_text(json.dumps({"model_type": "vit", "hidden_size": 64}))
     bad.append((["--model", str(vit), "--method", "lora"], "not a causal language model"))
-    bad.append(
-        (["--model", "smollm2-360m", "--method", "lora", "--budget", "24 gigs"], "cannot read memory size")
-    )
+    bad.append((["--model", "smollm2-360m", "--method", "lora", "--budget", "24 gigs"], "--budget: expected"))
+    bad.append((["--model", "smollm2-360m", "--method", "lora", "--profile", "nope"], "--profile: unknown"))
+    bad.append((["--model", "smollm2-360m", "--method", "lora", "--task", "nope"], "--task: unknown"))
     bad.append((["--model", "no-such-model", "--method", "lora"], "unknown model 'no-such-model'"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     bad.append((["--model", "nobody/no-such-model", "--method", "lora"], "--model path/to/config.json"))
@@ -453,7 +489,7 @@ def test_method_whose_targets_match_nothing(specs: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert code == 2 and "lora-nowhere" in err and "no_such_proj" in err and err.count("\n") == 1, err
     with pytest.raises(PeftcoreError):
-        planner.estimate(_small().config, SpecStore(specs).get("methods", "lora-nowhere"))
+        plan.estimate(_small().config, SpecStore(specs).get("methods", "lora-nowhere"))
 
 
 def test_every_shipped_config_builds_a_causal_lm() -> None:
@@ -468,6 +504,91 @@ def test_every_shipped_config_builds_a_causal_lm() -> None:
         "gemma-3-270m": 268_098_176,
     }
     for name, count in expected.items():
-        model = planner.build_meta_model(planner.resolve_model(name, None).config, "bf16")
+        model = plan.build_meta_model(plan.resolve_model(name, None).config, "bf16")
         assert sum(p.numel() for p in model.parameters()) == count, name
-    assert len(planner.shipped_models()) == 13
+    assert len(plan.shipped_models()) == 13
+
+
+def test_budget_is_the_case_budget_of_the_profile_and_task(
+    specs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The layers of resolve_training: defaults < task < profile < method < command line."""
+    (specs / "profiles" / "big-batch.yaml").write_text(
+        "description: quick with a larger batch\ninclude: quick\ntraining:\n  batch_size: 16\n"
+    )
+
+    def estimated(*args: str) -> dict[str, Any]:
+        argv = ["estimate", "--specs", str(specs), "--model", "smollm2-360m", "--method", "lora", "--json"]
+        code = main([*argv, *args])
+        out = capsys.readouterr().out
+        assert code == 0
+        row: dict[str, Any] = json.loads(out.splitlines()[0])
+        return row
+
+    quick = estimated()
+    assert (quick["profile"], quick["task"], quick["batch_size"], quick["seq_len"]) == ("quick", None, 4, 256)
+    big = estimated("--profile", "big-batch")
+    assert big["batch_size"] == 16
+    assert big["parts"]["loss_logits"]["bytes"] == 4 * quick["parts"]["loss_logits"]["bytes"]
+    on_squad = estimated("--profile", "big-batch", "--task", "squad")  # squad trains on 384 tokens
+    assert (on_squad["batch_size"], on_squad["seq_len"], on_squad["task"]) == (16, 384, "squad")
+    given = estimated("--profile", "big-batch", "--task", "squad", "--batch-size", "2", "--seq-len", "64")
+    assert (given["batch_size"], given["seq_len"]) == (2, 64)
+
+
+def test_profile_variants_are_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(
+        capsys, "--model", "smollm2-360m", "--profile", "lora-sweep", "--method", "lora-r4", "--json"
+    )
+    row = json.loads(out)
+    assert code == 0 and row["method"] == "lora-r4" and row["profile"] == "lora-sweep"
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora", "--json")
+    assert json.loads(out)["trainable_params"] > row["trainable_params"]  # r=32 over r=4
+
+
+def test_model_spec_overrides_apply_as_in_a_case(model_spec: Any, model_info: plan.ModelInfo) -> None:
+    assert model_info.spec == model_spec
+    vblora = STORE.get("methods", "vblora")
+    model = plan.apply_meta(model_info, vblora, TrainingBudget())
+    expected = apply_model_overrides(vblora, model_spec).adapter["vector_length"]
+    assert model.peft_config["default"].vector_length == expected == 192
+
+
+def test_auto_precision_asks_the_device_that_is_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr("peftcore.device.cpu_has_fast_bf16", lambda: False)
+    assert activation_precision("auto", "cpu") == PlannedPrecision("fp32")
+    monkeypatch.setattr("peftcore.device.cpu_has_fast_bf16", lambda: True)
+    assert activation_precision("auto", "cpu") == PlannedPrecision("bf16")
+    # a GPU that is here and has no bf16 (a T4, a V100): trains in fp32, not bf16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert activation_precision("auto", "cuda") == PlannedPrecision("fp32")
+    assert activation_precision("auto", "cuda:1") == PlannedPrecision("bf16", ASSUMED_BF16)  # not here
+    assert activation_precision("fp16", "cuda") == PlannedPrecision("fp16")
+
+
+def test_cuda_that_is_not_here_is_assumed_bf16_and_said_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora", "--device", "cuda")
+    assert code == 0 and f"bf16 activations ({ASSUMED_BF16})" in out.splitlines()[0]
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora", "--device", "cuda", "--json")
+    row = json.loads(out)
+    assert (row["precision"], row["precision_assumption"]) == ("bf16", ASSUMED_BF16)
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora", "--json")
+    assert json.loads(out)["precision_assumption"] is None  # the CPU is here: it was asked
+
+
+def test_table_writes_binary_units(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora", "--json")
+    row = json.loads(out)
+    code, out, _ = _cli(capsys, "--model", "smollm2-360m", "--method", "lora")
+    line = next(line for line in out.splitlines() if line.startswith("lora "))
+    assert code == 0 and line.endswith(format_bytes(row["peak_process_bytes"]))
+    assert format_bytes(row["peak_case_bytes"]) in line and "GiB" in line and " GB" not in out

@@ -18,8 +18,9 @@ from report_fixtures import grid, make_record, write_run
 
 import peftcore.report.build as report
 from peftcore import cli
-from peftcore.report.build import ReportError, compact_table, pareto_front, write_report
-from peftcore.report.rows import Stat, fmt_bytes, fmt_count
+from peftcore.report import ReportError, compact_table, pareto_front, write_report
+from peftcore.report.formats import fmt_bytes, fmt_count
+from peftcore.report.rows import Stat
 from peftcore.units import format_bytes
 
 RUN_ID = "20260101-120000-quick"
@@ -289,8 +290,9 @@ def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "draw_plots", lambda run: {})
 
 
-def _small_run(root: Path, run_id: str = "small") -> Path:
-    return write_run(root, run_id, grid(methods=("base", "lora"), tasks=("arc_easy",)))
+def _small_run(root: Path, run_id: str = "small", finished_at: str = "2026-01-01T12:06:00") -> Path:
+    records = grid(methods=("base", "lora"), tasks=("arc_easy",), provenance={"finished_at": finished_at})
+    return write_run(root, run_id, records)
 
 
 def test_a_new_report_replaces_the_old_one_whole(tmp_path: Path, no_plots: None) -> None:
@@ -350,10 +352,12 @@ def test_cli_reports_the_newest_run_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    older = _small_run(Path("reports/runs"), "older")
-    newer = _small_run(Path("reports/runs"), "newer")
-    os.utime(older / "cases", (1_000_000, 1_000_000))
-    os.utime(newer / "cases", (2_000_000, 2_000_000))
+    # The store's "newest": the run whose newest record finished last (then the later run id, which
+    # would pick "older" here: the record times must decide), not the folder's modification time.
+    older = _small_run(Path("reports/runs"), "older", finished_at="2026-01-01T12:06:00")
+    newer = _small_run(Path("reports/runs"), "newer", finished_at="2026-01-02T09:30:00")
+    os.utime(older / "cases", (2_000_000, 2_000_000))  # a later mtime does not make a run newer
+    os.utime(newer / "cases", (1_000_000, 1_000_000))
     assert cli.main(["report"]) == 0
     assert (tmp_path / "reports" / "newer" / "report.html").is_file()
     assert (
@@ -391,7 +395,8 @@ def test_cli_warns_about_unreadable_records(tmp_path: Path, capsys: pytest.Captu
 
 def test_report_module_imports_no_plotting_library() -> None:
     code = (
-        "import sys, peftcore.report.build; sys.exit(any(m in sys.modules for m in ('matplotlib', 'pandas')))"
+        "import sys, peftcore.report, peftcore.report.cli; "
+        "sys.exit(any(m in sys.modules for m in ('matplotlib', 'pandas')))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

@@ -83,26 +83,26 @@ def with_generation(task, **changes):
 
 
 def test_cut_at_stop_takes_the_earliest_stop_string() -> None:
-    assert scoring.cut_at_stop(" Paris\nQuestion: next", ["Question:", "\n"]) == " Paris"
-    assert scoring.cut_at_stop("no stop here", ["\n\n", ""]) == "no stop here"
-    assert scoring.cut_at_stop("\nleading", ["\n"]) == ""
+    assert cut_at_stop(" Paris\nQuestion: next", ["Question:", "\n"]) == " Paris"
+    assert cut_at_stop("no stop here", ["\n\n", ""]) == "no stop here"
+    assert cut_at_stop("\nleading", ["\n"]) == ""
 
 
 def test_extract_answer_modes() -> None:
     solution = "She sold 48 / 2 = 24 clips in May.\nSo 48 + 24 = 72 clips in all.\n#### 72"
-    assert scoring.extract_answer(solution, "number") == "72"
-    assert scoring.extract_answer("The total is $1,250.50.", "number") == "1250.5"
-    assert scoring.extract_answer("I cannot tell.", "number") == ""
-    assert scoring.extract_answer("\n  Denver Broncos \nmore", "first_line") == "Denver Broncos"
-    assert scoring.extract_answer("  two\nlines ", "none") == "two\nlines"
+    assert extract_answer(solution, "number") == "72"
+    assert extract_answer("The total is $1,250.50.", "number") == "1250.5"
+    assert extract_answer("I cannot tell.", "number") == ""
+    assert extract_answer("\n  Denver Broncos \nmore", "first_line") == "Denver Broncos"
+    assert extract_answer("  two\nlines ", "none") == "two\nlines"
     with pytest.raises(ValueError, match=r"unknown generation\.extract"):
-        scoring.extract_answer("x", "last_word")
+        extract_answer("x", "last_word")
 
 
 @pytest.mark.parametrize(("length", "window"), [(2, 2), (10, 4), (11, 4), (50, 7), (5, 100)])
 def test_sliding_windows_score_every_token_but_the_first_exactly_once(length: int, window: int) -> None:
     tokens = list(range(length))
-    windows = scoring.sliding_windows(tokens, window, max(1, window // 2))
+    windows = sliding_windows(tokens, window, max(1, window // 2))
     scored = [t for w in windows for t in w.tokens[w.start :]]
     assert scored == tokens[1:]
     assert all(len(w.tokens) <= window for w in windows)
@@ -110,17 +110,17 @@ def test_sliding_windows_score_every_token_but_the_first_exactly_once(length: in
 
 def test_loglikelihood_batches_keep_to_rows_and_token_budget() -> None:
     lengths = [5000, 3000, 900, 900, 900, 900, 900, 10, 10, 10]  # sorted longest first
-    batches = list(scoring._token_batches(range(len(lengths)), lengths, batch_size=4))
+    batches = list(_token_batches(range(len(lengths)), lengths, batch_size=4))
     assert batches == [[0], [1], [2, 3, 4, 5], [6, 7, 8, 9]]
     for batch in batches:
-        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= scoring.BATCH_TOKEN_BUDGET
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= BATCH_TOKEN_BUDGET
 
 
 def test_accuracy_norm_length_is_bytes_without_the_separating_space(fmt) -> None:
     plain = PromptFormat(fmt.tokenizer, chat=False)
-    assert scoring.choice_bytes(plain, " café") == 5  # lm-eval: len(choice) without " "; é is 2 bytes
-    assert scoring.choice_bytes(fmt, " café") == 5
-    assert scoring.choice_bytes(plain, " ") == 1  # never a division by zero
+    assert choice_bytes(plain, " café") == 5  # lm-eval: len(choice) without " "; é is 2 bytes
+    assert choice_bytes(fmt, " café") == 5
+    assert choice_bytes(plain, " ") == 1  # never a division by zero
 
 
 # --------------------------------------------------------------------------- choices
@@ -150,11 +150,11 @@ def test_batched_loglikelihoods_equal_unbatched(base, store) -> None:
     import torch
 
     plain = PromptFormat(base.tokenizer, chat=False)
-    groups = [scoring.choice_group(plain, e, 2048) for e in held_out(store, "arc_easy", 4)]
+    groups = [choice_group(plain, e, 2048) for e in held_out(store, "arc_easy", 4)]
     assert len({len(g.context) for g in groups}) > 1  # padding really happens
     with torch.inference_mode():
         runs = {
-            (share, size): scoring.choice_loglikelihoods(
+            (share, size): choice_loglikelihoods(
                 base.model, groups, batch_size=size, pad_id=0, device="cpu", share_context=share
             )[0]
             for share, size in [(False, 1), (False, 16), (True, 4)]
@@ -177,7 +177,7 @@ def test_classification_reports_accuracy_and_macro_f1(base, fmt, store) -> None:
 
 def test_a_context_longer_than_the_model_loses_its_start(base, fmt, store) -> None:
     example = held_out(store, "arc_easy", 1)[0]
-    group = scoring.choice_group(fmt, example, max_length=12)
+    group = choice_group(fmt, example, max_length=12)
     longest = max(len(c) for c in group.continuations)
     assert len(group.context) - 1 + longest == 12
     assert group.context == tuple(fmt.encode_context(example.prompt)[-len(group.context) :])
@@ -193,7 +193,7 @@ def test_left_padded_generation_equals_each_prompt_alone(base, fmt, store) -> No
     batched = run(base.model, fmt, examples, task, 3, "fp32")
     assert batched.inference["prompt_padding_fraction"] > 0
     # The chat template's system turn is run once for the batch (padding goes after it).
-    assert batched.inference["shared_prefix_tokens"] >= scoring.MIN_SHARED_PREFIX
+    assert batched.inference["shared_prefix_tokens"] >= MIN_SHARED_PREFIX
     assert alone.inference["shared_prefix_tokens"] == 0
     assert [p["generated"] for p in batched.predictions] == [p["generated"] for p in alone.predictions]
     assert batched.metrics == alone.metrics
@@ -202,14 +202,14 @@ def test_left_padded_generation_equals_each_prompt_alone(base, fmt, store) -> No
 
 def test_generation_stops_at_stop_strings_and_max_new_tokens(base, fmt, store) -> None:
     examples = held_out(store, "nq_open", 3)
-    contexts = scoring.generation_contexts(fmt, [e.prompt for e in examples], 2048)
+    contexts = generation_contexts(fmt, [e.prompt for e in examples], 2048)
     common = {"batch_size": 3, "device": "cpu"}
     import torch
 
     with torch.inference_mode():
-        capped, _ = scoring.generate_token_ids(base.model, fmt, contexts, new_tokens=3, stop=(), **common)
-        free, _ = scoring.generate_token_ids(base.model, fmt, contexts, new_tokens=20, stop=(), **common)
-        stopped, _ = scoring.generate_token_ids(
+        capped, _ = generate_token_ids(base.model, fmt, contexts, new_tokens=3, stop=(), **common)
+        free, _ = generate_token_ids(base.model, fmt, contexts, new_tokens=20, stop=(), **common)
+        stopped, _ = generate_token_ids(
             base.model, fmt, contexts, new_tokens=20, stop=("e",), **common
         )
     assert all(len(ids) <= 3 for ids in capped)
@@ -228,8 +228,8 @@ def test_generation_stops_at_stop_strings_and_max_new_tokens(base, fmt, store) -
 
 def test_settings_max_new_tokens_overrides_the_task(store) -> None:
     task = store.get("tasks", "gsm8k")
-    assert scoring.max_new_tokens(task, EvalSettings()) == task.generation.max_new_tokens
-    assert scoring.max_new_tokens(task, EvalSettings(max_new_tokens=7)) == 7
+    assert max_new_tokens(task, EvalSettings()) == task.generation.max_new_tokens
+    assert max_new_tokens(task, EvalSettings(max_new_tokens=7)) == 7
 
 
 def test_gsm8k_answers_are_numbers_extracted_from_the_generated_text(base, fmt, store) -> None:
@@ -237,7 +237,7 @@ def test_gsm8k_answers_are_numbers_extracted_from_the_generated_text(base, fmt, 
     examples = held_out(store, "gsm8k", 2)
     result = run(base.model, fmt, examples, task, 2, max_new_tokens=32)
     for prediction in result.predictions:
-        assert prediction["answer"] == scoring.extract_answer(prediction["generated"], "number")
+        assert prediction["answer"] == extract_answer(prediction["generated"], "number")
         assert "\n\n" not in prediction["generated"] and "Question:" not in prediction["generated"]
     assert any(p["answer"] for p in result.predictions)  # the model writes numbers
     assert set(result.metrics) == {"number_exact_match", "abs_diff", "number_unparseable_rate"}

@@ -57,13 +57,21 @@ def task_key(task: TaskSpec, sizes: DataSizes, source: str) -> str:
     )
 
 
-def entry_name(kind: str, task_name: str, key: str) -> str:
-    """The file name of an entry: ``{kind}-{task_name}-{key digest}.json``."""
+def entry_name(kind: str, task_name: str, path: Path | None, key: str) -> str | None:
+    """The file name of an entry, ``{kind}-{task_name}-{key digest}.json``.
+
+    ``None`` (not cached on disk) for a hub source (``path`` is ``None``): it has no files to
+    stamp, so nothing would tell a stale entry.
+    """
+    if path is None:
+        return None
     return f"{kind}-{task_name}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:20]}.json"
 
 
-def read_entry(name: str, key: str) -> dict[str, Any] | None:
-    """The entry's payload, or ``None`` when it is absent, unreadable or stored under another key."""
+def read_entry(name: str | None, key: str) -> dict[str, Any] | None:
+    """The entry's payload; ``None`` when it is not cached, unreadable or stored under another key."""
+    if name is None:
+        return None
     path = cache_dir() / name
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -74,8 +82,13 @@ def read_entry(name: str, key: str) -> dict[str, Any] | None:
     return payload
 
 
-def write_entry(name: str, key: str, payload: dict[str, Any]) -> None:
-    """Store ``payload`` under ``key``; a failed write is logged at debug level, never raised."""
+def write_entry(name: str | None, key: str, payload: dict[str, Any]) -> None:
+    """Store ``payload`` under ``key`` (nothing when ``name`` is ``None``).
+
+    A failed write is logged at debug level, never raised: the cache only saves time.
+    """
+    if name is None:
+        return
     text = json.dumps({"key": key, **payload}, separators=(",", ":"), default=json_default)
     try:
         atomic_write_text(cache_dir() / name, text)

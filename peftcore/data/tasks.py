@@ -26,11 +26,10 @@ from peftcore.data import disk_cache
 from peftcore.data.example import TaskData
 from peftcore.data.fields import CompiledField, compile_fields, map_record
 from peftcore.data.records import Records, json_default, select_usable
-from peftcore.data.render import CHOICE_TYPES, example_from_json, render_example
+from peftcore.data.render import example_from_json, render_example
 from peftcore.data.sources import describe_source, read_records, source_path
 from peftcore.data.split import check_sizes, split_order, split_sha256
-from peftcore.errors import SpecError
-from peftcore.spec import DataSizes, TaskSpec, template_fields
+from peftcore.spec import DataSizes, TaskSpec
 
 _RECORDS_MEMO: dict[str, Records] = {}
 _RECORDS_KEEP = 4  # sources held in memory at once (HellaSwag's records are ~30 MB)
@@ -72,16 +71,14 @@ def source_size(task: TaskSpec) -> int:
     key = disk_cache.source_key(task, path)
     if key in _SIZE_MEMO:
         return _SIZE_MEMO[key]
-    name = disk_cache.entry_name("size", task.name, key)
-    # A hub source has no files to stamp, so nothing would tell a stale entry: not cached on disk.
-    cached = disk_cache.read_entry(name, key) if path is not None else None
+    name = disk_cache.entry_name("size", task.name, path, key)
+    cached = disk_cache.read_entry(name, key)
     if cached is not None and isinstance(cached.get("source_size"), int):
         size: int = cached["source_size"]
     else:
         records = usable_records(task)
         size = len(records.records)
-        if path is not None:
-            disk_cache.write_entry(name, key, {"source_size": size, "data_sha256": records.data_sha256})
+        disk_cache.write_entry(name, key, {"source_size": size, "data_sha256": records.data_sha256})
     _SIZE_MEMO[key] = size
     return size
 
@@ -106,18 +103,16 @@ def load_task(task: TaskSpec, sizes: DataSizes) -> TaskData:
     sizes the data cannot meet. Cached per process and on disk under ``$PEFTCORE_CACHE``.
     """
     fields = compile_fields(task)
-    _check_templates(task)
     path = source_path(task)
     source_key = disk_cache.source_key(task, path)
     key = disk_cache.task_key(task, sizes, source_key)
     if key in _TASK_MEMO:
         return _TASK_MEMO[key]
-    name = disk_cache.entry_name("task", task.name, key)
-    payload = disk_cache.read_entry(name, key) if path is not None else None
+    name = disk_cache.entry_name("task", task.name, path, key)
+    payload = disk_cache.read_entry(name, key)
     if payload is None:
         payload = _build(task, fields, sizes)
-        if path is not None:
-            disk_cache.write_entry(name, key, payload)
+        disk_cache.write_entry(name, key, payload)
         payload = json.loads(json.dumps(payload, default=json_default))  # the form a cache hit has
     train = tuple(example_from_json(e) for e in payload["train"])
     data = TaskData(
@@ -155,52 +150,3 @@ def _build(task: TaskSpec, fields: Sequence[CompiledField], sizes: DataSizes) ->
         "split_sha256": split_sha256(uids["train"], uids["held_out"], uids["train"][: sizes.seen]),
         "source_size": len(examples),
     }
-
-
-def _check_templates(task: TaskSpec) -> None:
-    """Template rules that depend on the task type (:mod:`peftcore.spec` checks the names exist)."""
-    prompt_uses = set(template_fields(task.prompt))
-    target_uses = set(template_fields(task.target))
-    mapped = set(task.fields)
-    if task.type in CHOICE_TYPES:
-        if "label" not in mapped:
-            raise SpecError(
-                task.file, "fields.label", f"a {task.type} task needs fields.label (the gold choice)"
-            )
-        if ("choices" in mapped) == bool(task.choices):
-            raise SpecError(
-                task.file,
-                "choices",
-                "set exactly one of fields.choices (per record) and choices (fixed words)",
-            )
-        if not target_uses & {"answer_text", "answer_index"}:
-            raise SpecError(
-                task.file,
-                "target",
-                "must use {answer_text}: it renders each choice, e.g. ' {answer_text}'",
-            )
-    elif task.type == "generation":
-        if not task.target:
-            raise SpecError(
-                task.file, "target", "a generation task needs a target template, e.g. ' {answer}'"
-            )
-        if "answers" not in mapped and (prompt_uses | target_uses) & {"answer_text"}:
-            raise SpecError(task.file, "target", "{answer_text} needs fields.answers (the gold answers)")
-        if (prompt_uses | target_uses) & {"choice_list", "answer_index"}:
-            raise SpecError(
-                task.file, "target", "{choice_list} and {answer_index} exist only for choice tasks"
-            )
-    else:  # language_modeling
-        if not task.prompt and not task.target:
-            raise SpecError(
-                task.file, "prompt", "a language_modeling task renders its text from the prompt template"
-            )
-        used = prompt_uses | target_uses
-        if used & {"choice_list", "answer_index"} or ("answer_text" in used and "answers" not in mapped):
-            raise SpecError(
-                task.file, "prompt", "a language_modeling task has no choices or gold answer to render"
-            )
-    if task.type != "language_modeling" and prompt_uses & {"answer_text", "answer_index"}:
-        raise SpecError(
-            task.file, "prompt", "the prompt names the gold answer ({answer_text}); only target may"
-        )

@@ -28,7 +28,7 @@ from peftcore.results.quantities import (
     parse_tolerance,
     reported_metrics,
 )
-from peftcore.results.record import CaseKey, RecordError, check_record
+from peftcore.results.record import CaseKey, Record, RecordError, check_record
 from peftcore.results.store import load_run, newest_by_case
 
 
@@ -308,7 +308,7 @@ def _same_profile(records: Iterable[Mapping[str, Any]], baseline: Iterable[Mappi
         )
 
 
-def load_baseline(path: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+def load_baseline(path: str | Path, profile: str | None = None) -> list[Record]:
     """Records of a baseline: a pytest-benchmark JSON file (``--benchmark-save``) whose
     benchmarks carry ``extra_info["peftcore_record"]``, or a run folder (``<run>/cases/``).
 
@@ -322,7 +322,7 @@ def load_baseline(path: str | Path, profile: str | None = None) -> list[dict[str
         run = load_run(path)
         if run.problems:
             raise GateError(f"baseline {run.problems[0]}")
-        records = [dict(r) for r in run.records]
+        records = list(run.records)
         if not records:
             raise GateError(f"baseline {path}: the run has no case records")
     elif path.is_file():
@@ -334,7 +334,7 @@ def load_baseline(path: str | Path, profile: str | None = None) -> list[dict[str
     return records
 
 
-def _records_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
+def _records_from_benchmark_json(path: Path) -> list[Record]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -342,7 +342,7 @@ def _records_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
     benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
     if not isinstance(benchmarks, list):
         raise GateError(f"baseline {path}: not a pytest-benchmark file (no 'benchmarks' list)")
-    records = []
+    records: list[Record] = []
     for bench in benchmarks:
         extra = bench.get("extra_info") if isinstance(bench, dict) else None
         record = extra.get("peftcore_record") if isinstance(extra, dict) else None

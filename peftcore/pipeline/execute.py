@@ -208,7 +208,7 @@ def _train_and_score(
     case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext, record: Record, state: _CaseState
 ) -> None:
     import peftcore.train.trainer as train
-    from peftcore.score import scoring
+    from peftcore import score as scoring
     from peftcore.train import methods, prompting
 
     fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
@@ -269,23 +269,27 @@ def _train_and_score(
             )
             record["adapter_dir"] = adapter_dir
             training.update(
-                steps=outcome.steps,
-                train_seconds=round(outcome.train_seconds, 3),
-                train_tokens=outcome.train_tokens,
-                padded_tokens=outcome.padded_tokens,
-                padding_fraction=round(outcome.padding_fraction, 4),
-                tokens_per_second=round(outcome.tokens_per_second, 2),
-                precision=outcome.precision,
-                final_loss=outcome.final_loss,
-                loss_curve=[[s, v] for s, v in outcome.loss_curve],
-                adapter_bytes=adapter_bytes,
-                **outcome.extra,
+                {
+                    "steps": outcome.steps,
+                    "train_seconds": round(outcome.train_seconds, 3),
+                    "train_tokens": outcome.train_tokens,
+                    "padded_tokens": outcome.padded_tokens,
+                    "padding_fraction": round(outcome.padding_fraction, 4),
+                    "tokens_per_second": round(outcome.tokens_per_second, 2),
+                    "precision": outcome.precision,
+                    "final_loss": outcome.final_loss,
+                    "loss_curve": [[s, v] for s, v in outcome.loss_curve],
+                    "adapter_bytes": adapter_bytes,
+                }
             )
+            cast(dict[str, Any], training).update(outcome.extra)  # tuner-specific figures
     if ctx.reuse is None:
         training.update(
-            peak_memory_bytes=state.memory.peak_bytes,
-            peak_reserved_bytes=state.memory.peak_reserved_bytes,
-            memory_method=state.memory.method,
+            {
+                "peak_memory_bytes": state.memory.peak_bytes,
+                "peak_reserved_bytes": state.memory.peak_reserved_bytes,
+                "memory_method": state.memory.method,
+            }
         )
     record["training"] = training
     state.stage = "scoring"

@@ -158,10 +158,10 @@ class BenchmarkSession:
         if plan.earlier is not None:
             here = plan.earlier.run_dir.resolve() == self.run_dir.resolve()
             if here and plan.earlier.record["case_id"] == case.case_id:
-                record, how = plan.earlier.record, "resumed"  # already in this run's folder
-            else:
-                record, how = adopt(plan.earlier, self.run_dir, self.run_id, case.case_id), "adopted"
-            return self._conclude(case, Outcome(case.case_id, record, how))  # type: ignore[arg-type]
+                # Already in this run's folder: kept as it is (a resumed run).
+                return self._conclude(case, Outcome(case.case_id, plan.earlier.record, "resumed"))
+            record = adopt(plan.earlier, self.run_dir, self.run_id, case.case_id)
+            return self._conclude(case, Outcome(case.case_id, record, "adopted"))
         context = CaseContext(
             run_dir=self.run_dir,
             run_id=self.run_id,

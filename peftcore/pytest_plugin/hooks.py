@@ -17,6 +17,7 @@ from peftcore.errors import PeftcoreError, SpecError
 from peftcore.pytest_plugin import options
 from peftcore.pytest_plugin.fixtures import SESSION
 from peftcore.pytest_plugin.offline import NetworkGuard, set_offline_env
+from peftcore.results.record import Record
 from peftcore.spec import SECTION, SpecStore
 from peftcore.spec.cases import Case, expand
 
@@ -174,13 +175,18 @@ def pytest_benchmark_compare_machine_info(
             found.append(extra["peftcore_record"])
 
 
-def _baseline_records(config: pytest.Config) -> list[dict[str, Any]] | None:
-    from peftcore.gates.baseline import load_baseline
+def _baseline_records(config: pytest.Config) -> list[Record] | None:
+    from peftcore.gates.baseline import GateError, load_baseline
+    from peftcore.results.record import RecordError, check_record
 
     path = config.getoption("--metric-baseline")
     if path:
         return load_baseline(path, options.profile_name(config))
-    return config.stash.get(_COMPARED, None) or None
+    try:
+        found = [check_record(r, "--benchmark-compare") for r in config.stash.get(_COMPARED, [])]
+    except RecordError as err:
+        raise GateError(f"{err}; save a new baseline with --benchmark-save") from None
+    return found or None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -218,7 +224,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if result.failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not config.getoption("--no-report"):
-        from peftcore.report.build import write_report
+        from peftcore.report import write_report
 
         try:
             outcome["report"] = write_report(
@@ -234,7 +240,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     write = terminalreporter.write_line
     if outcome.get("records"):
-        from peftcore.report.build import compact_table
+        from peftcore.report import compact_table
 
         terminalreporter.section("peftcore cases")
         for line in compact_table(outcome["records"]).splitlines():

@@ -1,0 +1,24 @@
+"""The report: summary tables and one self-contained HTML page, read back from stored case records.
+
+Everything is read from the run folders (:mod:`peftcore.results.store`), never taken from a live
+session, so ``peftcore report`` and the pytest plugin write the same files for the same records.
+
+    build      read the runs, render every file in memory, publish the folder whole
+    tables     summary.csv, comparison.csv, summary.md and the terminal table
+    html       report.html, with the figures embedded
+    plots      the figures (matplotlib, imported only when one is drawn); canvas: their styling
+    rows       records grouped into rows, mean ± std over seeds, the Pareto front
+    columns    a summary table's columns, the best method per column, the highlights
+    comparison what the comparison of two runs says
+    facts      the run's facts, its failed cases and unreadable record files
+    formats    how a number is written
+    cli        ``peftcore report``
+
+Importing this package does not import matplotlib: the CLI and the plugin import it at start-up.
+"""
+
+from peftcore.report.build import ReportError, Written, build_report, write_report
+from peftcore.report.rows import pareto_front
+from peftcore.report.tables import compact_table
+
+__all__ = ["ReportError", "Written", "build_report", "compact_table", "pareto_front", "write_report"]

@@ -12,29 +12,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
+from peftcore.report.columns import best_method, highlights, table_columns
+from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
+from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
+from peftcore.report.formats import DASH
 from peftcore.report.plots import Plot
 from peftcore.report.rows import (
-    COMPARISON_LEAD,
-    DASH,
     SEEDS_NOTE,
     Row,
-    Run,
-    Table,
-    best_method,
-    comparison_parts,
-    failed_records,
+    every_row,
     group_rows,
     group_title,
-    highlights,
     pareto_methods,
     primary_note,
     primary_of,
-    reason_line,
-    run_facts,
     seeded,
-    table_columns,
-    unreadable,
 )
+from peftcore.results.store import Run
 
 _CSS = """
 :root { --ink: #1f2328; --muted: #656d76; --line: #d8dee4; --soft: #f6f8fa; --good: #1a7f37; --bad: #cf222e; }
@@ -222,7 +216,7 @@ def report_html(
         + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_facts(run))
         + "</dl>",
     ]
-    if seeded(row for rows in groups.values() for row in rows):
+    if seeded(every_row(groups)):
         out.append(f'<p class="muted">{_e(SEEDS_NOTE)}</p>')
     out.append('<section id="highlights"><h2>Highlights</h2><div class="cards">')
     for key, rows in groups.items():

@@ -1,12 +1,13 @@
 """The report's figures, drawn with matplotlib and returned as PNG bytes (:class:`Plot`).
 
-matplotlib is imported inside the functions that draw, so importing this module stays cheap:
-:mod:`peftcore.report.build` imports it when the CLI and the pytest plugin start.
+:func:`draw_plots` is the entry: every figure of the page, by section. A figure whose data no
+finished case has is left out (never drawn empty). matplotlib is imported inside the functions
+that draw, so importing this module stays cheap: :mod:`peftcore.report.build` imports it when the
+CLI and the pytest plugin start.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import statistics
@@ -14,102 +15,80 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from peftcore.report.canvas import (
+    BASE_COLOR,
+    method_bars,
+    method_colors,
+    new_figure,
+    panel_grid,
+    png_bytes,
+    style_axes,
+)
+from peftcore.report.formats import fmt_seconds
 from peftcore.report.rows import (
+    Groups,
     Row,
-    Run,
     Stat,
     direction_words,
-    fmt_seconds,
+    every_row,
     group_rows,
     group_title,
+    memory_and_quality,
     method_order,
     pareto_methods,
     primary_of,
 )
 from peftcore.results.quantities import Quantity
-from peftcore.units import format_bytes
-
-_DPI = 110
-_BASE_COLOR = "#8c8c8c"
+from peftcore.results.store import Run
+from peftcore.units import BINARY_UNITS, byte_unit, format_bytes
 
 
 @dataclass(frozen=True)
 class Plot:
+    """One figure: its element id on the page, its alt text, and the PNG."""
+
     id: str
     alt: str
     png: bytes
 
 
-def _palette(methods: Iterable[str]) -> dict[str, str]:
-    from matplotlib import colormaps
+@dataclass(frozen=True)
+class _Page:
+    """What the figures that span every (model, task) share: the groups, their titles, and one
+    color per method, the same in every figure."""
 
-    names = list(dict.fromkeys(methods))
-    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    colors = [cmap(i % cmap.N) for i in range(len(names))]
-    return {name: _hex(color) for name, color in zip(names, colors, strict=True)}
-
-
-def _hex(color: Sequence[float]) -> str:
-    return "#" + "".join(f"{round(c * 255):02x}" for c in color[:3])
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
-    return buffer.getvalue()
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _style(ax: Any) -> None:
-    ax.grid(True, color="#e5e5e5", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def _method_bars(
-    methods: Sequence[str], values: Sequence[float], colors: Mapping[str, str], **style: Any
-) -> tuple[Any, Any]:
-    """A figure with one horizontal bar a method, sized to the number of methods."""
-    fig = _figure(7.6, 0.9 + 0.34 * len(methods))
-    ax = fig.add_subplot()
-    _style(ax)
-    ax.barh(range(len(methods)), values, color=[colors[m] for m in methods], height=0.66, **style)
-    return fig, ax
+    groups: Groups
+    titles: Mapping[tuple[str, str], str]
+    colors: Mapping[str, str]
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
+_MIB = ("MiB", dict(BINARY_UNITS)["MiB"])
+
+
 def _memory_scale(values: Iterable[float]) -> tuple[str, float]:
-    top = max(values, default=0.0)
-    return ("GiB", 2.0**30) if top >= 2**30 else ("MiB", 2.0**20)
+    """The axis unit for peak memory: the one format_bytes writes the largest value in, at least MiB."""
+    return max(byte_unit(max(values, default=0.0)), _MIB, key=lambda unit: unit[1])
 
 
 def plot_pareto(
     model: str, task: str, rows: Sequence[Row], colors: Mapping[str, str], title: str
 ) -> Plot | None:
+    """Held-out primary metric against peak training memory, one point per trained method, the
+    Pareto front joined and the untrained base as a line; None without a point to draw."""
     metric = primary_of(rows)
     if metric is None:
         return None
-    memory, quality = Quantity("training", "peak_memory_bytes"), Quantity("held_out", metric)
-    points: list[tuple[Row, Stat, Stat]] = []
-    for row in rows:
-        mem, qual = row.stat(memory), row.stat(quality)
-        if row.trains and mem and qual and not math.isnan(qual.mean):
-            points.append((row, mem, qual))
+    points = [p for p in memory_and_quality(rows, metric) if not math.isnan(p[2].mean)]
     if not points:
         return None
     unit, scale = _memory_scale(m.mean for _, m, _ in points)
-    fig = _figure(7.6, 4.5)
+    fig = new_figure(7.6, 4.5)
     ax = fig.add_subplot()
-    _style(ax)
+    style_axes(ax)
     front = pareto_methods(rows, metric)
     if len(front) > 1:
         by_name = {r.method: (m.mean / scale, q.mean) for r, m, q in points}
@@ -142,11 +121,11 @@ def plot_pareto(
             zorder=4,
         )
     base = next((r for r in rows if not r.trains), None)
-    base_stat = base.stat(quality) if base else None
+    base_stat = base.stat(Quantity("held_out", metric)) if base else None
     if base is not None and base_stat is not None and not math.isnan(base_stat.mean):
         ax.axhline(
             base_stat.mean,
-            color=_BASE_COLOR,
+            color=BASE_COLOR,
             linestyle=":",
             linewidth=1.4,
             label=f"{base.method} (no training)",
@@ -159,29 +138,27 @@ def plot_pareto(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8, frameon=False)
     slug = _slug(f"{task}-{model}")
-    return Plot(f"plot-pareto-{slug}", f"{title}: held-out {metric} against peak training memory", _png(fig))
+    return Plot(
+        f"plot-pareto-{slug}", f"{title}: held-out {metric} against peak training memory", png_bytes(fig)
+    )
 
 
-def plot_train_time(
-    groups: Mapping[tuple[str, str], Sequence[Row]],
-    titles: Mapping[tuple[str, str], str],
-    colors: Mapping[str, str],
-) -> Plot | None:
+def plot_train_time(page: _Page) -> Plot | None:
     """One bar per method (its mean over tasks), one marker per task: compact at 17 methods x 10 tasks."""
     quantity = Quantity("training", "train_seconds")
     by_method: dict[str, list[tuple[str, Stat]]] = {}
-    for key, rows in groups.items():
+    for key, rows in page.groups.items():
         for row in sorted(rows, key=method_order):
             stat = row.stat(quantity)
             if row.trains and stat is not None:
-                by_method.setdefault(row.method, []).append((titles[key], stat))
+                by_method.setdefault(row.method, []).append((page.titles[key], stat))
     if not by_method:
         return None
-    methods = sorted(by_method, key=lambda m: method_order(_row_like(groups, m)))
+    methods = sorted(by_method, key=lambda m: method_order(_row_like(page.groups, m)))
     top = max(stat.mean for found in by_method.values() for _, stat in found)
     unit, scale = ("min", 60.0) if top >= 120 else ("s", 1.0)
     means = [statistics.fmean(stat.mean for _, stat in by_method[m]) / scale for m in methods]
-    fig, ax = _method_bars(methods, means, colors, alpha=0.85)
+    fig, ax = method_bars(methods, means, page.colors, alpha=0.85)
     labels = list(dict.fromkeys(label for found in by_method.values() for label, _ in found))
     markers = "osD^vP*Xph"
     if len(labels) > 1:
@@ -212,14 +189,15 @@ def plot_train_time(
         f"training time ({unit}, lower is better)" + ("; bar: mean over tasks" if len(labels) > 1 else "")
     )
     ax.set_title("Training time per method", loc="left", fontsize=11)
-    return Plot("plot-train-time", "training time per method (bars) and per task (markers)", _png(fig))
+    return Plot("plot-train-time", "training time per method (bars) and per task (markers)", png_bytes(fig))
 
 
-def _row_like(groups: Mapping[tuple[str, str], Sequence[Row]], method: str) -> Row:
+def _row_like(groups: Groups, method: str) -> Row:
     return next(r for rows in groups.values() for r in rows if r.method == method)
 
 
 def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | None:
+    """One bar per method: the median adapter size over its cases, on a log axis when sizes span 50x."""
     quantity = Quantity("training", "adapter_bytes")
     sizes: dict[str, list[float]] = {}
     for row in sorted(rows, key=method_order):
@@ -232,7 +210,7 @@ def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | 
     methods = list(sizes)
     values = [statistics.median(sizes[m]) for m in methods]
     log = max(values) / min(values) >= 50
-    fig, ax = _method_bars(methods, values, colors)
+    fig, ax = method_bars(methods, values, colors)
     if log:
         ax.set_xscale("log")
         ax.set_xlim(min(values) / 3, max(values) * 12)
@@ -259,38 +237,27 @@ def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v)))
     ax.set_xlabel("adapter size on disk" + (" (log scale)" if log else ""))
     ax.set_title("Adapter size per method", loc="left", fontsize=11)
-    return Plot("plot-adapter-size", "adapter size on disk per method", _png(fig))
+    return Plot("plot-adapter-size", "adapter size on disk per method", png_bytes(fig))
 
 
-def _grid(count: int, height: float = 3.1, max_cols: int = 3) -> tuple[Any, list[Any]]:
-    """``count`` panels, at most ``max_cols`` a row, on a page-wide figure."""
-    cols = max(1, min(max_cols, count))
-    rows = math.ceil(count / cols)
-    fig = _figure(13.0 if count > 1 else 7.6, height * rows + 0.5)
-    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(count)]
-    return fig, axes
-
-
-def plot_loss_curves(
-    groups: Mapping[tuple[str, str], Sequence[Row]],
-    titles: Mapping[tuple[str, str], str],
-    colors: Mapping[str, str],
-) -> Plot | None:
+def plot_loss_curves(page: _Page) -> Plot | None:
+    """One panel per (model, task): each method's loss curve, its seeds as a mean and a band."""
+    colors = page.colors
     panels = []
-    for key, rows in groups.items():
+    for key, rows in page.groups.items():
         curves: dict[str, list[tuple[list[float], list[float]]]] = {}
         for row in rows:
             found = [c for c in (_curve(rec) for rec in row.records) if c is not None]
             if found:
                 curves[row.method] = found
         if curves:
-            panels.append((titles[key], curves))
+            panels.append((page.titles[key], curves))
     if not panels:
         return None
-    fig, axes = _grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     handles: dict[str, Any] = {}
     for ax, (title, curves) in zip(axes, panels, strict=True):
-        _style(ax)
+        style_axes(ax)
         for method, found in curves.items():
             steps = found[0][0]
             if len(found) > 1 and all(c[0] == steps for c in found):
@@ -322,7 +289,7 @@ def plot_loss_curves(
         frameon=False,
     )
     fig.suptitle("Training loss", x=0.01, ha="left", fontsize=11)
-    return Plot("plot-loss-curves", "training loss curves per task and method", _png(fig))
+    return Plot("plot-loss-curves", "training loss curves per task and method", png_bytes(fig))
 
 
 def _curve(record: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
@@ -337,13 +304,10 @@ def _curve(record: Mapping[str, Any]) -> tuple[list[float], list[float]] | None:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def plot_held_out_vs_seen(
-    groups: Mapping[tuple[str, str], Sequence[Row]],
-    titles: Mapping[tuple[str, str], str],
-    colors: Mapping[str, str],
-) -> Plot | None:
+def plot_held_out_vs_seen(page: _Page) -> Plot | None:
+    """One panel per (model, task): its primary metric per method, held-out beside seen."""
     panels = []
-    for key, rows in groups.items():
+    for key, rows in page.groups.items():
         metric = primary_of(rows)
         if metric is None:
             continue
@@ -352,17 +316,17 @@ def plot_held_out_vs_seen(
         ]
         bars = [(m, s, h) for m, s, h in bars if s or h]
         if bars:
-            panels.append((titles[key], metric, bars))
+            panels.append((page.titles[key], metric, bars))
     if not panels:
         return None
     methods = max(len(bars) for _, _, bars in panels)
-    fig, axes = _grid(len(panels), height=3.3, max_cols=3 if methods <= 7 else 2 if methods <= 12 else 1)
+    fig, axes = panel_grid(len(panels), height=3.3, max_cols=3 if methods <= 7 else 2 if methods <= 12 else 1)
     for ax, (title, metric, bars) in zip(axes, panels, strict=True):
-        _style(ax)
+        style_axes(ax)
         xs = range(len(bars))
         seen = [s.mean if s else 0.0 for _, s, _ in bars]
         held = [h.mean if h else 0.0 for _, _, h in bars]
-        bar_colors = [colors[m] for m, _, _ in bars]
+        bar_colors = [page.colors[m] for m, _, _ in bars]
         ax.bar(
             [x - 0.2 for x in xs],
             seen,
@@ -392,23 +356,22 @@ def plot_held_out_vs_seen(
     ]
     fig.legend(handles=legend, loc="outside lower center", ncols=2, frameon=False)
     fig.suptitle("Primary metric: held-out vs seen", x=0.01, ha="left", fontsize=11)
-    return Plot("plot-held-out-vs-seen", "primary metric on held-out and seen examples per task", _png(fig))
+    return Plot(
+        "plot-held-out-vs-seen", "primary metric on held-out and seen examples per task", png_bytes(fig)
+    )
 
 
 def draw_plots(run: Run) -> dict[str, list[Plot]]:
     """Every figure of the page, by section; sections without data have no plot."""
     groups = group_rows(run.records)
-    titles = {key: group_title(*key, groups) for key in groups}
-    all_rows = [r for rows in groups.values() for r in rows]
-    colors = _palette(r.method for r in sorted(all_rows, key=method_order))
-    for row in all_rows:
-        if not row.trains:
-            colors[row.method] = _BASE_COLOR
-    pareto = [plot_pareto(m, t, rows, colors, titles[(m, t)]) for (m, t), rows in groups.items()]
+    all_rows = every_row(groups)
+    colors = method_colors(all_rows)
+    page = _Page(groups, {key: group_title(*key, groups) for key in groups}, colors)
+    pareto = [plot_pareto(m, t, rows, colors, page.titles[(m, t)]) for (m, t), rows in groups.items()]
     sections = {
         "pareto": pareto,
-        "cost": [plot_train_time(groups, titles, colors), plot_adapter_size(all_rows, colors)],
-        "loss": [plot_loss_curves(groups, titles, colors)],
-        "generalization": [plot_held_out_vs_seen(groups, titles, colors)],
+        "cost": [plot_train_time(page), plot_adapter_size(all_rows, colors)],
+        "loss": [plot_loss_curves(page)],
+        "generalization": [plot_held_out_vs_seen(page)],
     }
     return {name: [p for p in plots if p is not None] for name, plots in sections.items()}

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.record import (
@@ -185,9 +185,12 @@ def newest_run(results_dir: Path) -> Path:
     return runs[0]
 
 
-def newest_by_case(records: Iterable[Record], *, finished_only: bool = True) -> dict[CaseKey, Record]:
+R = TypeVar("R", bound=Mapping[str, Any])
+
+
+def newest_by_case(records: Iterable[R], *, finished_only: bool = True) -> dict[CaseKey, R]:
     """The newest of ``records`` for each case (method, model, task, seed)."""
-    best: dict[CaseKey, tuple[tuple[str, str], Record]] = {}
+    best: dict[CaseKey, tuple[tuple[str, str], R]] = {}
     for record in records:
         if finished_only and record["status"] != "finished":
             continue

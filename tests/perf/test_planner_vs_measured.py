@@ -52,12 +52,11 @@ def _asked(config: pytest.Config) -> bool:
 
 WORKER = r"""
 import json, sys, time, torch
-from peftcore.spec.cases import apply_model_overrides
+from peftcore.device import resolve_precision
 from peftcore.measure import PeakMemory
 from peftcore.train.methods import apply_method
 from peftcore.models.load import load_base
-from peftcore.plan.planner import activation_precision
-from peftcore.spec import SpecStore, TrainingBudget
+from peftcore.spec import SpecStore, TrainingBudget, apply_model_overrides
 
 specs, model_name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = sys.argv[4:]
@@ -74,7 +73,7 @@ mask[-1, -16:] = 0  # right padding, as DataCollatorForSeq2Seq pads the shorter 
 labels = ids.masked_fill(mask == 0, -100)
 for method in methods:
     budget = TrainingBudget()
-    precision = activation_precision(budget, "cpu")
+    precision = resolve_precision(budget.precision, "cpu")  # as the engine resolves it
     start = time.perf_counter()
     with PeakMemory("cpu") as memory:
         model = apply_method(loaded.fresh(), method, budget)
@@ -141,17 +140,16 @@ def _explain(name: str, pred: int, glibc: int, tensors: int) -> str:
 def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, benchmark: Any) -> None:
     if not _asked(request.config):
         pytest.skip("trains every method; run with --benchmark-enable or PEFTCORE_PLANNER_VS_MEASURED=1")
-    from peftcore.plan import planner
-    from peftcore.spec.cases import apply_model_overrides
-    from peftcore.spec import SpecStore, TrainingBudget
+    from peftcore import plan
+    from peftcore.spec import SpecStore, TrainingBudget, apply_model_overrides
 
     steps = int(os.environ.get("PEFTCORE_BENCH_STEPS", "3"))
     store = SpecStore(SPECS)
     spec = store.get("models", MODEL)
-    info = planner.resolve_model(MODEL, SPECS)
+    info = plan.resolve_model(MODEL, SPECS)
     methods = {n: apply_model_overrides(store.get("methods", n), spec) for n in store.names("methods")}
     predicted = {
-        n: planner.estimate(
+        n: plan.estimate(
             info.config,
             m,
             TrainingBudget(),

@@ -1,0 +1,70 @@
+"""What an evaluator is: what one scoring call gives it, what its inference phase hands to its
+metric phase, and which metrics it can feed.
+
+An evaluator works in two phases, so that only the model's work is timed and measured:
+``infer(run, examples) -> RawOutputs`` runs the model, ``finish(run, examples, raw)`` turns
+what it gave into metrics and per-example predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peftcore.data.example import Example
+from peftcore.score.metrics import resolve_metric
+from peftcore.train.prompting import PromptFormat
+
+if TYPE_CHECKING:
+    from peftcore.spec import EvalSettings, TaskSpec
+
+
+@dataclass(frozen=True)
+class ScoringRun:
+    """One scoring call: the model, how its examples become tokens, the task and settings, the
+    device, and ``max_length``, the most tokens one forward pass may see."""
+
+    model: Any
+    fmt: PromptFormat
+    task: TaskSpec
+    settings: EvalSettings
+    device: str
+    max_length: int
+
+
+@dataclass
+class RawOutputs:
+    """What an evaluator's inference phase hands to its metric phase: one value per example,
+    and figures about the inference (padding, tokens) for ``ScoreResult.inference``."""
+
+    values: list[Any]
+    stats: dict[str, Any]
+
+
+Metrics = dict[str, float]
+Predictions = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    gives: str  # what its metrics take (peftcore.score.metrics.Metric.inputs)
+    extra: tuple[str, ...]  # metrics it reports besides the task's
+    infer: Callable[[ScoringRun, Sequence[Example]], RawOutputs]
+    finish: Callable[[ScoringRun, Sequence[Example], RawOutputs], tuple[Metrics, Predictions]]
+
+
+def metric_names(task: TaskSpec, gives: str, extra: Sequence[str] = ()) -> list[str]:
+    """The metrics to compute: ``extra`` then the task's, minus judged ones (peftcore.score.judge
+    scores those from the predictions). ``ValueError`` for a metric taking other inputs."""
+    names = []
+    for name in dict.fromkeys([*extra, *task.metrics]):
+        metric = resolve_metric(name)
+        if metric.inputs == "judge":
+            continue
+        if metric.inputs != gives:
+            raise ValueError(
+                f"task {task.name!r} ({task.type}) gives {gives}, but metric {name!r} takes {metric.inputs}"
+            )
+        names.append(name)
+    return names
