@@ -74,31 +74,40 @@ def atomic_folder(target: Path, *, replace: bool = True) -> Iterator[Path]:
     """``with atomic_folder(target) as tmp:`` fill ``tmp``; on success it becomes ``target``.
 
     ``tmp`` is a fresh folder next to ``target``. When the block ends without an error, an
-    existing ``target`` is removed (``replace=True``) or kept, if another process finished the
-    same folder first (``replace=False``: content-addressed caches, where both are equal), and
-    ``tmp`` is renamed to ``target``. On an error ``tmp`` is removed and the error raised, with
-    the path named when it is an ``OSError``.
+    existing ``target`` is moved aside, ``tmp`` renamed to ``target`` and the old one removed,
+    so a reader sees the old folder or the whole new one (a failed rename puts the old one
+    back). With ``replace=False`` an existing ``target`` is kept instead: for content-addressed
+    caches, where another process that finished the same folder first wrote the same thing.
+    On an error ``tmp`` is removed and the error raised, with the path named when it is an
+    ``OSError``.
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as err:
         raise OSError(err.errno, f"could not write {target}: {err.strerror}") from err
+    old: Path | None = None
     try:
         yield tmp
         if target.exists():
             if not replace:
                 return
-            shutil.rmtree(target)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.rename(target, old / target.name)
         try:
             os.rename(tmp, target)
         except OSError:
+            if old is not None:
+                os.rename(old / target.name, target)  # the old folder goes back
+                raise
             if replace or not target.exists():
                 raise
+            # replace=False and the folder appeared meanwhile: another process finished it first
     except OSError as err:
         if str(target) in str(err):
             raise
         raise OSError(err.errno, f"could not write {target}: {err.strerror or err}") from err
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

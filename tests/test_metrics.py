@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peftcore.errors import AssetError, PeftcoreError
-from peftcore.score import metrics
+from peftcore.score import (
+    label_metrics,
+    metrics,
+    nll_metrics,
+    number_metrics,
+    semantic_metrics,
+    text_metrics,
+)
 from peftcore.score.metrics import (
     METRICS,
     abs_diff,
@@ -68,9 +75,10 @@ def test_import_is_cheap_and_torch_free() -> None:
 
 def test_docstring_examples() -> None:
     # Includes the semantic metrics' examples: the model loads once for the whole module.
-    result = doctest.testmod(metrics, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted >= 20
+    modules = (metrics, text_metrics, number_metrics, label_metrics, nll_metrics, semantic_metrics)
+    results = [doctest.testmod(module, optionflags=doctest.ELLIPSIS) for module in modules]
+    assert sum(result.failed for result in results) == 0
+    assert sum(result.attempted for result in results) >= 20
 
 
 # --------------------------------------------------------------------------- registry
@@ -377,7 +385,7 @@ def test_bertscore_f1_on_the_real_model() -> None:
 
 
 def test_missing_embedding_package_names_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(semantic_metrics.importlib.util, "find_spec", lambda name: None)
     for fn in (metrics.cosine_similarity, metrics.bertscore_f1):
         with pytest.raises(AssetError) as info:
             fn(["a"], ["a"])

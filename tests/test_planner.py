@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from peftcore import plan
@@ -215,6 +215,9 @@ def test_adapter_size_is_affine_in_lora_rank(ranks: list[int]) -> None:
 def test_memory_parts_are_never_negative_and_grow_with_tokens(
     name: str, batch: int, seq: int, checkpointing: bool, optimizer: str
 ) -> None:
+    # peft refuses prefix tuning under gradient checkpointing (its prefix is a KV cache): no case
+    # of it exists, and apply_method raises as the engine would
+    assume(not (name == "prefix_tuning" and checkpointing))
     method = STORE.get("methods", name)
     budget = TrainingBudget(
         batch_size=batch, max_length=seq, gradient_checkpointing=checkpointing, optimizer=optimizer

@@ -324,6 +324,26 @@ def test_a_failure_while_building_leaves_the_old_report(
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["small"]
 
 
+def test_a_failure_while_swapping_the_folders_puts_the_old_report_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_plots: None
+) -> None:
+    run = _small_run(tmp_path / "runs")
+    out = write_report([run], tmp_path / "reports" / "small")
+    before = (out / "summary.md").read_text()
+    rename = os.rename
+
+    def failing_rename(src: str | Path, dst: str | Path) -> None:
+        if Path(dst) == out and Path(src).name.startswith(f".{out.name}."):  # the new folder moving in
+            raise OSError(18, "Invalid cross-device link")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(ReportError, match=r"could not write the report .*Invalid cross-device link"):
+        write_report([run], out)
+    assert (out / "summary.md").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["small"]
+
+
 def test_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path: Path, no_plots: None) -> None:
     run = _small_run(tmp_path / "runs")
     with pytest.raises(ReportError, match=r"refusing to replace .* not a peftcore report folder"):

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from peftcore import score as scoring
 from peftcore.data.example import Example
-from peftcore.score import scoring
+from peftcore.score.choices import choice_bytes, choice_group, choice_loglikelihoods
+from peftcore.score.decoding import MIN_SHARED_PREFIX, generate_token_ids, generation_contexts
+from peftcore.score.generation import cut_at_stop, extract_answer, max_new_tokens
+from peftcore.score.loglikelihood import BATCH_TOKEN_BUDGET, _token_batches
+from peftcore.score.perplexity import sliding_windows
 from peftcore.spec import BaseOptions, DataSizes, EvalSettings, SpecStore
 from peftcore.train.prompting import PromptFormat
 
@@ -209,9 +214,7 @@ def test_generation_stops_at_stop_strings_and_max_new_tokens(base, fmt, store) -
     with torch.inference_mode():
         capped, _ = generate_token_ids(base.model, fmt, contexts, new_tokens=3, stop=(), **common)
         free, _ = generate_token_ids(base.model, fmt, contexts, new_tokens=20, stop=(), **common)
-        stopped, _ = generate_token_ids(
-            base.model, fmt, contexts, new_tokens=20, stop=("e",), **common
-        )
+        stopped, _ = generate_token_ids(base.model, fmt, contexts, new_tokens=20, stop=("e",), **common)
     assert all(len(ids) <= 3 for ids in capped)
     assert any(len(ids) > 3 for ids in free)
     decode = base.tokenizer.decode

@@ -8,7 +8,7 @@ session, so ``peftcore report`` and the pytest plugin write the same files for t
     html       report.html, with the figures embedded
     plots      the figures (matplotlib, imported only when one is drawn); canvas: their styling
     rows       records grouped into rows, mean ± std over seeds, the Pareto front
-    columns    a summary table's columns, the best method per column, the highlights
+    summary    what each (model, task) says: columns, best method per column, highlights
     comparison what the comparison of two runs says
     facts      the run's facts, its failed cases and unreadable record files
     formats    how a number is written

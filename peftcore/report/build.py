@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,36 +122,24 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
 def publish_dir(out_dir: Path, files: Mapping[str, bytes]) -> None:
     """Replace ``out_dir`` with a folder holding ``files`` (and the marker), all at once.
 
-    The new folder is written (and fsynced) next to the destination by
-    :func:`peftcore.storage.atomic_folder`; the old one is renamed aside just before the new one
-    is renamed in, put back if that fails, and deleted once it succeeded. Only an empty folder
-    or one that carries the report marker is ever replaced, so ``--out`` cannot wipe a run or a
-    source folder. ReportError on refusal or on any failure to write.
+    The new folder is written (and fsynced) next to the destination and swapped in by
+    :func:`peftcore.storage.atomic_folder` (the old one is put back if that fails). Only an
+    empty folder or one that carries the report marker is ever replaced, so ``--out`` cannot
+    wipe a run or a source folder. ReportError on refusal or on any failure to write.
     """
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise ReportError(f"{out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
         raise ReportError(f"refusing to replace {out_dir}: it is not a peftcore report folder (no {MARKER})")
-    aside = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old"
     try:
         with atomic_folder(out_dir) as tmp:
             for name, data in {**files, MARKER: _MARKER_TEXT}.items():
                 atomic_write_bytes(tmp / name, data)
                 os.chmod(tmp / name, 0o644)  # temp files are created private; a report is meant to be read
             os.chmod(tmp, 0o755)
-            # Moved aside rather than left to atomic_folder, which deletes the old folder before
-            # the rename: if the rename then failed, there would be no report at all.
-            if out_dir.exists():
-                os.rename(out_dir, aside)
         _fsync_dir(out_dir.parent)
     except OSError as err:
         raise ReportError(f"could not write the report {out_dir}: {_innermost_reason(err)}") from None
-    finally:
-        if aside.exists():
-            if out_dir.exists():
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.rename(aside, out_dir)  # the new report did not arrive: the old one stays
 
 
 def _innermost_reason(err: OSError) -> str:

@@ -59,12 +59,22 @@ def style_axes(ax: Any) -> None:
 def method_bars(
     methods: Sequence[str], values: Sequence[float], colors: Mapping[str, str], **style: Any
 ) -> tuple[Any, Any]:
-    """A figure with one horizontal bar a method, sized to the number of methods."""
+    """A figure with one horizontal bar a method, the first at the top, sized to the number of methods."""
     fig = new_figure(7.6, 0.9 + 0.34 * len(methods))
     ax = fig.add_subplot()
     style_axes(ax)
     ax.barh(range(len(methods)), values, color=[colors[m] for m in methods], height=0.66, **style)
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
     return fig, ax
+
+
+def label_bars(ax: Any, ends: Sequence[float], labels: Sequence[str], *, gap: float, fontsize: float) -> None:
+    """Write each bar's label ``gap`` points past ``ends`` (in data units), bar by bar."""
+    for i, (end, text) in enumerate(zip(ends, labels, strict=True)):
+        ax.annotate(
+            text, (end, i), xytext=(gap, 0), textcoords="offset points", va="center", fontsize=fontsize
+        )
 
 
 def panel_grid(count: int, height: float = 3.1, max_cols: int = 3) -> tuple[Any, list[Any]]:

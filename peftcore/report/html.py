@@ -12,22 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
-from peftcore.report.columns import best_method, highlights, table_columns
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH
 from peftcore.report.plots import Plot
-from peftcore.report.rows import (
-    SEEDS_NOTE,
-    Row,
-    every_row,
-    group_rows,
-    group_title,
-    pareto_methods,
-    primary_note,
-    primary_of,
-    seeded,
-)
+from peftcore.report.rows import SEEDS_NOTE, group_rows
+from peftcore.report.summary import GroupSummary, best_method, summarize
 from peftcore.results.store import Run
 
 _CSS = """
@@ -103,11 +93,8 @@ def _value_html(text: str) -> str:
     return f'{mean}<span class="sd"> ± {std}</span>{unit}'
 
 
-def _table_html(rows: Sequence[Row]) -> str:
-    columns = table_columns(rows)
-    metric = primary_of(rows)
-    front = pareto_methods(rows, metric)
-    show_seeds = seeded(rows)
+def _table_html(group: GroupSummary) -> str:
+    rows, columns, front, show_seeds = group.rows, group.columns, group.front, group.seeds_column
     # Bold marks the best held-out score and the cheapest training; a high *seen* score is no virtue,
     # and a small trainable-parameter count is what a method is, not a result.
     best = {
@@ -182,7 +169,10 @@ def report_html(
     reference: Run | None = None,
     comparison: ComparisonResult | None = None,
 ) -> str:
-    groups = group_rows(run.records)
+    """report.html of ``run``: facts, highlights, the ``plots`` by section (those of
+    :func:`~peftcore.report.plots.draw_plots`), tables, failed cases, unreadable record files and,
+    given a reference run and the comparison, that section."""
+    summaries = summarize(group_rows(run.records))
     failed = failed_records(run.records)
     sections = [
         ("highlights", "Highlights"),
@@ -216,14 +206,13 @@ def report_html(
         + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in run_facts(run))
         + "</dl>",
     ]
-    if seeded(every_row(groups)):
+    if any(group.seeds_column for group in summaries):
         out.append(f'<p class="muted">{_e(SEEDS_NOTE)}</p>')
     out.append('<section id="highlights"><h2>Highlights</h2><div class="cards">')
-    for key, rows in groups.items():
-        notes = highlights(rows)
-        if notes:
-            items = "".join(f"<li>{_e(n)}</li>" for n in notes)
-            out.append(f'<div class="card"><h3>{_e(group_title(*key, groups))}</h3><ul>{items}</ul></div>')
+    for group in summaries:
+        if group.highlights:
+            items = "".join(f"<li>{_e(n)}</li>" for n in group.highlights)
+            out.append(f'<div class="card"><h3>{_e(group.title)}</h3><ul>{items}</ul></div>')
     out.append("</div></section>")
     captions = {
         "pareto": (
@@ -259,12 +248,11 @@ def report_html(
         '<p class="lead">Bold: the best value of the column. ◆: on the quality/memory Pareto front. '
         f"{DASH}: not measured (the base model does not train).</p>"
     )
-    for key, rows in groups.items():
-        metric = primary_of(rows)
-        out.append(f"<h3>{_e(group_title(*key, groups))}</h3>")
-        if metric:
-            out.append(f'<p class="muted">{_e(primary_note(key[0], metric))}</p>')
-        out.append(_table_html(rows))
+    for group in summaries:
+        out.append(f"<h3>{_e(group.title)}</h3>")
+        if group.note:
+            out.append(f'<p class="muted">{_e(group.note)}</p>')
+        out.append(_table_html(group))
     out.append("</section>")
     if failed:
         out.append('<section id="failed"><h2>Failed cases</h2>')

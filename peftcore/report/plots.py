@@ -17,6 +17,7 @@ from typing import Any
 
 from peftcore.report.canvas import (
     BASE_COLOR,
+    label_bars,
     method_bars,
     method_colors,
     new_figure,
@@ -172,19 +173,13 @@ def plot_train_time(page: _Page) -> Plot | None:
             xs, ys = zip(*points, strict=True)
             ax.scatter(xs, ys, marker=markers[i % len(markers)], s=18, color="#333333", zorder=3, label=label)
         ax.legend(fontsize=8, frameon=False, loc="lower right", title="task", title_fontsize=8)
-    for j, (method, value) in enumerate(zip(methods, means, strict=True)):
-        right = max(value, *(stat.mean / scale for _, stat in by_method[method]))  # clear of the markers
-        ax.annotate(
-            fmt_seconds(Stat(value * scale, None, 1)),
-            (right, j),
-            xytext=(8, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-        )
+    # A label goes past the markers of the method's tasks, not only past its bar.
+    ends = [
+        max(mean, *(stat.mean / scale for _, stat in by_method[m]))
+        for m, mean in zip(methods, means, strict=True)
+    ]
+    label_bars(ax, ends, [fmt_seconds(Stat(mean * scale, None, 1)) for mean in means], gap=8, fontsize=8)
     ax.set_xlim(0, top / scale * 1.3)
-    ax.set_yticks(range(len(methods)), methods)
-    ax.invert_yaxis()
     ax.set_xlabel(
         f"training time ({unit}, lower is better)" + ("; bar: mean over tasks" if len(labels) > 1 else "")
     )
@@ -216,17 +211,7 @@ def plot_adapter_size(rows: Sequence[Row], colors: Mapping[str, str]) -> Plot | 
         ax.set_xlim(min(values) / 3, max(values) * 12)
     else:
         ax.set_xlim(0, max(values) * 1.3)
-    for i, value in enumerate(values):
-        ax.annotate(
-            format_bytes(value),
-            (value, i),
-            xytext=(4, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=9,
-        )
-    ax.set_yticks(range(len(methods)), methods)
-    ax.invert_yaxis()
+    label_bars(ax, values, [format_bytes(v) for v in values], gap=4, fontsize=9)
     ticks = [2.0**p for p in range(0, 50, 2) if min(values) / 3 <= 2.0**p <= max(values) * 12] if log else []
     if ticks:
         ax.set_xticks(ticks, [format_bytes(t) for t in ticks])

@@ -13,22 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
-from peftcore.report.columns import highlights, table_columns
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
-from peftcore.report.rows import (
-    SEEDS_NOTE,
-    Row,
-    Stat,
-    every_row,
-    group_rows,
-    group_title,
-    pareto_methods,
-    primary_note,
-    primary_of,
-    seeded,
-)
+from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
+from peftcore.report.summary import summarize
 from peftcore.results.quantities import Quantity, metric_names
 from peftcore.results.record import case_seed, primary_metric
 from peftcore.results.store import Run
@@ -127,6 +116,9 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Seque
     return lines
 
 
+_FRONT_NOTE = "◆ marks the methods on that front (no other method has both less memory and better quality)"
+
+
 def _method_label(row: Row, front: Sequence[str]) -> str:
     return row.method + (" ◆" if row.method in front else "")
 
@@ -134,38 +126,30 @@ def _method_label(row: Row, front: Sequence[str]) -> str:
 def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonResult | None = None) -> str:
     """summary.md: the run's facts, a table and highlights per (model, task), the failed cases,
     the unreadable record files and, given a reference run and the comparison, that section."""
-    groups = group_rows(run.records)
+    summaries = summarize(group_rows(run.records))
     lines = [f"# peftcore report: {run.run_id}", ""]
     lines.extend(f"- **{name}:** {value}" for name, value in run_facts(run))
     lines.append("")
-    if seeded(every_row(groups)):
+    if any(group.seeds_column for group in summaries):
         lines += [SEEDS_NOTE, ""]
-    for (model, task), rows in groups.items():
-        metric = primary_of(rows)
-        front = pareto_methods(rows, metric)
-        lines.append(f"## {group_title(model, task, groups)}")
+    for group in summaries:
+        lines.append(f"## {group.title}")
         lines.append("")
-        if metric:
-            lines.append(primary_note(model, metric))
+        if group.note:
+            lines.append(group.note)
             lines.append("")
-        columns = table_columns(rows)
-        show_seeds = seeded(rows)
-        header = ["Method", *(["Seeds"] if show_seeds else []), *(c.header for c in columns)]
+        header = ["Method", *(["Seeds"] if group.seeds_column else []), *(c.header for c in group.columns)]
         body = [
             [
-                _method_label(r, front),
-                *([str(len(r.records))] if show_seeds else []),
-                *(c.render(r) for c in columns),
+                _method_label(r, group.front),
+                *([str(len(r.records))] if group.seeds_column else []),
+                *(c.render(r) for c in group.columns),
             ]
-            for r in rows
+            for r in group.rows
         ]
         lines.extend(_md_table(header, body, [False] + [True] * (len(header) - 1)))
         lines.append("")
-        notes = highlights(rows)
-        if front:
-            notes.append(
-                "◆ marks the methods on that front (no other method has both less memory and better quality)"
-            )
+        notes = [*group.highlights, *([_FRONT_NOTE] if group.front else [])]
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
     failed = failed_records(run.records)

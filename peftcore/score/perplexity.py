@@ -59,7 +59,11 @@ def _infer_perplexity(run: ScoringRun, examples: Sequence[Example]) -> RawOutput
     if not requests:
         raise ValueError(f"task {run.task.name!r}: no example has two tokens to score")
     totals, stats = token_loglikelihoods(
-        run.model, requests, batch_size=run.settings.batch_size, pad_id=pad_token_id(run.fmt), device=run.device
+        run.model,
+        requests,
+        batch_size=run.settings.batch_size,
+        pad_id=pad_token_id(run.fmt),
+        device=run.device,
     )
     stats.update(window=window, stride=stride, windows=len(requests))
     return RawOutputs([(-sum(totals[a:b]), n) for (a, b), n in zip(spans, counts, strict=True)], stats)

@@ -6,7 +6,7 @@ benchmarks are asked for::
     .venv/bin/python -m pytest tests/perf/test_generation_batching.py --benchmark-only -s
 
 The same 32 NQ-open prompts (the model's own prompt format, greedy, 24 new tokens, stop at a
-newline, F1 and exact match) are scored by ``peftcore.score.scoring.score`` with ``batch_size=32``
+newline, F1 and exact match) are scored by ``peftcore.score.score`` with ``batch_size=32``
 (pytest-benchmark times it) and with ``batch_size=1`` (a plain loop of single-prompt ``generate`` calls, timed
 with the same clock for the same number of rounds). The medians, their ratio and the torch
 thread count go to ``benchmark.extra_info`` and are printed. In fp32 the two must produce the
@@ -73,7 +73,7 @@ def setup():
 def test_batched_generation_vs_per_example_loop(benchmark, setup, precision: str) -> None:
     import torch
 
-    from peftcore.score import scoring
+    from peftcore import score as scoring
 
     base, fmt, task, examples = setup
 

@@ -1,7 +1,8 @@
-"""The summary table of one (model, task): its columns, the best method per column, the highlights.
+"""The summary of one (model, task): its title, its table's columns, its best methods, its highlights.
 
-The Markdown tables (:mod:`peftcore.report.tables`) and the page (:mod:`peftcore.report.html`)
-render the same :class:`Column` list, so both show the same columns with the same numbers.
+summary.md (:mod:`peftcore.report.tables`) and the page's highlights and tables
+(:mod:`peftcore.report.html`) render the same :class:`GroupSummary` per (model, task), so both
+show the same columns, numbers, Pareto marks and findings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from peftcore.report.formats import (
     fmt_seconds,
     fmt_value,
 )
-from peftcore.report.rows import Row, Stat, held_out_metrics, pareto_methods, primary_of
+from peftcore.report.rows import (
+    Groups,
+    Row,
+    Stat,
+    group_title,
+    held_out_metrics,
+    pareto_methods,
+    primary_note,
+    primary_of,
+    seeded,
+)
 from peftcore.results.quantities import Quantity, higher_is_better
 
 
@@ -110,3 +121,35 @@ def highlights(rows: Sequence[Row]) -> list[str]:
     if front:
         lines.append(f"quality/memory Pareto front: {', '.join(front)}")
     return lines
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """What the summary of one (model, task) says, whatever it is rendered as."""
+
+    title: str  # the task, and the model when the run has several
+    note: str | None  # the model and primary metric with its direction; None without a metric
+    rows: Sequence[Row]
+    columns: list[Column]
+    front: list[str]  # the methods on the quality/memory Pareto front
+    seeds_column: bool  # whether a row merges several seeds (then the table counts them)
+    highlights: list[str]
+
+
+def summarize(groups: Groups) -> list[GroupSummary]:
+    """One summary per (model, task) of :func:`~peftcore.report.rows.group_rows`, in its order."""
+    summaries = []
+    for (model, task), rows in groups.items():
+        metric = primary_of(rows)
+        summaries.append(
+            GroupSummary(
+                title=group_title(model, task, groups),
+                note=primary_note(model, metric) if metric else None,
+                rows=rows,
+                columns=table_columns(rows),
+                front=pareto_methods(rows, metric),
+                seeds_column=seeded(rows),
+                highlights=highlights(rows),
+            )
+        )
+    return summaries
