@@ -30,10 +30,14 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def bf16_supported(device: str) -> bool:
+    """Whether ``device`` (``cpu``, ``cuda``, ``cuda:N``) computes bf16 natively."""
     import torch
 
     if device.startswith("cuda"):
-        return bool(torch.cuda.is_bf16_supported())
+        index = torch.device(device).index
+        if index is None or index == torch.cuda.current_device():
+            return bool(torch.cuda.is_bf16_supported())
+        return torch.cuda.get_device_capability(index) >= (8, 0)  # another GPU: Ampere or newer
     return cpu_has_fast_bf16()
 
 

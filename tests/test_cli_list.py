@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from peftcore.cli import main
-from peftcore.spec.cases import expand
 from peftcore.spec import KINDS, SpecStore
+from peftcore.spec.cases import expand
 
 
 def run_list(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from report_fixtures import grid, make_record, write_benchmark_json, write_run
 
-from peftcore.errors import PeftcoreError, SpecError
-from peftcore.gates.baseline import compare_to_baseline, load_baseline, parse_tolerances
 from peftcore import gates
+from peftcore.errors import PeftcoreError, SpecError
 from peftcore.gates import GateError, failures_for
+from peftcore.gates.baseline import compare_to_baseline, load_baseline, parse_tolerances
 from peftcore.results.quantities import Quantity, Tolerance, parse_quantity, reported_metrics
 from peftcore.results.record import case_key, task_metrics
 from peftcore.spec.gates import Compare, Expect, parse_rules

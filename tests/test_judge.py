@@ -435,8 +435,8 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
 
     from peftcore.data.example import Example, TaskData
     from peftcore.pipeline.execute import _judge
-    from peftcore.spec.cases import expand
     from peftcore.spec import SpecStore
+    from peftcore.spec.cases import expand
 
     base_url, script = server
     monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
@@ -476,8 +476,8 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
 
 
 def test_a_malformed_judge_block_fails_at_collection_naming_the_profile(tmp_path: Path) -> None:
-    from peftcore.spec.cases import expand
     from peftcore.spec import SpecStore
+    from peftcore.spec.cases import expand
 
     specs = _judged_profile(tmp_path, {"base_url": "ftp://judge", "model": "m"})
     with pytest.raises(SpecError) as caught:

@@ -1,5 +1,6 @@
 """``peftcore estimate``: exact counts checked against the real default model, the memory model's
-invariants (hypothesis), the method ladder, and one-line errors with exit status 2.
+invariants (hypothesis), the method ladder over the run store, the training budget of a case
+(profile and task layers), ``precision: auto`` per device, and one-line errors with exit status 2.
 
 The exact checks load SmolLM2-135M from the local converted cache three times (fp32, NF4 with
 double quantization, int8), apply every method spec for real with ``apply_method`` on

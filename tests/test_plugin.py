@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from peftcore.spec.cases import Case, expand
 from peftcore.spec import SpecStore
+from peftcore.spec.cases import Case, expand
 
 REPO = Path(__file__).resolve().parents[1]
 CASE_LINE = re.compile(r"(?:specs/defaults\.yaml|test_grid\.py)::test_case\[(.+)\]")
@@ -312,8 +312,7 @@ def test_a_project_with_only_specs_runs_its_grid(grid: pytest.Pytester) -> None:
     write_profile(
         grid,
         "tiny",
-        "methods: [base]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
-        "data: {train: 2, held_out: 4, seen: 2}\n",
+        "methods: [base]\nmodels: [smollm2-135m]\ntasks: [sst2]\ndata: {train: 2, held_out: 4, seen: 2}\n",
     )
     result = grid.runpytest_subprocess(
         "specs", "-q", "--profile", "tiny", "--run-id", "r1", "--results-dir", "runs", "--no-report"

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peftcore.errors import SpecError
+from peftcore.spec import KINDS, MethodSpec, SpecStore
 from peftcore.spec.cases import Case, expand, resolve_training
 from peftcore.spec.schema import plain
-from peftcore.spec import KINDS, MethodSpec, SpecStore
 
 
 def write(root: Path, rel: str, text: str) -> Path:

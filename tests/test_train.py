@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from peftcore.errors import DivergenceError
-from peftcore.spec.cases import Case
 from peftcore.spec import DataSizes, EvalSettings, SpecStore
+from peftcore.spec.cases import Case
 
 torch = pytest.importorskip("torch")
 

@@ -20,13 +20,10 @@ from peftcore.plan.estimator import Estimate, estimate_model
 from peftcore.plan.ladder import Quality, ladder, measured_quality
 from peftcore.plan.memory import MEMORY_MODEL
 from peftcore.plan.models import DEFAULT_SPECS, ModelInfo, resolve_model
-from peftcore.spec import MethodSpec, ProfileSpec, SpecStore, TaskSpec, resolve_training
+from peftcore.spec import DEFAULT_PROFILE, MethodSpec, ProfileSpec, SpecStore, TaskSpec, resolve_training
 from peftcore.units import UNITS_HELP, format_bytes, parse_bytes
 
 DEFAULT_RESULTS = Path("reports/runs")
-# The pytest plugin's default profile (peftcore.pytest_plugin.options.DEFAULT_PROFILE), written
-# out here because importing the plugin would import pytest at the command's start-up.
-DEFAULT_PROFILE = "quick"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

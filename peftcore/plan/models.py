@@ -8,6 +8,7 @@ no memory) and the method is applied by the engine's own ``apply_method``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,16 @@ class ModelInfo:
     spec: ModelSpec
 
     @property
-    def adapter_overrides(self) -> Any:
+    def adapter_overrides(self) -> Mapping[str, Mapping[str, Any]]:
         """Tuner name -> keywords that differ on this model (see ``ModelSpec.adapter_overrides``)."""
         return self.spec.adapter_overrides
 
 
-def stand_in_spec(name: str, source: ModelSource | None = None, adapter_overrides: Any = None) -> ModelSpec:
+def stand_in_spec(
+    name: str,
+    source: ModelSource | None = None,
+    adapter_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ModelSpec:
     """A model spec for a config the spec directory does not describe. It is never loaded:
     the planner reads only its ``adapter_overrides`` (default: none)."""
     return ModelSpec(

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from peftcore.errors import PeftcoreError
+from peftcore.spec import DEFAULT_PROFILE
 
-DEFAULT_PROFILE = "quick"
 _RUN_ID = pytest.StashKey[str]()
 
 

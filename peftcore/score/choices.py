@@ -38,8 +38,8 @@ def choice_group(fmt: PromptFormat, example: Example, max_length: int) -> Choice
     The context is ``fmt.encode_context(prompt)`` and each choice ``fmt.encode_continuation``:
     for our templates (context ending in a non-space, choice starting with one) that is the
     split lm-evaluation-harness gets by encoding context + continuation and cutting at the
-    context's length. An empty context becomes the BOS (else EOS) token, lm-eval's prefix
-    token. A context too long for ``max_length`` loses its start.
+    context's length. An empty context becomes the BOS token (lm-eval's prefix token; the pad
+    token when there is no BOS). A context too long for ``max_length`` loses its start.
 
     ``ValueError`` for an example without choices, a choice that encodes to no tokens, or a
     choice longer than ``max_length``.

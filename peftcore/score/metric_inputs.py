@@ -30,6 +30,9 @@ def gold_answers(reference: Reference, index: int) -> list[str]:
 
 
 def mean(values: Iterable[float]) -> float:
-    """Arithmetic mean with ``math.fsum`` (no drift over many examples); needs one value at least."""
+    """Arithmetic mean with ``math.fsum`` (no drift over many examples).
+
+    ``ZeroDivisionError`` for no values: callers check their inputs first.
+    """
     values = list(values)
     return math.fsum(values) / len(values)

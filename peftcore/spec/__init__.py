@@ -12,6 +12,7 @@ from peftcore.spec.schema import build, freeze, plain, suggest
 from peftcore.spec.store import SpecStore
 from peftcore.spec.templates import template_fields
 from peftcore.spec.types import (
+    DEFAULT_PROFILE,
     KINDS,
     SECTION,
     BaseOptions,
@@ -28,6 +29,7 @@ from peftcore.spec.types import (
 )
 
 __all__ = [
+    "DEFAULT_PROFILE",
     "KINDS",
     "SECTION",
     "BaseOptions",

@@ -94,8 +94,6 @@ def parse_expect(
     return bounds
 
 
-
-
 @dataclass(frozen=True)
 class Expect:
     """A spec's ``expect:`` block: absolute bounds on metrics and cost figures.

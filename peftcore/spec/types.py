@@ -16,6 +16,7 @@ from peftcore.spec.gates import Compare, Expect
 from peftcore.spec.schema import at_least, between
 
 KINDS = ("models", "methods", "tasks", "profiles")
+DEFAULT_PROFILE = "quick"  # what `pytest benchmarks` runs, and the planner estimates, unless told
 SECTION = {"models": "model", "methods": "method", "tasks": "task", "profiles": "profile"}
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]

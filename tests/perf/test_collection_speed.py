@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftcore.spec.cases import expand
 from peftcore.spec import SpecStore
+from peftcore.spec.cases import expand
 
 SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "specs"
 CASES = 500
