@@ -399,8 +399,10 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_docstring_examples() -> None:
     import doctest
 
-    result = doctest.testmod(judge_module)
-    assert result.failed == 0 and result.attempted >= 2
+    from peftcore.spec import judge as judge_settings
+
+    results = [doctest.testmod(module) for module in (judge_module, judge_settings)]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) >= 2
 
 
 # --------------------------------------------------------------------------- wired into a case

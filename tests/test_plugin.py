@@ -318,7 +318,7 @@ def test_a_project_with_only_specs_runs_its_grid(grid: pytest.Pytester) -> None:
         "specs", "-q", "--profile", "tiny", "--run-id", "r1", "--results-dir", "runs", "--no-report"
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["*1 passed*", "base-smollm2-135m-sst2  finished*accuracy*"])
+    result.stdout.fnmatch_lines(["base-smollm2-135m-sst2  finished*accuracy*", "*1 passed*"])
     record = json.loads((grid.path / "runs" / "r1" / "cases" / "base-smollm2-135m-sst2.json").read_text())
     assert record["status"] == "finished"
     assert set(record["metrics"]) == {"held_out", "seen"}

@@ -323,10 +323,10 @@ def _train_and_score(
 def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) -> None:
     """LLM-as-judge scores of the generated answers, next to the task's metrics (profile
     ``eval.judge``; off by default). The question is the prompt the model answered."""
-    from peftcore.score.judge import Judge, JudgeConfig
+    from peftcore.score.judge import Judge
 
     assert case.eval.judge is not None
-    judge = Judge(JudgeConfig.from_mapping(case.eval.judge))
+    judge = Judge(case.eval.judge)
     for split, result in results.items():
         examples = data.split(split)
         answers = [p["generated"] for p in result.predictions]

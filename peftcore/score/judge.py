@@ -31,11 +31,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftcore.errors import PeftcoreError, SpecError
+from peftcore.errors import PeftcoreError
+from peftcore.spec.judge import JudgeConfig
 from peftcore.storage import atomic_write_json, cache_root
 
 CRITERIA = ("correctness", "completeness", "faithfulness")
@@ -76,45 +76,6 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class JudgeConfig:
-    base_url: str
-    model: str
-    api_key_env: str | None = None
-    timeout_seconds: float = 60.0
-    max_retries: int = 3
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], where: str = "eval.judge") -> JudgeConfig:
-        """Build from a spec block; unknown keys and wrong types raise ``SpecError`` naming the key.
-
-        >>> JudgeConfig.from_mapping({"base_url": "http://localhost:8000/v1/", "model": "m"}).base_url
-        'http://localhost:8000/v1'
-        """
-        if not isinstance(mapping, Mapping):
-            raise SpecError(None, where, f"expected a mapping, got {type(mapping).__name__}")
-        known = ("base_url", "model", "api_key_env", "timeout_seconds", "max_retries")
-        for key in mapping:
-            if key not in known:
-                raise SpecError(None, f"{where}.{key}", f"unknown key; expected one of {', '.join(known)}")
-        for key in ("base_url", "model"):
-            if not isinstance(mapping.get(key), str) or not mapping[key].strip():
-                raise SpecError(None, f"{where}.{key}", "required, a non-empty string")
-        base_url = mapping["base_url"].strip().rstrip("/")
-        if not base_url.startswith(("http://", "https://")):
-            raise SpecError(None, f"{where}.base_url", f"expected an http(s) URL, got {base_url!r}")
-        api_key_env = mapping.get("api_key_env")
-        if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env):
-            raise SpecError(None, f"{where}.api_key_env", "expected the name of an environment variable")
-        timeout = mapping.get("timeout_seconds", cls.timeout_seconds)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise SpecError(None, f"{where}.timeout_seconds", f"expected a positive number, got {timeout!r}")
-        retries = mapping.get("max_retries", cls.max_retries)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise SpecError(None, f"{where}.max_retries", f"expected an integer >= 0, got {retries!r}")
-        return cls(base_url, mapping["model"].strip(), api_key_env, float(timeout), retries)
 
 
 def parse_verdict(content: str) -> dict[str, int]:

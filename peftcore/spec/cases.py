@@ -124,8 +124,6 @@ def expand(
         )
     )
     data = profile.data
-    if profile.eval.judge is not None:
-        _check_judge(profile)
     if data_overrides:
         data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
         check_sizes(data, "command line")
@@ -154,17 +152,6 @@ def expand(
             )
     cases.sort(key=_order)
     return cases
-
-
-def _check_judge(profile: ProfileSpec) -> None:
-    """A judge block is checked at collection, not when the first case has trained."""
-    from peftcore.score.judge import JudgeConfig  # standard library only: collection stays light
-
-    assert profile.eval.judge is not None
-    try:
-        JudgeConfig.from_mapping(profile.eval.judge)
-    except SpecError as err:
-        raise SpecError(profile.file, err.key, err.expected) from None
 
 
 def _order(case: Case) -> tuple[Any, ...]:

@@ -128,6 +128,9 @@ def convert(hint: Any, value: Any, file: str | Path | None, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error, with its own key
+            return convert(options[0], value, file, key)
         errors = []
         for option in args:
             if option is type(None):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peftcore.spec.gates import Compare, Expect
+from peftcore.spec.judge import JudgeConfig
 from peftcore.spec.schema import at_least, between
 
 KINDS = ("models", "methods", "tasks", "profiles")
@@ -67,7 +68,7 @@ class EvalSettings:
     # Tokens one scoring forward pass may hold (and the perplexity window); None: the model's
     # own limit, which for long-context models makes one window's logits gigabytes.
     max_length: int | None = at_least(16, None)
-    judge: Mapping[str, Any] | None = None
+    judge: JudgeConfig | None = None
 
 
 # --------------------------------------------------------------------------- models
