@@ -83,6 +83,57 @@ def test_a_profile_naming_a_missing_method_is_an_error_line(
 
 
 @pytest.mark.parametrize(
+    ("kind", "name", "edit", "message"),
+    [
+        (
+            "tasks",
+            "sst2",
+            ("prompt: ", "prompt: \"{sentense}\" # "),
+            "key 'prompt': template names field {sentense}, which is not in fields",
+        ),
+        (
+            "tasks",
+            "sst2",
+            ("description:", "expect: {accuracy: {min: high}}\ndescription:"),
+            "key 'expect.accuracy.min': expected a number, got 'high'",
+        ),
+        (
+            "profiles",
+            "smoke",
+            ("expect:\n", "expect:\n  accuracyy: {min: 0.3}\n"),
+            "key 'expect.accuracyy': unknown metric or cost figure 'accuracyy'",
+        ),
+        (
+            "profiles",
+            "smoke",
+            ("compare:\n", "compare:\n  - {metric: f1, case: lora, baseline: base, must: win}\n"),
+            "key 'compare[0].must': expected one of beat, below, above, got 'win'",
+        ),
+        (
+            "profiles",
+            "smoke",
+            ("data:\n", "eval: {judge: {base_url: 'ftp://judge', model: m}}\ndata:\n"),
+            "key 'eval.judge.base_url': expected an http(s) URL, got 'ftp://judge'",
+        ),
+    ],
+    ids=["template", "task expect", "profile expect", "compare rule", "judge"],
+)
+def test_spec_mistakes_that_need_no_data_are_error_lines(
+    specs: Path, capsys: pytest.CaptureFixture[str], kind: str, name: str, edit: tuple[str, str], message: str
+) -> None:
+    """Templates, gates and the judge block are checked when specs load, so `peftcore list` shows
+    them (as collection does), with the file and the key."""
+    path = specs / kind / f"{name}.yaml"
+    text = path.read_text()
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    code, lines, _ = run_list(capsys, kind, "--specs", str(specs))
+    assert code == 1
+    [row] = [line for line in lines if line.split()[0] == name]
+    assert f"!! {path}: {message}" in row
+
+
+@pytest.mark.parametrize(
     ("defaults", "message"),
     [
         (None, "not a spec directory: defaults.yaml is missing"),

@@ -59,6 +59,8 @@ class CaseContext:
     reuse: Earlier | None = None  # an earlier record whose adapter is re-scored instead of trained
     timer: Timer = untimed
     keep_full_models: bool = False
+    # Told of the record once it is written, whatever happened (an interrupted case included).
+    keep: Callable[[Record], None] = lambda record: None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
         record["provenance"]["finished_at"] = now()
         with contextlib.suppress(OSError) if record["status"] != "finished" else contextlib.nullcontext():
             write_record(ctx.run_dir, record)
+        ctx.keep(record)
     return Executed(record, error, stops_session)
 
 

@@ -170,6 +170,7 @@ class BenchmarkSession:
             identity=plan.identity,
             reuse=plan.rescore,
             timer=timer,
+            keep=lambda record: self.records.__setitem__(case.case_id, record),  # cancelled ones too
         )
         executed = run_case(case, model(case), examples, context)
         how: How = "rescored" if plan.rescore is not None else "ran"
