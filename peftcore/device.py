@@ -58,6 +58,20 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
+def scoring_precision(setting: str) -> str:
+    """The precision scoring runs in: ``auto`` is fp32 (no autocast) on every device.
+
+    Scoring ranks choices by summed log-likelihoods; under bf16 autocast the logits carry about
+    three significant digits, so differences between choices come out in steps of 1/16 or
+    coarser and many become exact ties (measured on SST-2: README, "Measured here"). Scoring is
+    a small share of a case's time, so the default pays for exact numbers on GPUs too; a user
+    scoring a large model on a GPU may set ``eval.precision: bf16`` and accept coarser ranks.
+    (A model held in bf16 or a 4-bit base computing in bf16 stays in that dtype either way:
+    the setting only turns autocast on or off.)
+    """
+    return "fp32" if setting == "auto" else setting
+
+
 def resolve_precision(setting: str, device: str, *, bf16_capable: bool | None = None) -> str:
     """The precision a setting means on ``device``: ``auto`` becomes bf16 where the device has
     fast bf16, else fp32; anything else is returned as given.

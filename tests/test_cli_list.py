@@ -88,7 +88,7 @@ def test_a_profile_naming_a_missing_method_is_an_error_line(
         (
             "tasks",
             "sst2",
-            ("prompt: ", "prompt: \"{sentense}\" # "),
+            ("prompt: ", 'prompt: "{sentense}" # '),
             "key 'prompt': template names field {sentense}, which is not in fields",
         ),
         (

@@ -379,3 +379,41 @@ def test_collecting_the_real_benchmarks_does_not_import_torch(pytester: pytest.P
     full = SpecStore(REPO / "benchmarks" / "specs").get("profiles", "full")
     ran = (pytester.path / "guard-ran").read_text()
     assert int(ran) == len(full.methods) * len(full.models) * len(full.tasks)
+
+
+# --------------------------------------------------------------------------- offline guard
+
+NETWORK_TEST = """
+import socket
+
+def test_reaches_out():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(0.5)
+    try:
+        sock.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed
+    except OSError as err:
+        print("connect failed:", err)
+    finally:
+        sock.close()
+"""
+
+
+def test_a_default_run_that_opens_a_socket_fails_naming_where(grid: pytest.Pytester) -> None:
+    test = own_grid_test(grid, NETWORK_TEST)
+    result = grid.runpytest_subprocess(test, "-q", "-s")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the test itself passed: the guard failed it
+    result.stdout.fnmatch_lines(
+        [
+            "*peftcore: network access is disabled (tried ('192.0.2.1', 9))*",
+            "*peftcore: network access attempted (the run must be offline)*",
+            "connect to ('192.0.2.1', 9)",
+        ]
+    )
+
+
+def test_allow_network_lets_a_run_reach_out(grid: pytest.Pytester) -> None:
+    test = own_grid_test(grid, NETWORK_TEST)
+    result = grid.runpytest_subprocess(test, "-q", "-s", "--allow-network")
+    assert result.ret == pytest.ExitCode.OK
+    assert "network access is disabled" not in result.stdout.str()
+    assert "network access attempted" not in result.stdout.str()

@@ -16,7 +16,7 @@ import pytest
 
 from peftcore import score as scoring
 from peftcore.data.example import Example
-from peftcore.score.choices import choice_bytes, choice_group, choice_loglikelihoods
+from peftcore.score.choices import _tied, choice_group, choice_length, choice_loglikelihoods
 from peftcore.score.decoding import MIN_SHARED_PREFIX, generate_token_ids, generation_contexts
 from peftcore.score.generation import cut_at_stop, extract_answer, max_new_tokens
 from peftcore.score.loglikelihood import BATCH_TOKEN_BUDGET, _token_batches
@@ -121,11 +121,21 @@ def test_loglikelihood_batches_keep_to_rows_and_token_budget() -> None:
         assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= BATCH_TOKEN_BUDGET
 
 
-def test_accuracy_norm_length_is_bytes_without_the_separating_space(fmt) -> None:
+def test_choice_lengths_are_lm_evals_without_the_separating_space(fmt) -> None:
     plain = PromptFormat(fmt.tokenizer, chat=False)
-    assert choice_bytes(plain, " café") == 5  # lm-eval: len(choice) without " "; é is 2 bytes
-    assert choice_bytes(fmt, " café") == 5
-    assert choice_bytes(plain, " ") == 1  # never a division by zero
+    # lm-eval: acc_norm divides by len(choice) in characters, acc_bytes by its UTF-8 bytes,
+    # the choice taken without its target delimiter " ".
+    assert choice_length(plain, " café") == 4
+    assert choice_length(plain, " café", "bytes") == 5  # é is 2 bytes
+    assert choice_length(fmt, " café") == 4  # a chat turn has no delimiter to strip
+    assert choice_length(plain, " ") == 1  # never a division by zero
+
+
+def test_a_tie_is_counted_and_broken_toward_the_first_choice() -> None:
+    from peftcore.score.choices import _argmax
+
+    assert _tied([-1.0, -1.0, -2.0]) and _argmax([-1.0, -1.0, -2.0]) == 0  # as numpy.argmax
+    assert not _tied([-1.0, -1.5, -1.0 - 1e-12])
 
 
 # --------------------------------------------------------------------------- choices

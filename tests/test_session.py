@@ -27,20 +27,16 @@ from peftcore.models.checkpoints import model_sha256
 from peftcore.pipeline import execute, failures
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.session import BenchmarkSession, Outcome, RerunPolicy, keyword_matcher
-from peftcore.results.provenance import package_versions
+from peftcore.results.provenance import PACKAGES, package_versions
 from peftcore.results.record import RECORD_FORMAT
 from peftcore.results.store import Earlier, History, read_record, record_path, write_record
 from peftcore.spec import Case, SpecStore, expand
 
 MODEL_SHA = "ab" * 32
 VERSIONS = {
-    "torch": "2.13.0",
-    "transformers": "5.23.0",
-    "peft": "0.21.2",
-    "bitsandbytes": "0.50.2",
-    "accelerate": "1.15.0",  # not hashed: it does not change numbers
-    "datasets": "5.2.0",
+    **{name: "1.0.0" for name in PACKAGES},
     "peftcore": "0.1.0+abcdef012345",
+    "matplotlib": "3.9.0",  # draws the report: not part of a case's identity
 }
 IDS_PROFILE = """\
 description: tests/test_session.py
@@ -52,13 +48,6 @@ data: {train: 8, held_out: 8, seen: 4}
 """
 
 Identities = dict[str, Identity]
-
-
-@pytest.fixture(autouse=True)
-def no_torch_here() -> Any:
-    already = "torch" in sys.modules  # imported by an earlier test file of this process
-    yield
-    assert already or "torch" not in sys.modules, "a session unit test imported torch"
 
 
 @pytest.fixture
@@ -144,7 +133,7 @@ def test_an_evaluation_setting_changes_the_case_but_not_its_training(
 
 @pytest.mark.parametrize(
     ("package", "hashed"),
-    [("torch", True), ("transformers", True), ("peft", True), ("peftcore", True), ("accelerate", False)],
+    [*((name, True) for name in PACKAGES), ("matplotlib", False)],
 )
 def test_package_versions_change_both_hashes(
     grid: Callable[[], Identities], package: str, hashed: bool
@@ -586,3 +575,95 @@ def test_out_of_memory_is_recognised_also_behind_a_wrapper() -> None:
             raise SpecError("methods/lora.yaml", "adapter", "peft could not apply lora: ...") from None
     except SpecError as wrapped:
         assert failures.is_out_of_memory(wrapped)
+
+
+# --------------------------------------------------------------------------- no torch
+
+
+NO_TORCH = """
+import sys
+from pathlib import Path
+from peftcore.data.tasks import load_task
+from peftcore.pipeline.session import BenchmarkSession
+from peftcore.spec import SpecStore, expand
+
+results = Path(sys.argv[2])
+case = next(c for c in expand(SpecStore(sys.argv[1]), "smoke") if c.case_id == "lora-smollm2-135m-sst2")
+data = load_task(case.task, case.data)
+first = BenchmarkSession(run_dir=results / "r1", results_dir=results)
+identity = first.plan(case, data).identity  # the model's hash, the data's, the versions
+from peftcore.results.record import RECORD_FORMAT
+from peftcore.results.store import write_record
+write_record(results / "r0", {"format": RECORD_FORMAT, "run_id": "r0", "case_id": case.case_id,
+    "method": "lora", "model": "smollm2-135m", "task": "sst2", "status": "finished",
+    "case_hash": identity.case_hash, "training_hash": identity.training_hash, "metrics": {}})
+second = BenchmarkSession(run_dir=results / "r1", results_dir=results)  # scans the runs anew
+outcome = second.run(case, data=lambda c: data, model=lambda c: 1 / 0)  # adopted: no model
+assert outcome.how == "adopted", outcome
+heavy = [name for name in ("torch", "transformers", "peft", "bitsandbytes") if name in sys.modules]
+print("heavy:", heavy)
+"""
+
+
+def test_planning_and_adopting_a_case_imports_no_torch(shipped_specs: Path, tmp_path: Path) -> None:
+    """Checked in a fresh process: in this one, an earlier test file may have imported torch."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(shipped_specs), str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+# --------------------------------------------------------------------------- what the identity covers
+
+
+def test_the_code_fingerprint_covers_every_module_a_case_runs_through() -> None:
+    """Derived, not a hand-kept list: every peftcore module but the readers of finished records."""
+    from peftcore.results.provenance import PACKAGE_ROOT, numeric_sources
+
+    covered = {p.relative_to(PACKAGE_ROOT).as_posix() for p in numeric_sources()}
+    for module in (
+        "measure.py",
+        "device.py",
+        "spec/cases.py",
+        "gates/bounds.py",
+        "data/split.py",
+        "models/load.py",
+        "train/trainer.py",
+        "score/choices.py",
+        "score/metric_modules/squad_f1.py",
+        "pipeline/execute.py",
+        "pytest_plugin/fixtures.py",
+    ):
+        assert module in covered, module
+    assert not any(name.startswith(("report/", "plan/")) for name in covered)
+    every = {p.relative_to(PACKAGE_ROOT).as_posix() for p in PACKAGE_ROOT.rglob("*.py")}
+    new_module = every - covered - {n for n in every if n.startswith(("report/", "plan/"))}
+    assert new_module <= {"cli.py", "listing.py"}  # a module added anywhere else is covered
+
+
+def test_changing_a_module_on_the_case_path_changes_peftcores_version(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    copy = tmp_path / "peftcore"
+    shutil.copytree(Path(sys.modules["peftcore"].__file__).parent, copy)
+    code = "from peftcore.results.provenance import package_versions; print(package_versions()['peftcore'])"
+
+    def version() -> str:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        return out.stdout.strip()
+
+    before = version()
+    (copy / "measure.py").write_text((copy / "measure.py").read_text() + "\n# a change\n")
+    after_measure = version()
+    (copy / "report" / "tables.py").write_text((copy / "report" / "tables.py").read_text() + "\n# a change\n")
+    assert before != after_measure == version()  # the report is not on the case path

@@ -190,6 +190,7 @@ def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
     case = make_case("full", max_steps=2, learning_rate=1e-3)
     base = bases(case.method.base)
     snapshot = {k: v.clone() for k, v in base.model.state_dict().items()}
+    flags = {name: p.requires_grad for name, p in base.model.named_parameters()}
     run_training(case, base, fixed_batch, tmp_path / "full")
     run_training(make_case("lora", max_steps=2), base, fixed_batch, tmp_path / "lora")
     after = base.model.state_dict()
@@ -197,7 +198,8 @@ def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
     for key, value in snapshot.items():
         assert torch.equal(after[key], value), key
     assert not any("lora" in name for name, _ in base.model.named_modules())
-    assert all(not p.requires_grad or True for p in base.model.parameters())
+    # full fine-tuning and peft each set requires_grad on their copy, never on the template
+    assert {name: p.requires_grad for name, p in base.model.named_parameters()} == flags
 
 
 def test_loss_is_only_on_the_answer(bases, fixed_batch):

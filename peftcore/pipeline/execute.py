@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import device_info, resolve_precision
+from peftcore.device import device_info, scoring_precision
 from peftcore.errors import DivergenceError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
@@ -296,7 +296,7 @@ def _train_and_score(
         )
     record["training"] = training
     state.stage = "scoring"
-    precision = resolve_precision(budget.precision, ctx.device)
+    precision = scoring_precision(case.eval.precision)
 
     def score_splits() -> dict[str, Any]:
         return {

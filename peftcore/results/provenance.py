@@ -15,14 +15,28 @@ from pathlib import Path
 from typing import Any
 
 # Every package a record names, and whether a different version of it can change a number
-# (then it is part of a case's identity, and a cached result of another version is not reused).
+# (then it is part of a case's identity, and a cached result of another version is not reused):
+# what trains (torch, transformers, peft, bitsandbytes, accelerate: the Trainer's mixed precision
+# and accumulation), what turns text into ids or weights into tensors (tokenizers, gguf,
+# safetensors), what reads the data (datasets, pyarrow) and what computes a metric (evaluate,
+# sentence-transformers, bert-score, rouge-score, numpy). Only the plotting and reporting
+# libraries are left out.
 PACKAGES: dict[str, bool] = {
     "torch": True,
     "transformers": True,
     "peft": True,
     "bitsandbytes": True,
-    "accelerate": False,
-    "datasets": False,
+    "accelerate": True,
+    "tokenizers": True,
+    "gguf": True,
+    "safetensors": True,
+    "datasets": True,
+    "pyarrow": True,
+    "evaluate": True,
+    "sentence-transformers": True,
+    "bert-score": True,
+    "rouge-score": True,
+    "numpy": True,
     "peftcore": True,
 }
 HASHED_PACKAGES = tuple(name for name, hashed in PACKAGES.items() if hashed)

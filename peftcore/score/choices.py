@@ -160,16 +160,20 @@ def _shared_context(
     return results, real, padded
 
 
-def choice_bytes(fmt: PromptFormat, choice: str) -> int:
-    """Length of a choice for ``accuracy_norm``: UTF-8 bytes of the scored continuation
-    without the whitespace that separates it from the context.
+def choice_length(fmt: PromptFormat, choice: str, unit: str = "characters") -> int:
+    """Length of a choice for length-normalized accuracy, as lm-evaluation-harness measures it.
 
-    lm-evaluation-harness divides by the length of the choice string without its
-    ``target_delimiter`` (the leading space); our choices are rendered with it, so it is
-    stripped here. For ASCII text bytes equal characters, so this equals lm-eval's
-    ``acc_norm`` (characters) and ``acc_bytes`` (bytes).
+    The harness divides a choice's log-likelihood by the length of the choice string without
+    its ``target_delimiter`` (the leading space): in characters for ``acc_norm``, in UTF-8
+    bytes for ``acc_bytes``. Our choices are rendered with the delimiter, so it is stripped.
+
+    >>> from types import SimpleNamespace
+    >>> plain = SimpleNamespace(continuation=lambda text: text)
+    >>> choice_length(plain, " café"), choice_length(plain, " café", "bytes")
+    (4, 5)
     """
-    return max(1, len(fmt.continuation(choice).lstrip().encode("utf-8")))
+    text = fmt.continuation(choice).lstrip()
+    return max(1, len(text.encode("utf-8")) if unit == "bytes" else len(text))
 
 
 def _infer_choices(run: ScoringRun, examples: Sequence[Example]) -> RawOutputs:
@@ -189,18 +193,33 @@ def _infer_choices(run: ScoringRun, examples: Sequence[Example]) -> RawOutputs:
 
 
 def _argmax(values: Sequence[float]) -> int:
+    """The first index of the largest value: ties go to the earlier choice, as numpy's argmax
+    (and so lm-evaluation-harness) breaks them."""
     return max(range(len(values)), key=lambda i: values[i])
+
+
+def _tied(values: Sequence[float]) -> bool:
+    """Whether the largest value is shared (the argmax then is a tie-break, not a prediction)."""
+    best = max(values)
+    return sum(v == best for v in values) > 1
 
 
 def _finish_choices(
     run: ScoringRun, examples: Sequence[Example], raw: RawOutputs
 ) -> tuple[Metrics, Predictions]:
-    chosen, chosen_norm, gold, predictions = [], [], [], []
+    chosen, chosen_norm, chosen_bytes, gold, predictions = [], [], [], [], []
+    ties = ties_norm = 0
     for example, lls in zip(examples, raw.values, strict=True):
         assert example.label is not None  # checked before inference
-        per_byte = [ll / choice_bytes(run.fmt, c) for ll, c in zip(lls, example.choices, strict=True)]
+        per_char = [ll / choice_length(run.fmt, c) for ll, c in zip(lls, example.choices, strict=True)]
+        per_byte = [
+            ll / choice_length(run.fmt, c, "bytes") for ll, c in zip(lls, example.choices, strict=True)
+        ]
         chosen.append(_argmax(lls))
-        chosen_norm.append(_argmax(per_byte))
+        chosen_norm.append(_argmax(per_char))
+        chosen_bytes.append(_argmax(per_byte))
+        ties += _tied(lls)
+        ties_norm += _tied(per_char)
         gold.append(example.label)
         predictions.append(
             {
@@ -211,10 +230,13 @@ def _finish_choices(
                 "loglikelihoods": [round(v, 5) for v in lls],
             }
         )
+    by_metric = {"accuracy_norm": chosen_norm, "accuracy_bytes": chosen_bytes}
     metrics = {
-        name: float(resolve_metric(name)(chosen_norm if name == "accuracy_norm" else chosen, gold))
+        name: float(resolve_metric(name)(by_metric.get(name, chosen), gold))
         for name in metric_names(run.task, "indices", CHOICE_METRICS)
     }
+    # Exact ties in the top score: the prediction there is the tie-break's, not the model's.
+    raw.stats.update(tied_predictions=ties, tied_predictions_norm=ties_norm)
     return metrics, predictions
 
 

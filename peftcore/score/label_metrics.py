@@ -20,14 +20,22 @@ from peftcore.score.metric_registry import register
 @register(
     "accuracy_norm",
     higher_is_better=True,
-    description="accuracy when each choice's log-likelihood is divided by its length in bytes",
+    description="accuracy when each choice's log-likelihood is divided by its length in characters "
+    "(lm-evaluation-harness acc_norm)",
+    inputs="indices",
+)
+@register(
+    "accuracy_bytes",
+    higher_is_better=True,
+    description="accuracy when each choice's log-likelihood is divided by its length in UTF-8 bytes "
+    "(lm-evaluation-harness acc_bytes)",
     inputs="indices",
 )
 def accuracy(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
     """Fraction of positions where ``predicted`` equals ``gold``.
 
-    ``accuracy_norm`` is this same function; the evaluator picks the predicted indices from
-    length-normalized choice scores.
+    ``accuracy_norm`` and ``accuracy_bytes`` are this same function; the evaluator picks the
+    predicted indices from length-normalized choice scores.
 
     >>> accuracy([0, 2, 1, 1], [0, 1, 1, 3])
     0.5

@@ -68,6 +68,10 @@ class EvalSettings:
     # Tokens one scoring forward pass may hold (and the perplexity window); None: the model's
     # own limit, which for long-context models makes one window's logits gigabytes.
     max_length: int | None = at_least(16, None)
+    # Scoring's own precision, apart from training's: "auto" scores in fp32 (no autocast) on
+    # every device, because bf16 logits quantize log-likelihoods into exact ties between
+    # choices (peftcore.device.scoring_precision says more).
+    precision: Precision = "auto"
     judge: JudgeConfig | None = None
 
 
