@@ -32,17 +32,14 @@ def split_sha256(train: Sequence[str], held_out: Sequence[str], seen: Sequence[s
 def check_sizes(task: TaskSpec, sizes: DataSizes, available: int, where: str) -> None:
     """Raise :class:`SpecError` unless ``sizes`` can be drawn from ``available`` records.
 
-    Every split needs at least one example, ``seen`` cannot exceed ``train``, and ``train``
-    plus ``held_out`` must fit in the usable records of ``where``.
+    ``held_out`` needs at least one example (``train`` and ``seen`` may be empty: a profile of
+    untrained methods only scores), ``seen`` cannot exceed ``train``, and ``train`` plus
+    ``held_out`` must fit in the usable records of ``where``.
     """
-    for name in ("train", "held_out", "seen"):
-        if getattr(sizes, name) < 1:
-            raise SpecError(
-                task.file,
-                f"data.{name}",
-                f"the {name} split would be empty ({getattr(sizes, name)}); "
-                f"set the profile's data.{name} >= 1",
-            )
+    if sizes.held_out < 1:
+        raise SpecError(
+            task.file, "data.held_out", f"the held_out split would be empty ({sizes.held_out}); set it >= 1"
+        )
     if sizes.seen > sizes.train:
         raise SpecError(
             task.file, "data.seen", f"seen {sizes.seen} > train {sizes.train}: seen is drawn from train"

@@ -310,6 +310,7 @@ def _train_and_score(
                 precision=precision,
             )
             for split in ("held_out", "seen")
+            if data.split(split)  # a scoring-only profile has no seen examples
         }
 
     # An untrained or re-scored case is timed by its scoring: the work it does.

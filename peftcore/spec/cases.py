@@ -127,6 +127,7 @@ def expand(
     if data_overrides:
         data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
         check_sizes(data, "command line")
+    _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
@@ -152,6 +153,28 @@ def expand(
             )
     cases.sort(key=_order)
     return cases
+
+
+def _check_training_data(
+    profile: ProfileSpec,
+    methods: Mapping[str, MethodSpec],
+    cells: Iterable[tuple[str, str, str]],
+    data: DataSizes,
+    from_command_line: bool,
+) -> None:
+    """``data.train: 0`` (and ``seen: 0``) is for scoring only: every method must be untrained."""
+    if data.train > 0:
+        return
+    training = sorted({method for _, method, _ in cells if methods[method].trains})
+    if training:
+        where = "command line" if from_command_line else profile.file
+        key = "--train-size" if from_command_line else "data.train"
+        raise SpecError(
+            where,
+            key,
+            f"0 examples to train on, but {', '.join(training)} train; "
+            "0 is for a profile whose methods are all untrained (base), to score a whole split",
+        )
 
 
 def _order(case: Case) -> tuple[Any, ...]:
