@@ -98,7 +98,21 @@ def test_every_metric_a_task_spec_names_is_registered_with_a_direction() -> None
         assert name in METRICS, name
         assert METRICS[name].description
     lower = {name for name, metric in METRICS.items() if not metric.higher_is_better}
-    assert lower == {"abs_diff", "perplexity", "number_unparseable_rate"}
+    assert lower == {"abs_diff", "perplexity", "number_unparseable_rate", "brier_score"}
+
+
+def test_brier_score_matches_lm_evaluation_harness() -> None:
+    """The harness: softmax of the choices' log-likelihoods, sum of squared distances to the
+    gold one-hot, mean over examples (lm_eval.api.metrics.brier_score)."""
+    import numpy as np
+    from lm_eval.api.metrics import brier_score as harness_brier
+
+    rng = np.random.default_rng(0)
+    lls = rng.normal(-5, 3, size=(50, 4))
+    gold = rng.integers(0, 4, size=50)
+    probs = [np.exp(row - row.max()) / np.exp(row - row.max()).sum() for row in lls]
+    expected = harness_brier(list(zip(gold.tolist(), probs, strict=True)))
+    assert METRICS["brier_score"](lls.tolist(), gold.tolist()) == pytest.approx(expected, rel=1e-12)
 
 
 def test_directions_of_metrics_and_cost_figures() -> None:

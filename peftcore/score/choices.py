@@ -22,6 +22,8 @@ from peftcore.train.prompting import PromptFormat
 
 # What the choice evaluator reports whatever the task lists.
 CHOICE_METRICS = ("accuracy", "accuracy_norm")
+# Metrics of a choice task take the chosen indices, or every choice's log-likelihood (Brier score).
+CHOICE_INPUTS = ("indices", "choice_loglikelihoods")
 
 
 @dataclass(frozen=True)
@@ -231,13 +233,14 @@ def _finish_choices(
             }
         )
     by_metric = {"accuracy_norm": chosen_norm, "accuracy_bytes": chosen_bytes}
-    metrics = {
-        name: float(resolve_metric(name)(by_metric.get(name, chosen), gold))
-        for name in metric_names(run.task, "indices", CHOICE_METRICS)
-    }
+    metrics = {}
+    for name in metric_names(run.task, CHOICE_INPUTS, CHOICE_METRICS):
+        metric = resolve_metric(name)
+        given = raw.values if metric.inputs == "choice_loglikelihoods" else by_metric.get(name, chosen)
+        metrics[name] = float(metric(given, gold))
     # Exact ties in the top score: the prediction there is the tie-break's, not the model's.
     raw.stats.update(tied_predictions=ties, tied_predictions_norm=ties_norm)
     return metrics, predictions
 
 
-CHOICES = Evaluator("indices", CHOICE_METRICS, _infer_choices, _finish_choices)
+CHOICES = Evaluator(CHOICE_INPUTS, CHOICE_METRICS, _infer_choices, _finish_choices)

@@ -48,13 +48,13 @@ Predictions = list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Evaluator:
-    gives: str  # what its metrics take (peftcore.score.metrics.Metric.inputs)
+    gives: tuple[str, ...]  # what its metrics may take (peftcore.score.metrics.Metric.inputs)
     extra: tuple[str, ...]  # metrics it reports besides the task's
     infer: Callable[[ScoringRun, Sequence[Example]], RawOutputs]
     finish: Callable[[ScoringRun, Sequence[Example], RawOutputs], tuple[Metrics, Predictions]]
 
 
-def metric_names(task: TaskSpec, gives: str, extra: Sequence[str] = ()) -> list[str]:
+def metric_names(task: TaskSpec, gives: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     """The metrics to compute: ``extra`` then the task's, minus judged ones (peftcore.score.judge
     scores those from the predictions). ``ValueError`` for a metric taking other inputs."""
     names = []
@@ -62,9 +62,10 @@ def metric_names(task: TaskSpec, gives: str, extra: Sequence[str] = ()) -> list[
         metric = resolve_metric(name)
         if metric.inputs == "judge":
             continue
-        if metric.inputs != gives:
+        if metric.inputs not in gives:
             raise ValueError(
-                f"task {task.name!r} ({task.type}) gives {gives}, but metric {name!r} takes {metric.inputs}"
+                f"task {task.name!r} ({task.type}) gives {' and '.join(gives)}, "
+                f"but metric {name!r} takes {metric.inputs}"
             )
         names.append(name)
     return names

@@ -93,7 +93,7 @@ def _finish_generation(
     references = [list(example.answers) for example in examples]
     # abs_diff leaves out answers without a number; report how many.
     extra = ("number_unparseable_rate",) if "abs_diff" in run.task.metrics else ()
-    names = [*metric_names(run.task, "texts"), *extra]
+    names = [*metric_names(run.task, ("texts",)), *extra]
     metrics = {name: float(resolve_metric(name)(answers, references)) for name in names}
     predictions = [
         {"uid": e.uid, "generated": text, "answer": answer}
@@ -102,4 +102,4 @@ def _finish_generation(
     return metrics, predictions
 
 
-GENERATION = Evaluator("texts", (), _infer_generation, _finish_generation)
+GENERATION = Evaluator(("texts",), (), _infer_generation, _finish_generation)

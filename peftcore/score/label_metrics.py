@@ -1,10 +1,12 @@
-"""Metrics over chosen labels (choice indices or classes): accuracy and macro F1.
+"""Metrics of choice and classification tasks: accuracy and macro F1 over the chosen labels
+(choice indices), and the Brier score over every choice's log-likelihood.
 
 Each takes ``(predicted, gold)`` and raises ``ValueError`` on empty or mismatched inputs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 
 from peftcore.score.metric_inputs import check_pairs, mean
@@ -68,4 +70,32 @@ def macro_f1(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
         false_pos = sum(p == label and g != label for p, g in zip(predicted, gold, strict=True))
         false_neg = sum(p != label and g == label for p, g in zip(predicted, gold, strict=True))
         scores.append(2 * true_pos / (2 * true_pos + false_pos + false_neg))
+    return mean(scores)
+
+
+@register(
+    "brier_score",
+    higher_is_better=False,
+    description="mean squared distance between the softmax over the choices' log-likelihoods and the "
+    "gold one-hot (lm-evaluation-harness brier_score; 0 is certain and right, 2 certain and wrong)",
+    inputs="choice_loglikelihoods",
+)
+def brier_score(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) -> float:
+    """Brier score of the choice distribution, as lm-evaluation-harness computes it.
+
+    Unlike accuracy it moves with every change of the model's confidence, so a few steps of
+    training show in it before they flip a prediction.
+
+    >>> brier_score([[0.0, 0.0]], [1])  # 50/50 on two choices: 0.25 + 0.25
+    0.5
+    >>> round(brier_score([[0.0, math.log(3)]], [1]), 6)  # 25/75, right: 0.25**2 + 0.25**2
+    0.125
+    """
+    check_pairs(loglikelihoods, gold)
+    scores = []
+    for lls, label in zip(loglikelihoods, gold, strict=True):
+        top = max(lls)
+        weights = [math.exp(ll - top) for ll in lls]
+        total = math.fsum(weights)
+        scores.append(math.fsum((w / total - (i == label)) ** 2 for i, w in enumerate(weights)))
     return mean(scores)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from peftcore.errors import PeftcoreError
 
-MetricInputs = Literal["texts", "indices", "nll", "judge"]
+MetricInputs = Literal["texts", "indices", "choice_loglikelihoods", "nll", "judge"]
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def _finish_perplexity(
     total_tokens = sum(n for _, n in raw.values)
     metrics = {
         name: float(resolve_metric(name)(total_nll, total_tokens))
-        for name in metric_names(run.task, "nll", ("perplexity",))
+        for name in metric_names(run.task, ("nll",), ("perplexity",))
     }
     predictions = [
         {"uid": e.uid, "nll": round(nll, 4), "tokens": n}
@@ -85,4 +85,4 @@ def _finish_perplexity(
     return metrics, predictions
 
 
-PERPLEXITY = Evaluator("nll", ("perplexity",), _infer_perplexity, _finish_perplexity)
+PERPLEXITY = Evaluator(("nll",), ("perplexity",), _infer_perplexity, _finish_perplexity)
