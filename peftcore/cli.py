@@ -19,6 +19,10 @@ COMMANDS = {
     "list": ("peftcore.listing", "list models, methods, tasks and profiles with their descriptions"),
     "estimate": ("peftcore.plan.cli", "predict trainable parameters, adapter size and peak memory"),
     "report": ("peftcore.report.cli", "build summary tables and an HTML report from stored runs"),
+    "tolerances": (
+        "peftcore.gates.tolerances",
+        "measure per-case tolerances for --metric-compare-fail from a run of several seeds",
+    ),
 }
 
 

@@ -13,7 +13,8 @@ from report_fixtures import grid, make_record, write_benchmark_json, write_run
 from peftcore import gates
 from peftcore.errors import PeftcoreError, SpecError
 from peftcore.gates import GateError, failures_for
-from peftcore.gates.baseline import compare_to_baseline, load_baseline, parse_tolerances
+from peftcore.gates.baseline import compare_to_baseline, load_baseline
+from peftcore.gates.tolerances import parse_tolerances
 from peftcore.results.quantities import Quantity, Tolerance, parse_quantity, reported_metrics
 from peftcore.results.record import case_key, task_metrics
 from peftcore.spec.gates import Compare, Expect, parse_rules
@@ -328,7 +329,7 @@ def test_rules_must_be_a_list() -> None:
 
 
 def test_parse_tolerances() -> None:
-    assert parse_tolerances("f1:2%, accuracy:0.02,seen.f1:5%,peak_memory_bytes:10%") == {
+    assert dict(parse_tolerances("f1:2%, accuracy:0.02,seen.f1:5%,peak_memory_bytes:10%")) == {
         "f1": Tolerance(2.0, relative=True),
         "accuracy": Tolerance(0.02, relative=False),
         "seen.f1": Tolerance(5.0, relative=True),
@@ -544,3 +545,67 @@ def test_a_slice_of_the_profile_may_leave_out_a_metric_the_baseline_reports() ->
     records = grid(methods=("lora",), tasks=("arc_easy",))
     result = compare_to_baseline(records, baseline, parse_tolerances("f1:0.05,accuracy:0.1"))
     assert not result.regressed
+
+
+# --------------------------------------------------------------------------- measured tolerances
+
+
+def test_measured_tolerances_are_each_cases_own_spread_over_seeds() -> None:
+    from peftcore.gates.tolerances import measured_tolerances
+
+    records = grid(methods=("base", "lora"), tasks=("arc_easy",), seeds=(0, 1, 2))
+    tolerances = measured_tolerances(records)
+    lora = tolerances.cases["lora-smollm2-135m-arc_easy"]
+    values = [r["metrics"]["held_out"]["accuracy"] for r in records if r["method"] == "lora"]
+    assert lora["accuracy"].value == pytest.approx(max(values) - min(values), rel=1e-2)
+    assert not lora["accuracy"].relative
+    assert lora["training.trainable_params"] == Tolerance(0.0, relative=False)  # exact
+    assert lora["training.adapter_bytes"] == Tolerance(0.0, relative=False)
+    assert lora["training.peak_memory_bytes"].relative and lora["training.peak_memory_bytes"].value >= 10
+    assert "seen.accuracy" in lora
+    base = tolerances.cases["base-smollm2-135m-arc_easy"]
+    assert "training.trainable_params" not in base  # the untrained base has no training block
+
+
+def test_tolerances_need_several_seeds() -> None:
+    from peftcore.gates.tolerances import measured_tolerances
+
+    with pytest.raises(GateError, match="several seeds"):
+        measured_tolerances(grid(methods=("lora",), tasks=("arc_easy",)))
+
+
+def test_a_tolerance_file_round_trips_and_a_case_gets_its_own(tmp_path: Path) -> None:
+    from peftcore.gates.tolerances import Tolerances, tolerances_yaml
+
+    table = Tolerances(
+        {"accuracy": Tolerance(0.2, relative=False)},
+        {"lora-smollm2-135m-arc_easy": {"accuracy": Tolerance(0.01, relative=False)}},
+    )
+    path = tmp_path / "tolerances.yaml"
+    path.write_text(tolerances_yaml(table, "a test"))
+    loaded = parse_tolerances(str(path))
+    assert (dict(loaded.default), dict(loaded.cases)) == (dict(table.default), dict(table.cases))
+    assert path.read_text().startswith("# a test\n")
+    baseline = grid(methods=("lora", "dora"), tasks=("arc_easy",))
+    current = grid(methods=("lora", "dora"), tasks=("arc_easy",))
+    for record in current:
+        record["metrics"]["held_out"]["accuracy"] -= 0.05  # both drop by 0.05
+    result = compare_to_baseline(current, baseline, loaded)
+    assert [(r.case_id, r.quantity) for r in result.regressed] == [("lora-smollm2-135m-arc_easy", "accuracy")]
+    assert [r.case_id for r in result.unchanged] == ["dora-smollm2-135m-arc_easy"]  # default 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("default: {accuracy: lots}\n", "key 'default': accuracy: expected a non-negative number"),
+        ("cases: {x: [1]}\n", "key 'cases.x': expected a mapping"),
+        ("tolerance: {}\n", "expected the keys default and cases"),
+    ],
+)
+def test_a_bad_tolerance_file_names_the_file_and_key(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(GateError) as info:
+        parse_tolerances(str(path))
+    assert str(path) in str(info.value) and words in str(info.value)

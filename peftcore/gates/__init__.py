@@ -6,8 +6,8 @@ plugin, the report and a notebook can all ask the same questions. The gates them
 declared in specs and parsed when they load (:mod:`peftcore.spec.gates`).
 """
 
-from peftcore.gates.baseline import GateError
 from peftcore.gates.bounds import GateFailure, check_expect, failures_for
 from peftcore.gates.rules import check_relative
+from peftcore.gates.tolerances import GateError
 
 __all__ = ["GateError", "GateFailure", "check_expect", "check_relative", "failures_for"]

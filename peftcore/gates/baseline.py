@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peftcore.errors import PeftcoreError, suggest
+from peftcore.errors import suggest
+from peftcore.gates.tolerances import GateError, Tolerances
 from peftcore.results.quantities import (
     RECORD_FIGURES,
     Quantity,
@@ -25,42 +26,10 @@ from peftcore.results.quantities import (
     higher_is_better,
     metric_names,
     parse_quantity,
-    parse_tolerance,
     reported_metrics,
 )
 from peftcore.results.record import CaseKey, Record, RecordError, check_record
 from peftcore.results.store import load_run, newest_by_case
-
-
-class GateError(PeftcoreError, ValueError):
-    """A gate option or baseline cannot be used (bad tolerance text, wrong baseline file)."""
-
-
-def parse_tolerances(text: str) -> dict[str, Tolerance]:
-    """``"f1:2%,accuracy:0.02"`` -> {"f1": 2 % relative, "accuracy": 0.02 absolute}.
-
-    Names follow the quantity vocabulary of :mod:`peftcore.results.quantities` (``seen.f1``,
-    ``peak_memory_bytes``, ``primary``). GateError on unreadable text; whether a case reports
-    the metric is checked by :func:`compare_to_baseline`.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise GateError("--metric-compare-fail: expected metric:tolerance pairs like f1:2%,accuracy:0.02")
-    tolerances: dict[str, Tolerance] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition(":")
-        name = name.strip()
-        if not sep or not name:
-            raise GateError(f"--metric-compare-fail: {item.strip()!r} is not metric:tolerance (e.g. f1:2%)")
-        try:
-            quantity = parse_quantity(name, lenient=True)
-            tolerance = parse_tolerance(value)
-        except ValueError as err:
-            raise GateError(f"--metric-compare-fail: {name}: {err}") from None
-        if quantity.label in tolerances:
-            raise GateError(f"--metric-compare-fail: {name} is given twice")
-        tolerances[quantity.label] = tolerance
-    return tolerances
-
 
 Verdict = Literal["regressed", "improved", "unchanged", "better", "worse", "same", "changed"]
 
@@ -198,14 +167,15 @@ def compare_records(
 ) -> ComparisonResult:
     """Case by case (matched on method, model, task, seed), each quantity current vs baseline.
 
-    With ``tolerances`` only those quantities are compared, and each row is regressed, improved
+    With ``tolerances`` (a plain mapping, or :class:`Tolerances` with per-case tables) only the
+    quantities a case has a tolerance for are compared, and each row is regressed, improved
     (moved by more than the tolerance in the metric's direction) or unchanged. Without, every
     metric and cost figure is compared and rows read better, worse, same (or changed, for a
     figure without a direction).
     """
     current = newest_by_case(records, finished_only=False)
     baseline = newest_by_case(baseline_records, finished_only=False)
-    chosen = [parse_quantity(name, lenient=True) for name in tolerances] if tolerances is not None else None
+    table = tolerances if isinstance(tolerances, Tolerances) or tolerances is None else Tolerances(tolerances)
     rows, unavailable, notes = [], [], []
     for key in sorted(current.keys() & baseline.keys()):
         now, then = current[key], baseline[key]
@@ -217,13 +187,19 @@ def compare_records(
             continue
         if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
             notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
-        for quantity in chosen if chosen is not None else scalar_quantities([now, then]):
+        case_tolerances = table.for_record(now) if table is not None else None
+        chosen = (
+            [parse_quantity(name, lenient=True) for name in case_tolerances]
+            if case_tolerances is not None
+            else scalar_quantities([now, then])
+        )
+        for quantity in chosen:
             resolved = quantity.resolve(now)
             value, reference = resolved.value(now), resolved.value(then)
             if value is None or reference is None:
                 continue
             direction = higher_is_better(resolved.name)
-            tolerance = tolerances.get(quantity.label) if tolerances is not None else None
+            tolerance = case_tolerances.get(quantity.label) if case_tolerances is not None else None
             rows.append(
                 ComparisonRow(
                     case_id,
@@ -278,7 +254,8 @@ def compare_to_baseline(
     # profile (-k, -m) may simply not include the cases that report it.
     known = [*finished, *(r for r in baseline_records if r.get("status") == "finished")]
     if finished:
-        for name in tolerances:
+        labels = tolerances.labels() if isinstance(tolerances, Tolerances) else set(tolerances)
+        for name in sorted(labels):
             quantity = parse_quantity(name, lenient=True)
             if quantity.is_metric and quantity.name != "primary":
                 reported = {m for r in known for m in reported_metrics(r)}

@@ -111,7 +111,7 @@ def tolerances(config: pytest.Config) -> dict[str, Any] | None:
     text = config.getoption("--metric-compare-fail")
     if not text:
         return None
-    from peftcore.gates.baseline import parse_tolerances
+    from peftcore.gates.tolerances import parse_tolerances
 
     try:
         return dict(parse_tolerances(text))
