@@ -118,6 +118,23 @@ def loaded_variants():
     return {name: load_base(spec, options, "cpu") for name, (spec, options) in VARIANTS.items()}
 
 
+def test_4bit_weights_stay_dequantizable_after_an_eval_forward(loaded_variants):
+    """peft dequantizes 4-bit weights for DoRA's weight norm (and to merge an adapter); after a
+    forward in eval mode they must still read as the model's weights (within NF4's error), not
+    as bytes bitsandbytes repacked for its CPU kernel (which broke QDoRA's scores)."""
+    from peft.utils.integrations import dequantize_module_weight
+
+    fresh = loaded_variants["nf4"].fresh()  # the shared template stays untouched
+    fresh.eval()
+    ids = loaded_variants["nf4"].tokenizer("The capital of France is", return_tensors="pt")
+    with torch.inference_mode():
+        fresh(**ids)
+    reference = loaded_variants["fp32"].model.model.layers[0].self_attn.q_proj.weight.float()
+    weight = dequantize_module_weight(fresh.model.layers[0].self_attn.q_proj).float()
+    error = (weight - reference).norm() / reference.norm()
+    assert error < 0.2, f"relative error {error:.2f}: not the model's weights"
+
+
 def test_every_variant_loads_and_predicts_sensibly(loaded_variants):
     for name, base in loaded_variants.items():
         ids = base.tokenizer("The capital of France is", return_tensors="pt")

@@ -74,6 +74,23 @@ class LoadedBase:
         }
 
 
+def _keep_4bit_weights_dequantizable(model: Any) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its CPU kernel.
+
+    On a CPU with AVX-512 BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` weight in place
+    into its CPU kernel's layout at the first forward in eval mode. Its own forward keeps
+    working, but peft's ``dequantize_module_weight`` (DoRA's weight norm, merging an adapter
+    into its base) then reads the repacked bytes as NF4 and gets garbage: a QDoRA adapter that
+    reached a training loss of 0.39 scored a loss of 20.8 on the same batch in eval mode. With
+    the flag off, the layer dequantizes and multiplies in every mode, as on a GPU. (Costs the
+    faster CPU kernel in scoring, and moves QLoRA's scores a little: the same adapter's eval
+    loss on one batch went from 0.411 to 0.423, the kernel computing otherwise in bf16.)
+    """
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+
+
 def _detach_from_file(model: Any) -> None:
     """Copy memory-mapped weights into process memory.
 
@@ -129,6 +146,7 @@ def load_base(spec: ModelSpec, options: BaseOptions, device: str) -> LoadedBase:
             ) from None
         raise
     _detach_from_file(model)
+    _keep_4bit_weights_dequantizable(model)
     model.eval()
     tokenizer = load_tokenizer(spec, where)
     return LoadedBase(
