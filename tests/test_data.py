@@ -404,10 +404,18 @@ def test_sizes_the_data_cannot_meet(tmp_path: Path, sizes: DataSizes, message: s
 
 
 def test_template_failing_on_a_value(tmp_path: Path) -> None:
-    spec = MC_SPEC.replace('prompt: "{question}', 'prompt: "{choices[2]} {question}')
-    with pytest.raises(SpecError, match=r"'prompt': cannot render record 0 .*IndexError") as err:
+    spec = MC_SPEC.replace('prompt: "{question}', 'prompt: "{question:d}')  # a number format on text
+    with pytest.raises(SpecError, match=r"'prompt': cannot render record 0 .*ValueError") as err:
         data.load_task(task_from(tmp_path, spec, {"mc.jsonl": jsonl(MC)}), DataSizes(4, 2, 1))
     one_line(err)
+
+
+@pytest.mark.parametrize("reach", ["{choices[2]}", "{question.upper}"])
+def test_a_template_reaching_into_a_field_is_refused_when_the_spec_loads(tmp_path: Path, reach: str) -> None:
+    """``{question.upper}`` would render a bound method's repr (another per process)."""
+    spec = MC_SPEC.replace('prompt: "{question}', f'prompt: "{reach} {{question}}')
+    with pytest.raises(SpecError, match=r"'prompt': .* reaches into a field; templates take plain field"):
+        task_from(tmp_path, spec, {"mc.jsonl": jsonl(MC)})
 
 
 @pytest.mark.parametrize(

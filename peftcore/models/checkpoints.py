@@ -194,10 +194,12 @@ def model_sha256(spec: ModelSpec) -> str:
     if src.kind == "gguf_package":
         return file_sha256(gguf_path(spec))
     if src.kind == "local":
+        # Every file of the folder: weights in any format (.safetensors, .bin, .pt), the config
+        # and the tokenizer's files all change numbers.
         folder = Path(checkpoint_dir(spec))
         digest = hashlib.sha256()
-        for path in sorted(folder.glob("*.safetensors")):
-            digest.update(path.name.encode())
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            digest.update(path.relative_to(folder).as_posix().encode())
             digest.update(file_sha256(path).encode())
         return digest.hexdigest()
     return f"{src.id}@{src.revision or 'main'}"

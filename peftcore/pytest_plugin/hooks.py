@@ -39,8 +39,12 @@ def active(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "peftcore_case: a benchmark case generated from the specs")
-    options.seeds(config)  # a malformed --seeds is a usage error, reported before collection
-    options.tolerances(config)  # likewise --metric-compare-fail
+    # Malformed options are usage errors, reported before collection: --seeds,
+    # --metric-compare-fail, --run-id, --rerun.
+    options.seeds(config)
+    options.tolerances(config)
+    options.run_id(config)
+    options.rerun_expression(config)
     if not active(config):
         return
     if not config.getoption("--allow-network"):
@@ -227,9 +231,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from peftcore.report import write_report
 
         try:
-            outcome["report"] = write_report(
-                [bench.run_dir], Path(config.rootpath) / "reports" / bench.run_id
-            )
+            outcome["report"] = write_report([bench.run_dir], options.report_dir(config))
         except PeftcoreError as err:
             outcome["report_error"] = str(err)
 

@@ -56,6 +56,11 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-report", action="store_true", help="do not write reports/<run-id>/ at the end")
     group.addoption(
+        "--report-dir",
+        default=None,
+        help="where the session's report folder <run-id>/ goes (default: next to the results directory)",
+    )
+    group.addoption(
         "--allow-network",
         action="store_true",
         help="let the session reach the network (hub ids, online metrics); off by default",
@@ -83,11 +88,39 @@ def profile_name(config: pytest.Config) -> str:
 
 
 def run_id(config: pytest.Config) -> str:
+    """``--run-id``, or a time stamp and the profile; a folder name under the results directory."""
     if _RUN_ID not in config.stash:
         given = config.getoption("--run-id")
+        if given is not None and (
+            not given or any(c in given for c in "/\\") or given.startswith(".") or given != given.strip()
+        ):
+            raise pytest.UsageError(
+                f"--run-id: expected a folder name (no '/', not starting with '.'), got {given!r}"
+            )
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         config.stash[_RUN_ID] = given or f"{stamp}-{profile_name(config)}"
     return config.stash[_RUN_ID]
+
+
+def report_dir(config: pytest.Config) -> Path:
+    """The session's report folder: ``<report-dir or the results directory's parent>/<run-id>``
+    (``reports/<run-id>`` by default, next to ``reports/runs``)."""
+    given = config.getoption("--report-dir")
+    parent = _under_root(config, given) if given else results_dir(config).parent
+    return parent / run_id(config)
+
+
+def rerun_expression(config: pytest.Config) -> str | None:
+    """``--rerun=EXPR``, checked with pytest's own -k grammar (a usage error if it does not parse)."""
+    text = config.getoption("--rerun")
+    if text and text != "*":
+        from _pytest.mark.expression import Expression
+
+        try:
+            Expression.compile(text)
+        except SyntaxError as err:
+            raise pytest.UsageError(f"--rerun: {text!r} is not a -k expression: {err.msg}") from None
+    return text
 
 
 def seeds(config: pytest.Config) -> list[int] | None:

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from peftcore.errors import SpecError
+from peftcore.errors import SpecError, suggest
 from peftcore.spec.checks import check_sizes
+from peftcore.spec.gates import matches
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
@@ -128,6 +129,7 @@ def expand(
         data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
         check_sizes(data, "command line")
     _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
+    _check_gates_match(profile, cells)
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
@@ -175,6 +177,65 @@ def _check_training_data(
             f"0 examples to train on, but {', '.join(training)} train; "
             "0 is for a profile whose methods are all untrained (base), to score a whole split",
         )
+
+
+def _check_gates_match(profile: ProfileSpec, cells: Iterable[tuple[str, str, str]]) -> None:
+    """A ``compare:`` rule (or a bound's ``methods:``) that matches no case of the profile would
+    never be checked: the gate would be silently off. One line naming the rule and the name."""
+    cells = list(cells)
+    methods = sorted({method for _, method, _ in cells})
+    tasks = sorted({task for _, _, task in cells})
+    models = sorted({model for model, _, _ in cells})
+    for rule in profile.compare.rules:
+        key = f"compare[{rule.index}]"
+        if rule.baseline not in methods:
+            raise SpecError(
+                profile.file,
+                f"{key}.baseline",
+                f"no method {rule.baseline!r} in this profile; " + suggest(rule.baseline, methods),
+            )
+        for axis, patterns, names in (
+            ("case", rule.cases, methods),
+            ("task", rule.tasks, tasks),
+            ("model", rule.models, models),
+        ):
+            for pattern in patterns:
+                if not matches_any(pattern, names):
+                    raise SpecError(
+                        profile.file,
+                        f"{key}.{axis}",
+                        f"{pattern!r} matches no {axis if axis != 'case' else 'method'} of this profile; "
+                        + suggest(pattern, names),
+                    )
+        pairs = {(model, task) for model, method, task in cells if method == rule.baseline}
+        checked = [
+            (model, method, task)
+            for model, method, task in cells
+            if method != rule.baseline
+            and matches(method, rule.cases)
+            and (model, task) in pairs
+            and (not rule.tasks or matches(task, rule.tasks))
+            and (not rule.models or matches(model, rule.models))
+        ]
+        if not checked:
+            raise SpecError(
+                profile.file,
+                key,
+                f"'{rule.describe()}' matches no pair of cases of this profile (a case and "
+                f"{rule.baseline} on the same model and task)",
+            )
+    for bound in profile.expect.bounds:
+        for pattern in bound.methods:
+            if not matches_any(pattern, methods):
+                raise SpecError(
+                    profile.file,
+                    f"expect.{bound.written}.methods",
+                    f"{pattern!r} matches no method of this profile; " + suggest(pattern, methods),
+                )
+
+
+def matches_any(pattern: str, names: Iterable[str]) -> bool:
+    return any(matches(name, (pattern,)) for name in names)
 
 
 def _order(case: Case) -> tuple[Any, ...]:

@@ -91,12 +91,15 @@ def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]
 
 
 def _check_range(field: dataclasses.Field[Any], value: Any, file: str | Path | None, key: str) -> None:
-    """Bounds a field declares in its metadata (``min``/``max``, inclusive); NaN is never in range."""
-    low, high = field.metadata.get("min"), field.metadata.get("max")
-    if (low is None and high is None) or not isinstance(value, (int, float)):
+    """Bounds a field declares in its metadata (``min``/``max`` inclusive, ``above`` exclusive);
+    NaN is never in range."""
+    low, high, above = field.metadata.get("min"), field.metadata.get("max"), field.metadata.get("above")
+    if (low is None and high is None and above is None) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError(file, key, f"expected a finite number, got {value}")
+    if above is not None and not value > above:
+        raise SpecError(file, key, f"expected more than {above}, got {value}")
     if low is not None and value < low:
         raise SpecError(file, key, f"expected at least {low}, got {value}")
     if high is not None and value > high:
@@ -106,6 +109,11 @@ def _check_range(field: dataclasses.Field[Any], value: Any, file: str | Path | N
 def at_least(low: float, default: Any) -> Any:
     """A dataclass field with a lower bound that :func:`build` checks."""
     return dataclasses.field(default=default, metadata={"min": low})
+
+
+def above(low: float, default: Any) -> Any:
+    """A dataclass field that must be more than ``low`` (a learning rate of 0 trains nothing)."""
+    return dataclasses.field(default=default, metadata={"above": low})
 
 
 def between(low: float, high: float, default: Any) -> Any:

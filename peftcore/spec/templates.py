@@ -26,14 +26,24 @@ def template_fields(template: str) -> list[str]:
 
 
 def check_templates(task: TaskSpec) -> None:
-    """SpecError (file, key) for a template that names an unknown field or one its type lacks."""
+    """SpecError (file, key) for a template that names an unknown field or one its type lacks,
+    or reaches into a field (``{instruction.upper}``, ``{choices[0]}``): ``str.format`` would
+    render a bound method's repr, different in every process, into every prompt."""
     for key in ("prompt", "target"):
         template = getattr(task, key)
         try:
-            used = template_fields(template)
+            raw = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
         except ValueError as err:
             raise SpecError(task.file, key, f"malformed template: {err}") from None
-        for name in used:
+        for name in raw:
+            if "." in name or "[" in name:
+                raise SpecError(
+                    task.file,
+                    key,
+                    f"{{{name}}} reaches into a field; templates take plain field names: map what you "
+                    "need under fields: (a dotted path such as choices.text works there)",
+                )
+        for name in template_fields(template):
             if name == "" or name.isdigit():
                 raise SpecError(task.file, key, "use named fields like {question}, not {} or {0}")
             if name not in task.fields and name not in DERIVED_FIELDS:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from peftcore.spec.gates import Compare, Expect
 from peftcore.spec.judge import JudgeConfig
-from peftcore.spec.schema import at_least, between
+from peftcore.spec.schema import above, at_least, between
 
 KINDS = ("models", "methods", "tasks", "profiles")
 DEFAULT_PROFILE = "quick"  # what `pytest benchmarks` runs, and the planner estimates, unless told
@@ -34,16 +34,16 @@ _INTERNAL = {"internal": True}
 class TrainingBudget:
     """How much a case trains. Set in defaults/profile; a task or method may override keys."""
 
-    max_steps: int = at_least(0, 30)
+    max_steps: int = at_least(1, 30)
     batch_size: int = at_least(1, 4)
     gradient_accumulation_steps: int = at_least(1, 1)
     max_length: int = at_least(1, 256)
-    learning_rate: float = at_least(0, 2e-4)
+    learning_rate: float = above(0, 2e-4)
     lr_scheduler: str = "linear"
     warmup_ratio: float = between(0, 1, 0.0)
     weight_decay: float = at_least(0, 0.0)
     max_grad_norm: float = at_least(0, 1.0)
-    seed: int = 0
+    seed: int = at_least(0, 0)
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"

@@ -27,6 +27,20 @@ from peftcore.spec import MethodSpec, TrainingBudget
 log = logging.getLogger("peftcore.train.trainer")
 
 
+def warmup_steps(budget: TrainingBudget) -> int:
+    """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps``, rounded up.
+
+    Given as a whole number of steps, because transformers reads a float ``warmup_steps``
+    below 1 as a ratio but 1.0 as one step (``warmup_ratio: 1`` would warm up for one step).
+    The same rounding as transformers' own for ratios below 1.
+
+    >>> from peftcore.spec import TrainingBudget
+    >>> [warmup_steps(TrainingBudget(max_steps=5, warmup_ratio=r)) for r in (0.0, 0.1, 1.0)]
+    [0, 1, 5]
+    """
+    return math.ceil(budget.warmup_ratio * budget.max_steps)
+
+
 @dataclass
 class TrainOutcome:
     steps: int = 0
@@ -172,7 +186,7 @@ def train(
         gradient_accumulation_steps=budget.gradient_accumulation_steps,
         learning_rate=budget.learning_rate,
         lr_scheduler_type=budget.lr_scheduler,
-        warmup_steps=budget.warmup_ratio,  # a float below 1 is a ratio of max_steps
+        warmup_steps=warmup_steps(budget),
         weight_decay=budget.weight_decay,
         max_grad_norm=budget.max_grad_norm,
         optim=budget.optimizer,
