@@ -667,3 +667,38 @@ def test_changing_a_module_on_the_case_path_changes_peftcores_version(tmp_path: 
     after_measure = version()
     (copy / "report" / "tables.py").write_text((copy / "report" / "tables.py").read_text() + "\n# a change\n")
     assert before != after_measure == version()  # the report is not on the case path
+
+
+# --------------------------------------------------------------------------- failing before running
+
+
+def test_a_case_whose_data_cannot_be_read_still_writes_a_one_line_record(specs: Path, tmp_path: Path) -> None:
+    _edit(
+        specs / "tasks" / "sst2.yaml", "path: hf_datasets/glue/sst2/validation", "path: hf_datasets/glue/nope"
+    )
+    case = next(c for c in expand(SpecStore(specs), "smoke") if c.case_id == LORA_SST2)
+    bench = _session(tmp_path)
+    outcome = bench.run(case, data=lambda c: load_task(c.task, c.data), model=_no_model)
+    assert outcome.error is not None and outcome.record["status"] == "failed"
+    reason = outcome.record["reason"]
+    assert reason.startswith("loading the task data: ") and "hf_datasets/glue/nope" in reason
+    assert "\n" not in reason
+    assert read_record(record_path(bench.run_dir, case.case_id)) == outcome.record
+    assert bench.records[case.case_id] is outcome.record
+
+
+def test_a_case_whose_model_cannot_be_loaded_still_writes_a_record(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    from peftcore.errors import AssetError
+
+    case, data = smoke[LORA_SST2]
+
+    def missing(case: Case) -> Any:
+        raise AssetError("models/x.yaml: source.path /nowhere is not a model folder (no config.json)")
+
+    outcome = _session(tmp_path).run(case, data=lambda _: data, model=missing)
+    assert outcome.record["status"] == "failed"
+    assert outcome.record["reason"] == (
+        "loading the model: models/x.yaml: source.path /nowhere is not a model folder (no config.json)"
+    )

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
 from peftcore.device import device_info, scoring_precision
-from peftcore.errors import DivergenceError
+from peftcore.errors import DivergenceError, PeftcoreError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline.failures import (
@@ -134,6 +134,41 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
             write_record(ctx.run_dir, record)
         ctx.keep(record)
     return Executed(record, error, stops_session)
+
+
+def record_early_failure(case: Case, ctx: CaseContext, stage: str, error: Exception) -> Executed:
+    """The record of a case that failed before it could run (its data or model could not be
+    had): status ``failed``, the one-line reason naming the stage, no figures. Written like any."""
+    reason = str(error) if isinstance(error, PeftcoreError) else one_line(error)
+    record: Record = {
+        "format": RECORD_FORMAT,
+        "run_id": ctx.run_id,
+        "case_id": case.case_id,
+        "profile": case.profile,
+        "method": case.method.name,
+        "model": case.model.name,
+        "task": case.task.name,
+        "seed": case.training.seed,
+        "status": "failed",
+        "reason": f"{stage}: {reason}",
+        "spec": case.resolved(),
+        "training": None,
+        "metrics": {},
+        "inference": None,
+        "provenance": {
+            "versions": package_versions(),
+            **git_state(ctx.repo_root),  # type: ignore[typeddict-item]
+            "host": platform.node(),
+            "started_at": now(),
+            "finished_at": now(),
+        },
+        "adapter_dir": None,
+        "reused_training_from": None,
+    }
+    with contextlib.suppress(OSError):
+        write_record(ctx.run_dir, record)
+    ctx.keep(record)
+    return Executed(record, error)
 
 
 def _out_of_memory(

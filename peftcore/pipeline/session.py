@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Literal
 
 from peftcore.data.example import TaskData
+from peftcore.errors import PeftcoreError
 from peftcore.models.load import LoadedBase
-from peftcore.pipeline.execute import CaseContext, Timer, run_case, untimed
+from peftcore.pipeline.execute import CaseContext, Timer, record_early_failure, run_case, untimed
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.results.provenance import package_versions
 from peftcore.results.record import Record
@@ -153,8 +154,30 @@ class BenchmarkSession:
         runs the timed part of the case once (training, or scoring for a case that trains
         nothing). Ctrl-C and SIGTERM propagate after the running case's record is written.
         """
-        examples = data(case)
-        plan = self.plan(case, examples)
+        def context(identity: Identity, rescore: Earlier | None = None) -> CaseContext:
+            return CaseContext(
+                run_dir=self.run_dir,
+                run_id=self.run_id,
+                device=self.device,
+                repo_root=self.repo_root,
+                identity=identity,
+                reuse=rescore,
+                timer=timer,
+                keep=lambda record: self.records.__setitem__(case.case_id, record),  # cancelled ones too
+            )
+
+        def failed_before_running(stage: str, error: Exception) -> Outcome:
+            executed = record_early_failure(case, context(Identity("", "")), stage, error)
+            return self._conclude(case, Outcome(case.case_id, executed.record, "ran", executed.error))
+
+        try:
+            examples = data(case)
+        except (PeftcoreError, OSError) as err:  # a bad task spec or data file: recorded, one line
+            return failed_before_running("loading the task data", err)
+        try:
+            plan = self.plan(case, examples)
+        except (PeftcoreError, OSError) as err:  # the model's weights cannot be located
+            return failed_before_running("locating the model", err)
         if plan.earlier is not None:
             here = plan.earlier.run_dir.resolve() == self.run_dir.resolve()
             if here and plan.earlier.record["case_id"] == case.case_id:
@@ -162,17 +185,11 @@ class BenchmarkSession:
                 return self._conclude(case, Outcome(case.case_id, plan.earlier.record, "resumed"))
             record = adopt(plan.earlier, self.run_dir, self.run_id, case.case_id)
             return self._conclude(case, Outcome(case.case_id, record, "adopted"))
-        context = CaseContext(
-            run_dir=self.run_dir,
-            run_id=self.run_id,
-            device=self.device,
-            repo_root=self.repo_root,
-            identity=plan.identity,
-            reuse=plan.rescore,
-            timer=timer,
-            keep=lambda record: self.records.__setitem__(case.case_id, record),  # cancelled ones too
-        )
-        executed = run_case(case, model(case), examples, context)
+        try:
+            base = model(case)
+        except (PeftcoreError, OSError) as err:
+            return failed_before_running("loading the model", err)
+        executed = run_case(case, base, examples, context(plan.identity, plan.rescore))
         how: How = "rescored" if plan.rescore is not None else "ran"
         outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
         return self._conclude(case, outcome)

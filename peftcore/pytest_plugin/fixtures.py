@@ -160,9 +160,11 @@ class CaseRunner:
         if outcome.stops_session:
             self.request.session.shouldstop = outcome.stops_session
         if outcome.error is not None:
-            if isinstance(outcome.error, PeftcoreError):
+            # Bad input, divergence, out of memory, a missing file: the recorded one line says it
+            # all. Anything else is a bug (ours or a library's): its traceback helps.
+            if isinstance(outcome.error, (PeftcoreError, OSError)):
                 pytest.fail(f"{case.case_id}: {outcome.record.get('reason')}", pytrace=False)
-            raise outcome.error  # a bug (ours or a library's): its traceback helps
+            raise outcome.error
         if outcome.gate_failures:
             pytest.fail("\n".join(outcome.gate_failures), pytrace=False)
         if outcome.reused:

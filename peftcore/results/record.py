@@ -69,6 +69,11 @@ class TrainingFigures(TypedDict, total=False):
     peak_memory_bytes: Annotated[int, Figure("bytes", LOWER)]  # above the level before the case
     peak_reserved_bytes: Annotated[int | None, Figure("bytes", LOWER)]  # CUDA allocator only
     memory_method: str  # cuda-max-allocated | cpu-rss-hwm | cpu-rss-sampled
+    # The live-tensor peak of the first live_tracked_steps steps (torch's MemTracker): what the
+    # method allocates, without what the allocator keeps; and its parts by kind.
+    live_peak_bytes: Annotated[int, Figure("bytes", LOWER)]
+    live_peak_by_kind: dict[str, int]  # parameters, gradients, optimizer_states, activations, ...
+    live_tracked_steps: int
     adalora_updates: int  # AdaLoRA only: rank reallocations done
     adalora_final_rank_total: int
     adalora_initial_rank_total: int | None

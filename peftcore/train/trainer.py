@@ -209,18 +209,27 @@ def train(
         report_to=list(budget.report_to) or "none",
         disable_tqdm=True,
     )
+    callbacks = _callbacks(outcome, method, case_id, budget.max_steps)
+    live = None
+    if budget.live_memory_steps > 0:
+        from peftcore.train.live_memory import live_memory_callback
+
+        live = live_memory_callback(model, budget.live_memory_steps, outcome.extra)
+        callbacks.append(live)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=_callbacks(outcome, method, case_id, budget.max_steps),
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict: floods captured output
     start = time.perf_counter()
     try:
         trainer.train()
     finally:
+        if live is not None:
+            live.close(int(trainer.state.global_step))
         outcome.train_seconds = time.perf_counter() - start
         outcome.steps = int(trainer.state.global_step)
         outcome.train_tokens = int(trainer.state.num_input_tokens_seen)
