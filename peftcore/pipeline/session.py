@@ -154,6 +154,7 @@ class BenchmarkSession:
         runs the timed part of the case once (training, or scoring for a case that trains
         nothing). Ctrl-C and SIGTERM propagate after the running case's record is written.
         """
+
         def context(identity: Identity, rescore: Earlier | None = None) -> CaseContext:
             return CaseContext(
                 run_dir=self.run_dir,

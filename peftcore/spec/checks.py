@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peftcore.errors import SpecError
+from peftcore.errors import SpecError, suggest
 from peftcore.spec import peft_keywords
 from peftcore.spec.schema import build
 from peftcore.spec.templates import check_templates
+from peftcore.spec.trainer_names import accepted
 from peftcore.spec.types import SECTION, DataSizes, TrainingBudget
 
 
@@ -96,7 +97,19 @@ def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
     (Merged into a full budget only at expansion, where a wrong value could not be traced back to
     the file that set it.) ``null`` means "not set here".
     """
-    build(TrainingBudget, {k: v for k, v in training.items() if v is not None}, file, "training")
+    budget = {k: v for k, v in training.items() if v is not None}
+    build(TrainingBudget, budget, file, "training")
+    for kind in ("optimizer", "lr_scheduler"):
+        check_trainer_name(kind, budget.get(kind), file)
+
+
+def check_trainer_name(kind: str, name: object, file: str | Path | None) -> None:
+    """SpecError for an optimizer or schedule name transformers' Trainer would refuse."""
+    names = accepted(kind)
+    if isinstance(name, str) and names and name not in names:
+        raise SpecError(
+            file, f"training.{kind}", f"transformers has no {kind} {name!r}; " + suggest(name, names)
+        )
 
 
 def _is_hex(text: str) -> bool:

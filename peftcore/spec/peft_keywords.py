@@ -41,8 +41,8 @@ def available_tuners() -> tuple[str, ...]:
 
 
 @functools.cache
-def _classes_in(path: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """class name -> (base class names, annotated field names) for every class in a file."""
+def _classes_in(path: Path) -> dict[str, tuple[list[str], dict[str, ast.expr]]]:
+    """class name -> (base class names, annotated field -> its annotation) for every class in a file."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError):
@@ -51,11 +51,11 @@ def _classes_in(path: Path) -> dict[str, tuple[list[str], list[str]]]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
-            fields = [
-                stmt.target.id
+            fields = {
+                stmt.target.id: stmt.annotation
                 for stmt in node.body
                 if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-            ]
+            }
             found[node.name] = (bases, fields)
     return found
 
@@ -79,11 +79,18 @@ def _config_class(tuner: str) -> tuple[str, list[Path]] | None:
 @functools.cache
 def config_fields(tuner: str) -> tuple[str, frozenset[str]] | None:
     """(class name, every keyword it accepts, inherited ones included), or None if unknown."""
+    found = config_annotations(tuner)
+    return None if found is None else (found[0], frozenset(found[1]))
+
+
+@functools.cache
+def config_annotations(tuner: str) -> tuple[str, dict[str, ast.expr]] | None:
+    """(class name, keyword -> its annotation, inherited ones included; the class's own win)."""
     found = _config_class(tuner)
     if found is None:
         return None
     name, files = found
-    index: dict[str, tuple[list[str], list[str]]] = {}
+    index: dict[str, tuple[list[str], dict[str, ast.expr]]] = {}
     for path in reversed(files):
         index.update(_classes_in(path))
     if _missing_bases(name, index):
@@ -93,20 +100,21 @@ def config_fields(tuner: str) -> tuple[str, frozenset[str]] | None:
         for path in sorted((root / "tuners").glob("*/config.py")):
             for cls, entry in _classes_in(path).items():
                 index.setdefault(cls, entry)
-    fields: set[str] = set()
+    fields: dict[str, ast.expr] = {}
     pending, seen = [name], set()
     while pending:
-        cls = pending.pop()
+        cls = pending.pop(0)  # breadth first: a subclass's annotation wins over its base's
         if cls in seen or cls not in index:
             continue
         seen.add(cls)
         bases, own = index[cls]
-        fields.update(own)
+        for field, annotation in own.items():
+            fields.setdefault(field, annotation)
         pending.extend(bases)
-    return name, frozenset(fields)
+    return name, fields
 
 
-def _missing_bases(name: str, index: dict[str, tuple[list[str], list[str]]]) -> bool:
+def _missing_bases(name: str, index: dict[str, tuple[list[str], dict[str, ast.expr]]]) -> bool:
     pending, seen = [name], set()
     while pending:
         cls = pending.pop()
@@ -149,10 +157,100 @@ def check_adapter(
     if found is None:
         return
     cls_name, fields = found
-    for name in adapter:
+    annotations = (config_annotations(tuner) or ("", {}))[1]
+    for name, value in adapter.items():
         if name in RESERVED:
             raise SpecError(file, f"{key}.{name}", "set by peftcore itself; remove it from the spec")
         if name not in fields:
             raise SpecError(
                 file, f"{key}.{name}", f"not a {cls_name} keyword (peft); " + suggest(name, fields - RESERVED)
             )
+        expected = _mismatch(annotations.get(name), value, name)
+        if expected is not None:
+            raise SpecError(file, f"{key}.{name}", f"{cls_name} takes {expected}, got {value!r:.60}")
+        problem = _out_of_range(tuner, name, value)
+        if problem is not None:
+            raise SpecError(file, f"{key}.{name}", problem)
+
+
+# --------------------------------------------------------------------------- values
+
+_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _accepts(annotation: ast.expr | None, value: Any) -> bool | None:
+    """Whether ``value`` (parsed YAML) fits ``annotation`` (peft's source); None: cannot tell."""
+    if annotation is None:
+        return None
+    if isinstance(annotation, ast.Constant) and annotation.value is None:
+        return value is None
+    if isinstance(annotation, ast.Name):
+        name = annotation.id
+        if name == "bool":
+            return isinstance(value, bool)
+        if name == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        if name == "float":
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name == "str":
+            return isinstance(value, str)
+        return None
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):  # X | Y
+        options = [annotation.left, annotation.right]
+    elif isinstance(annotation, ast.Subscript) and isinstance(annotation.value, (ast.Name, ast.Attribute)):
+        head = annotation.value.id if isinstance(annotation.value, ast.Name) else annotation.value.attr
+        inner = annotation.slice
+        args = list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
+        if head == "Optional":
+            options = [*args, ast.Constant(None)]
+        elif head == "Union":
+            options = args
+        elif head in ("list", "List"):
+            return isinstance(value, (list, tuple))
+        elif head in ("dict", "Dict"):
+            return isinstance(value, Mapping)
+        elif head == "Literal":
+            return value in [a.value for a in args if isinstance(a, ast.Constant)]
+        else:
+            return None
+    else:
+        return None
+    results = [_accepts(option, value) for option in options]
+    if any(r is True for r in results):
+        return True
+    return None if any(r is None for r in results) else False
+
+
+def _mismatch(annotation: ast.expr | None, value: Any, name: str = "") -> str | None:
+    """What the annotation wants, when ``value`` surely does not fit it; else None.
+
+    An ``alpha`` may be any number (peft divides by it; ``lora_alpha: 16.0`` is common usage
+    though annotated ``int``)."""
+    if "alpha" in name and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    if _accepts(annotation, value) is not False or annotation is None:
+        return None
+    return _WORDS.get(ast.unparse(annotation), ast.unparse(annotation))
+
+
+# Ranges peft enforces only when it builds the layers (or not at all), after the model loaded.
+_POSITIVE = {
+    "lora": ("r",),
+    "adalora": ("init_r", "target_r"),
+    "loha": ("r",),
+    "lokr": ("r",),
+    "vera": ("r",),
+    "vblora": ("r", "num_vectors", "vector_length"),
+    "prompt_tuning": ("num_virtual_tokens",),
+    "prefix_tuning": ("num_virtual_tokens",),
+}
+
+
+def _out_of_range(tuner: str, name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name.endswith("dropout") and not 0 <= value < 1:
+        return f"a dropout probability is at least 0 and below 1, got {value}"
+    if name in _POSITIVE.get(tuner, ()) and value < 1:
+        return f"expected at least 1, got {value}"
+    return None

@@ -82,6 +82,21 @@ def build(cls: type, data: Any, file: str | Path | None, prefix: str = "") -> An
     return cls(**kwargs)
 
 
+def check_partial(cls: type, data: Mapping[str, Any], file: str | Path | None, prefix: str) -> None:
+    """Check the keys ``data`` gives against ``cls`` (a partial spec: required keys may be absent).
+
+    For ``defaults.yaml``: a wrong value there is reported there, not in every spec that inherits
+    it. Unknown keys and wrong types or ranges raise :class:`SpecError`.
+    """
+    hints, fields = _schema(cls)
+    for key, value in data.items():
+        where = _join(prefix, str(key))
+        if key not in fields:
+            raise SpecError(file, where, "unknown key; " + suggest(str(key), fields))
+        converted = convert(hints[key], value, file, where)
+        _check_range(fields[key], converted, file, where)
+
+
 @functools.cache
 def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
     """Resolved annotations and the settable fields of a spec class (resolving is the slow part)."""

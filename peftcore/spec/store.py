@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.errors import SpecError
-from peftcore.spec.checks import check_spec
+from peftcore.spec.checks import check_spec, check_trainer_name
 from peftcore.spec.loader import deep_merge, read_yaml
-from peftcore.spec.schema import build, plain, suggest
+from peftcore.spec.schema import build, check_partial, plain, suggest
 from peftcore.spec.types import SECTION, SPEC_CLASS, MethodSpec, ProfileSpec, TrainingBudget
 
 
@@ -39,18 +39,19 @@ class SpecStore:
                 raise SpecError(self.root / "defaults.yaml", key, "unknown section; " + suggest(key, allowed))
             if not isinstance(value, Mapping):
                 raise SpecError(self.root / "defaults.yaml", key, "expected a mapping")
-        build(TrainingBudget, self.defaults.get("training", {}), self.root / "defaults.yaml", "training")
+        defaults_file = self.root / "defaults.yaml"
+        build(TrainingBudget, self.defaults.get("training", {}), defaults_file, "training")
+        for kind in ("optimizer", "lr_scheduler"):
+            check_trainer_name(kind, self.defaults.get("training", {}).get(kind), defaults_file)
         for kind, section in SECTION.items():
-            # A typo here would otherwise surface as an error in every spec of the kind.
-            known = {f.name for f in dataclasses.fields(SPEC_CLASS[kind]) if not f.metadata.get("internal")}
-            known.discard("name")
-            for key in self.defaults.get(section, {}):
-                if key not in known:
-                    raise SpecError(
-                        self.root / "defaults.yaml",
-                        f"{section}.{key}",
-                        "unknown key; " + suggest(str(key), known),
-                    )
+            # A mistake here would otherwise surface as an error in every spec of the kind,
+            # blamed on that spec's file.
+            given = dict(self.defaults.get(section, {}))
+            if "name" in given:
+                raise SpecError(
+                    defaults_file, f"{section}.name", "a spec is named by its file; remove this key"
+                )
+            check_partial(SPEC_CLASS[kind], given, defaults_file, section)
         self._cache: dict[tuple[str, str], Any] = {}
 
     # -- discovery
