@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from peftcore.errors import SpecError
+from peftcore.errors import PeftcoreError, SpecError
+from peftcore.offline import set_offline_env
 from peftcore.spec import KINDS, SpecStore
 from peftcore.spec.cases import expand
 
@@ -17,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", choices=KINDS, help="list only this kind")
     parser.add_argument(
         "--specs", type=Path, default=DEFAULT_SPECS, help="spec directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="check specs as a run with --allow-network would (hub models and metrics allowed)",
     )
 
 
@@ -46,17 +52,29 @@ def describe(kind: str, spec: Any, cases: int | None = None) -> str:
 
 
 def _task_size(spec: Any) -> str:
-    try:
-        from peftcore.data.tasks import source_size
-    except ImportError:
-        return "size unknown"
+    from peftcore.data.tasks import source_size
+
     try:
         return f"{source_size(spec):,} examples"
-    except Exception as err:
-        return f"unavailable: {err}"
+    except (PeftcoreError, OSError) as err:
+        return f"unavailable here: {err}"
+
+
+def _availability(spec: Any, offline: bool) -> str:
+    """"" when the model's weights can be had here, else why not (shown, not an error: an opt-in
+    model that is not installed, a hub model offline)."""
+    from peftcore.models.checkpoints import check_available
+
+    try:
+        check_available(spec, offline=offline)
+    except PeftcoreError as err:
+        return f" -- unavailable here: {err}"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.allow_network:
+        set_offline_env()  # specs are checked as an offline run checks them
     store = SpecStore(args.specs)
     failed = 0
     for kind in [args.kind] if args.kind else KINDS:
@@ -69,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 # Expanding a profile checks the names it lists, which loading it alone does not.
                 cases = len(expand(store, name)) if kind == "profiles" else None
                 line = describe(kind, spec, cases)
+                if kind == "models":
+                    line += _availability(spec, offline=not args.allow_network)
             except SpecError as err:
                 failed += 1
                 line = f"!! {err}"

@@ -377,7 +377,7 @@ def test_missing_field_names_field_path_and_keys(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         data.load_task(task_from(tmp_path, spec, {"qa.jsonl": jsonl(QA)}), SMALL)
     text = one_line(err)
-    assert "'fields.question'" in text and "path 'query' not found in record 0" in text
+    assert "'fields.question'" in text and "path 'query' not found in record 1" in text
     assert "there: id, q, a" in text
 
 
@@ -386,7 +386,7 @@ def test_unresolvable_label(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         data.load_task(task_from(tmp_path, MC_SPEC, {"mc.jsonl": jsonl(bad)}), DataSizes(4, 2, 1))
     text = one_line(err)
-    assert "'fields.label'" in text and "label 'E' is none of the labels A, B" in text and "record 12" in text
+    assert "'fields.label'" in text and "label 'E' is none of the labels A, B" in text and "record 13" in text
 
 
 @pytest.mark.parametrize(
@@ -405,7 +405,7 @@ def test_sizes_the_data_cannot_meet(tmp_path: Path, sizes: DataSizes, message: s
 
 def test_template_failing_on_a_value(tmp_path: Path) -> None:
     spec = MC_SPEC.replace('prompt: "{question}', 'prompt: "{question:d}')  # a number format on text
-    with pytest.raises(SpecError, match=r"'prompt': cannot render record 0 .*ValueError") as err:
+    with pytest.raises(SpecError, match=r"'prompt': cannot render record 1 .*ValueError") as err:
         data.load_task(task_from(tmp_path, spec, {"mc.jsonl": jsonl(MC)}), DataSizes(4, 2, 1))
     one_line(err)
 

@@ -67,11 +67,11 @@ def select_usable(task: TaskSpec, raw: Sequence[Any], where: str) -> Records:
                 raise SpecError(
                     task.file,
                     "source.record_field",
-                    f"no {src.record_field!r} in record {position} of {where} (there: {keys:.200})",
+                    f"no {src.record_field!r} in record {position + 1} of {where} (there: {keys:.200})",
                 ) from None
         if not isinstance(record, Mapping):
             raise AssetError(
-                f"{task.file}: record {position} of {where} is a {type(record).__name__}, "
+                f"{task.file}: record {position + 1} of {where} is a {type(record).__name__}, "
                 "not an object with fields"
             )
         uid = record_uid(record)
@@ -82,7 +82,7 @@ def select_usable(task: TaskSpec, raw: Sequence[Any], where: str) -> Records:
                 key = canonical_json(walk(record, dedupe))
             except MissingPath:
                 raise SpecError(
-                    task.file, "source.dedupe_on", f"no {src.dedupe_on!r} in record {position} of {where}"
+                    task.file, "source.dedupe_on", f"no {src.dedupe_on!r} in record {position + 1} of {where}"
                 ) from None
             if key in seen_keys:
                 continue

@@ -134,7 +134,29 @@ def read_records(task: TaskSpec) -> list[Any]:
     if task.source.format == "disk":
         return _read_disk(task, path)
     reader = _READERS[task.source.format]
-    return [record for file in _data_files(task, path) for record in reader(task, file)]
+    records: list[Any] = []
+    for file in _data_files(task, path):
+        try:
+            records.extend(reader(task, file))
+        except UnicodeDecodeError as err:
+            raise AssetError(
+                f"{task.file}: {file}: not UTF-8 text ({err.reason} at byte {err.start} of a block read near "
+                f"record {len(records) + 1}); save the file as UTF-8"
+            ) from None
+        except (EOFError, OSError) as err:
+            if file.name.endswith(".gz") and _not_gzip(err):
+                raise AssetError(
+                    f"{task.file}: {file}: not gzip data, though its name ends in .gz; "
+                    "compress it with gzip or drop the .gz"
+                ) from None
+            raise
+    return records
+
+
+def _not_gzip(err: BaseException) -> bool:
+    import gzip
+
+    return isinstance(err, (gzip.BadGzipFile, EOFError)) or "gzip" in str(err).lower()
 
 
 def _data_files(task: TaskSpec, path: Path) -> list[Path]:
@@ -193,14 +215,29 @@ def _read_csv(task: TaskSpec, path: Path) -> Iterator[Any]:
     import csv
 
     delimiter = "\t" if path.name.removesuffix(".gz").endswith(".tsv") else ","
+    extra = "\0extra"  # where DictReader puts the values of a row longer than the header
     with _open_text(path) as handle:
-        yield from csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(handle, delimiter=delimiter, restkey=extra)
+        for row in reader:
+            if extra in row or None in row.values():
+                header = len(reader.fieldnames or ())
+                raise AssetError(
+                    f"{task.file}: {path} line {reader.line_num}: {header} fields in the header, another "
+                    f"number on this line; is it CSV with a header row (format: csv)? JSON Lines is "
+                    "format: json"
+                )
+            yield row
 
 
 def _read_parquet(task: TaskSpec, path: Path) -> Iterator[Any]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    yield from pq.read_table(path).to_pylist()
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise AssetError(f"{task.file}: {path} is not a readable Parquet file ({_first_line(err)})") from None
+    yield from table.to_pylist()
 
 
 def _read_arrow(task: TaskSpec, path: Path) -> Iterator[Any]:
@@ -211,7 +248,12 @@ def _read_arrow(task: TaskSpec, path: Path) -> Iterator[Any]:
             table = pa.ipc.open_file(source).read_all()
         except pa.ArrowInvalid:  # the streaming format, which datasets writes
             source.seek(0)
-            table = pa.ipc.open_stream(source).read_all()
+            try:
+                table = pa.ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid as err:
+                raise AssetError(
+                    f"{task.file}: {path} is not an Arrow file or stream ({_first_line(err)})"
+                ) from None
     yield from table.to_pylist()
 
 

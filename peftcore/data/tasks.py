@@ -136,7 +136,7 @@ def _build(task: TaskSpec, fields: Sequence[CompiledField], sizes: DataSizes) ->
     # Every record is mapped and rendered, not just the sampled ones: a record the spec cannot
     # handle fails whatever the sizes and seed, and before any size complaint.
     for record, uid, pos in zip(records.records, records.uids, records.positions, strict=True):
-        where = f"record {pos} of {records.where}"
+        where = f"record {pos + 1} of {records.where}"  # counted from 1, as lines are
         examples.append(render_example(task, uid, map_record(task, fields, record, where), where))
     check_sizes(task, sizes, len(examples), records.where)
     order = split_order(records.uids, sizes.split_seed)

@@ -171,6 +171,30 @@ def _convert_gguf(path: Path, out: Path, spec: ModelSpec) -> None:
     tokenizer.save_pretrained(out)
 
 
+def check_available(spec: ModelSpec, *, offline: bool) -> None:
+    """AssetError (one line, with what to do) when the model's weights cannot be had here: its
+    package is not installed, or a hub model is neither cached nor reachable (``offline``).
+    Cheap and torch-free: run at collection and by ``peftcore list``; nothing is read or hashed."""
+    src = spec.source
+    if src.kind == "gguf_package":
+        assert src.module is not None
+        modules = [src.module, *(part.partition(":")[0] for part in src.parts)]
+        for module in dict.fromkeys(modules):
+            package_dir(module, src.install, spec.file)
+    elif src.kind == "local":
+        checkpoint_dir(spec)
+    elif offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        assert src.id is not None
+        cached = try_to_load_from_cache(src.id, "config.json", revision=src.revision)
+        if not isinstance(cached, str):
+            raise AssetError(
+                f"{spec.file}: hub model {src.id!r} is not in the local hub cache and the run is offline; "
+                "run with --allow-network to download it, or point source.kind: local at a downloaded folder"
+            )
+
+
 def checkpoint_dir(spec: ModelSpec) -> str:
     """What ``from_pretrained`` should be given for this model (a folder or a hub id)."""
     src = spec.source

@@ -5,7 +5,7 @@ Registered through the ``pytest11`` entry point (``peftcore = peftcore.pytest_pl
 needs nothing else; ``pytest benchmarks`` runs its grid. The hooks are in
 :mod:`~peftcore.pytest_plugin.hooks`, the fixtures in :mod:`~peftcore.pytest_plugin.fixtures`,
 the options in :mod:`~peftcore.pytest_plugin.options`, the grid's test in
-:mod:`~peftcore.pytest_plugin.grid` and the network guard in :mod:`~peftcore.pytest_plugin.offline`.
+:mod:`~peftcore.pytest_plugin.grid`; the network guard is :mod:`peftcore.offline`.
 """
 
 from peftcore.pytest_plugin.fixtures import (

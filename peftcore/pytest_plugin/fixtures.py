@@ -16,7 +16,8 @@ loads from elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,17 +37,36 @@ SESSION = pytest.StashKey["BenchmarkSession"]()
 
 
 class TaskDataCache:
-    """``get(case)`` -> the case's :class:`TaskData`, loaded once per (task name, sizes)."""
+    """``get(case)`` -> the case's :class:`TaskData`, loaded once per (task name, sizes).
+
+    ``prepare(cases)`` loads the data of every case of the session up front, before the first
+    model loads: a task whose data is missing or too small for the sizes asked (``--held-out-size
+    100000``) then fails its cases at once, not after others have trained for minutes.
+    """
 
     def __init__(self) -> None:
         self._loaded: dict[tuple[str, DataSizes], TaskData] = {}
+        self._failed: dict[tuple[str, DataSizes], Exception] = {}
+        self.prepared = False
+
+    def prepare(self, cases: Iterable[Case]) -> None:
+        self.prepared = True
+        for case in cases:
+            with contextlib.suppress(PeftcoreError, OSError):  # kept in _failed, raised by get()
+                self.get(case)
 
     def get(self, case: Case) -> TaskData:
         from peftcore.data.tasks import load_task
 
         key = (case.task.name, case.data)
+        if key in self._failed:
+            raise self._failed[key]
         if key not in self._loaded:
-            self._loaded[key] = load_task(case.task, case.data)
+            try:
+                self._loaded[key] = load_task(case.task, case.data)
+            except (PeftcoreError, OSError) as err:
+                self._failed[key] = err
+                raise
         return self._loaded[key]
 
 
@@ -154,6 +174,8 @@ class CaseRunner:
         return self.benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
 
     def run(self, case: Case) -> Outcome:
+        if not self.data.prepared:
+            self.data.prepare(_selected_cases(self.request.session))
         outcome = self.session.run(case, data=self.data.get, model=self.models.get, timer=self._time)
         if self.benchmark is not None:
             _fill_extra_info(self.benchmark.extra_info, outcome.record)
@@ -181,6 +203,15 @@ def peftcore_runner(
 ) -> CaseRunner:
     """``peftcore_runner.run(case)``: one case through the pipeline, reported to pytest."""
     return CaseRunner(peftcore_session, base_models, task_data, request)
+
+
+def _selected_cases(session: pytest.Session) -> list[Case]:
+    """The cases this session runs (after -k, -m and deselection), in order."""
+    return [
+        item.callspec.params["case"]
+        for item in session.items
+        if hasattr(item, "callspec") and "case" in item.callspec.params
+    ]
 
 
 def _fill_extra_info(extra: dict[str, Any], record: Any) -> None:

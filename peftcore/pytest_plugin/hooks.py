@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from peftcore.errors import PeftcoreError, SpecError
+from peftcore.errors import AssetError, PeftcoreError, SpecError
+from peftcore.models.checkpoints import check_available
+from peftcore.offline import NetworkGuard, set_offline_env
 from peftcore.pytest_plugin import options
 from peftcore.pytest_plugin.fixtures import SESSION
-from peftcore.pytest_plugin.offline import NetworkGuard, set_offline_env
 from peftcore.results.record import Record
 from peftcore.spec import SECTION, SpecStore
 from peftcore.spec.cases import Case, expand
@@ -26,6 +27,7 @@ _CASES = pytest.StashKey[list[Case]]()
 _GUARD = pytest.StashKey[NetworkGuard]()
 _OUTCOME = pytest.StashKey[dict[str, Any]]()  # what the terminal summary reports at the end
 _COMPARED = pytest.StashKey[list[dict[str, Any]]]()  # records of --benchmark-compare's file
+_BASELINE = pytest.StashKey[list[Record]]()  # records of --metric-baseline
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options.tolerances(config)
     options.run_id(config)
     options.rerun_expression(config)
+    _load_baseline(config)
     if not active(config):
         return
     if not config.getoption("--allow-network"):
@@ -116,6 +119,9 @@ def planned_cases(config: pytest.Config) -> list[Case]:
             data_overrides=sizes,
             seeds=options.seeds(config),
         )
+        offline = not config.getoption("--allow-network")
+        for model in {case.model.name: case.model for case in cases}.values():
+            check_available(model, offline=offline)  # AssetError: one line at collection
         config.stash[_CASES] = cases
     return config.stash[_CASES]
 
@@ -128,6 +134,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = planned_cases(metafunc.config)
     except SpecError as err:
         problem = str(err)
+    except AssetError as err:
+        problem = f"{err} (a model of this profile)"
     if problem is not None:
         # One line naming the file and key; no traceback from inside the loader. Raised outside
         # the except block, or pytest prints the SpecError again as the failure's context.
@@ -179,13 +187,26 @@ def pytest_benchmark_compare_machine_info(
             found.append(extra["peftcore_record"])
 
 
-def _baseline_records(config: pytest.Config) -> list[Record] | None:
+def _load_baseline(config: pytest.Config) -> None:
+    """``--metric-baseline`` read at start-up: a missing or unusable file is a usage error before
+    anything runs, not a message after every case has."""
+    path = config.getoption("--metric-baseline")
+    if not path:
+        return
     from peftcore.gates.baseline import GateError, load_baseline
+
+    try:
+        config.stash[_BASELINE] = load_baseline(path, options.profile_name(config))
+    except GateError as err:
+        raise pytest.UsageError(f"--metric-baseline: {err}") from None
+
+
+def _baseline_records(config: pytest.Config) -> list[Record] | None:
+    from peftcore.gates.baseline import GateError
     from peftcore.results.record import RecordError, check_record
 
-    path = config.getoption("--metric-baseline")
-    if path:
-        return load_baseline(path, options.profile_name(config))
+    if _BASELINE in config.stash:
+        return config.stash[_BASELINE]
     try:
         found = [check_record(r, "--benchmark-compare") for r in config.stash.get(_COMPARED, [])]
     except RecordError as err:

@@ -16,6 +16,7 @@ from peftcore.data.example import Example
 from peftcore.score.batching import batches, empty_context_token, pad_token_id, padding_fraction, right_padded
 from peftcore.score.evaluator import Evaluator, Metrics, Predictions, RawOutputs, ScoringRun, metric_names
 from peftcore.score.loglikelihood import TokenRequest, sum_logprobs, token_loglikelihoods
+from peftcore.score.metric_registry import TASK_INPUTS
 from peftcore.score.metrics import resolve_metric
 from peftcore.score.model_capabilities import can_share_context
 from peftcore.train.prompting import PromptFormat
@@ -23,7 +24,7 @@ from peftcore.train.prompting import PromptFormat
 # What the choice evaluator reports whatever the task lists.
 CHOICE_METRICS = ("accuracy", "accuracy_norm")
 # Metrics of a choice task take the chosen indices, or every choice's log-likelihood (Brier score).
-CHOICE_INPUTS = ("indices", "choice_loglikelihoods")
+CHOICE_INPUTS = TASK_INPUTS["multiple_choice"]
 
 
 @dataclass(frozen=True)

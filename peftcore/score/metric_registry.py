@@ -17,6 +17,14 @@ from peftcore.errors import PeftcoreError
 
 MetricInputs = Literal["texts", "indices", "choice_loglikelihoods", "nll", "judge"]
 
+# What each task type's evaluator gives its metrics (judged metrics come from generated answers).
+TASK_INPUTS: dict[str, tuple[str, ...]] = {
+    "multiple_choice": ("indices", "choice_loglikelihoods"),
+    "classification": ("indices", "choice_loglikelihoods"),
+    "generation": ("texts", "judge"),
+    "language_modeling": ("nll",),
+}
+
 
 @dataclass(frozen=True)
 class Metric:

@@ -15,7 +15,7 @@ from peftcore.spec import peft_keywords
 from peftcore.spec.schema import build
 from peftcore.spec.templates import check_templates
 from peftcore.spec.trainer_names import accepted
-from peftcore.spec.types import SECTION, DataSizes, TrainingBudget
+from peftcore.spec.types import SECTION, DataSizes, TaskSpec, TrainingBudget
 
 
 def check_spec(kind: str, spec: Any) -> None:
@@ -64,6 +64,7 @@ def check_spec(kind: str, spec: Any) -> None:
                     f"expected a dotted path in a record or a list of them, got {where!r:.60}",
                 )
         check_templates(spec)
+        check_metrics(spec)
         spec.expect.check_names(file, spec.metrics)
         _check_training(file, spec.training)
     elif kind == "profiles":
@@ -120,3 +121,48 @@ def check_sizes(sizes: DataSizes, file: str | Path | None, prefix: str = "data")
     """Split sizes that can hold: ``seen`` is drawn from ``train``."""
     if sizes.seen > sizes.train:
         raise SpecError(file, f"{prefix}.seen", f"seen ({sizes.seen}) is drawn from train ({sizes.train})")
+
+
+def check_metrics(task: TaskSpec) -> None:
+    """Every metric a task names exists and takes what the task's evaluator gives.
+
+    A built-in metric declares its inputs (peftcore.score.metrics); a name that is not built in
+    is an ``evaluate`` metric: a module file by path, or a name on the hub, which needs a
+    network (refused here when the run is offline, as pytest runs are unless --allow-network).
+    """
+    from peftcore.score.metric_registry import TASK_INPUTS
+    from peftcore.score.metrics import METRICS
+
+    for index, name in enumerate(task.metrics):
+        key = f"metrics[{index}]"
+        metric = METRICS.get(name)
+        if metric is not None:
+            if metric.inputs not in TASK_INPUTS[task.type]:
+                fitting = sorted(m for m, spec in METRICS.items() if spec.inputs in TASK_INPUTS[task.type])
+                raise SpecError(
+                    task.file,
+                    key,
+                    f"{name!r} scores {metric.inputs}, which a {task.type} task does not give; "
+                    f"metrics for {task.type}: {', '.join(fitting)}",
+                )
+            continue
+        module = name.rpartition(":")[0] or name
+        if module.endswith(".py") or Path(module).expanduser().exists():
+            continue  # a local evaluate module: loaded (and checked) when the case starts
+        if offline():
+            raise SpecError(
+                task.file,
+                key,
+                f"unknown metric {name!r}; " + suggest(name, METRICS) + " (a hub `evaluate` metric needs "
+                "a network: --allow-network; offline, name a local module file)",
+            )
+
+
+def offline() -> bool:
+    """Whether hub access is off (peftcore's own runs set HF_HUB_OFFLINE unless --allow-network)."""
+    import os
+
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
+    )
