@@ -61,7 +61,7 @@ def _task_size(spec: Any) -> str:
 
 
 def _availability(spec: Any, offline: bool) -> str:
-    """"" when the model's weights can be had here, else why not (shown, not an error: an opt-in
+    """ "" when the model's weights can be had here, else why not (shown, not an error: an opt-in
     model that is not installed, a hub model offline)."""
     from peftcore.models.checkpoints import check_available
 

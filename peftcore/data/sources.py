@@ -218,11 +218,16 @@ def _read_csv(task: TaskSpec, path: Path) -> Iterator[Any]:
     extra = "\0extra"  # where DictReader puts the values of a row longer than the header
     with _open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, restkey=extra)
+        header = reader.fieldnames or []
+        if header and header[0].lstrip().startswith(("{", "[")):
+            raise AssetError(
+                f"{task.file}: {path} line 1: a JSON record, not a CSV header row; is it JSON Lines "
+                "(format: json)? format: csv needs a header row of column names"
+            )
         for row in reader:
             if extra in row or None in row.values():
-                header = len(reader.fieldnames or ())
                 raise AssetError(
-                    f"{task.file}: {path} line {reader.line_num}: {header} fields in the header, another "
+                    f"{task.file}: {path} line {reader.line_num}: {len(header)} fields in the header, another "
                     f"number on this line; is it CSV with a header row (format: csv)? JSON Lines is "
                     "format: json"
                 )

@@ -149,7 +149,10 @@ def tolerances(config: pytest.Config) -> dict[str, Any] | None:
     try:
         return dict(parse_tolerances(text))
     except PeftcoreError as err:
-        raise pytest.UsageError(f"--metric-compare-fail: {err}") from None
+        message = str(err)
+        if not message.startswith("--metric-compare-fail"):
+            message = f"--metric-compare-fail: {message}"
+        raise pytest.UsageError(message) from None
 
 
 def overrides(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -206,7 +206,10 @@ def _accepts(annotation: ast.expr | None, value: Any) -> bool | None:
         elif head == "Union":
             options = args
         elif head in ("list", "List"):
-            return isinstance(value, (list, tuple))
+            if not isinstance(value, (list, tuple)):
+                return False
+            items = [_accepts(args[0], item) for item in value]
+            return False if False in items else (None if None in items else True)
         elif head in ("dict", "Dict"):
             return isinstance(value, Mapping)
         elif head == "Literal":

@@ -1,0 +1,482 @@
+"""Every mistake a new user made on a copy of the specs, caught before a model loads, one line each.
+
+Table-driven: each row breaks a copy of the shipped specs (or a data file, or a command-line
+option) the way a user did, and names the file (or option), the key and the words of the one
+line that must come back. Spec and data mistakes are checked through the library (what
+collection and ``peftcore list`` run); options through pytest itself (``pytester``), where
+they must be usage errors before collection. Nothing here loads a model or trains: a
+hypothesis test at the end checks that random edits of a spec either load or fail this way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peftcore.errors import AssetError, SpecError
+from peftcore.spec import SpecStore, expand
+
+ONE = "methods: [lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+QA_ROWS = [{"question": f"q{i}?", "answer": f"a{i}"} for i in range(12)]
+QA_TASK = """\
+description: a local QA file
+type: generation
+source: {{kind: local, path: {path}, format: {fmt}}}
+fields: {{question: question, answers: answer}}
+prompt: "Q: {{question}}\\nA:"
+target: " {{answer_text}}"
+metrics: [f1]
+"""
+
+
+def edit(specs: Path, rel: str, old: str | None, new: str) -> Path:
+    """Replace ``old`` by ``new`` in a spec file (``old`` None: write the file anew)."""
+    path = specs / rel
+    if old is None:
+        path.write_text(new, encoding="utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+# (what the user did, file, old text (None: the whole file), new text, file at fault, key, words)
+SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
+    (
+        "max_steps: 0",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {max_steps: 0}\n",
+        "profiles/p.yaml",
+        "training.max_steps",
+        "expected at least 1, got 0",
+    ),
+    (
+        "learning_rate: 0",
+        "methods/lora.yaml",
+        "tuner: lora",
+        "tuner: lora\ntraining: {learning_rate: 0}",
+        "methods/lora.yaml",
+        "training.learning_rate",
+        "expected more than 0, got 0",
+    ),
+    (
+        "seed: -1",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {seed: -1}\n",
+        "profiles/p.yaml",
+        "training.seed",
+        "expected at least 0, got -1",
+    ),
+    (
+        "optimizer: adam",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {optimizer: adam}\n",
+        "profiles/p.yaml",
+        "training.optimizer",
+        "transformers has no optimizer 'adam'; did you mean",
+    ),
+    (
+        "lr_scheduler: cosinee",
+        "methods/lora.yaml",
+        "tuner: lora",
+        "tuner: lora\ntraining: {lr_scheduler: cosinee}",
+        "methods/lora.yaml",
+        "training.lr_scheduler",
+        "did you mean 'cosine'",
+    ),
+    (
+        "attribute access in a template",
+        "tasks/sst2.yaml",
+        "{sentence}",
+        "{sentence.upper}",
+        "tasks/sst2.yaml",
+        "prompt",
+        "{sentence.upper} reaches into a field",
+    ),
+    (
+        "index in a template",
+        "tasks/sst2.yaml",
+        "{sentence}",
+        "{sentence[0]}",
+        "tasks/sst2.yaml",
+        "prompt",
+        "reaches into a field",
+    ),
+    (
+        "r: big",
+        "methods/lora.yaml",
+        "r: 32",
+        "r: big",
+        "methods/lora.yaml",
+        "adapter.r",
+        "LoraConfig takes an integer, got 'big'",
+    ),
+    (
+        "r: 0",
+        "methods/lora.yaml",
+        "r: 32",
+        "r: 0",
+        "methods/lora.yaml",
+        "adapter.r",
+        "expected at least 1, got 0",
+    ),
+    (
+        "lora_dropout: 1.5",
+        "methods/lora.yaml",
+        "lora_dropout: 0.05",
+        "lora_dropout: 1.5",
+        "methods/lora.yaml",
+        "adapter.lora_dropout",
+        "a dropout probability is at least 0 and below 1",
+    ),
+    (
+        "use_dora: yes-please",
+        "methods/dora.yaml",
+        "use_dora: true",
+        "use_dora: yes-please",
+        "methods/dora.yaml",
+        "adapter.use_dora",
+        "takes true or false",
+    ),
+    (
+        "accuracy on a generation task",
+        "tasks/squad.yaml",
+        "metrics: [f1, exact_match]",
+        "metrics: [accuracy]",
+        "tasks/squad.yaml",
+        "metrics[0]",
+        "'accuracy' scores indices, which a generation task does not give",
+    ),
+    (
+        "an unknown metric",
+        "tasks/sst2.yaml",
+        "metrics: [accuracy,",
+        "metrics: [blue, accuracy,",
+        "tasks/sst2.yaml",
+        "metrics[0]",
+        "unknown metric 'blue'",
+    ),
+    (
+        "a compare rule naming no method of the profile",
+        "profiles/p.yaml",
+        None,
+        "methods: [base, lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "compare: [{metric: accuracy, case: lroa, baseline: base, must: beat}]\n",
+        "profiles/p.yaml",
+        "compare[0].case",
+        "'lroa' matches no method of this profile; did you mean 'lora'",
+    ),
+    (
+        "a compare baseline not in the profile",
+        "profiles/p.yaml",
+        None,
+        ONE + "compare: [{metric: accuracy, case: lora, baseline: base, must: beat}]\n",
+        "profiles/p.yaml",
+        "compare[0].baseline",
+        "no method 'base' in this profile",
+    ),
+    (
+        "a bound for a method not in the profile",
+        "profiles/p.yaml",
+        None,
+        ONE + "expect: {accuracy: {min: 0.5, methods: [qlora]}}\n",
+        "profiles/p.yaml",
+        "expect.accuracy.methods",
+        "'qlora' matches no method of this profile",
+    ),
+    (
+        "a bad dtype in defaults.yaml",
+        "defaults.yaml",
+        "dtype: fp32",
+        "dtype: fp64",
+        "defaults.yaml",
+        "model.dtype",
+        "expected one of fp32, bf16, fp16; got 'fp64'",
+    ),
+    (
+        "a missing local model folder",
+        "models/local.yaml",
+        None,
+        "description: mine\nsource: {kind: local, path: ../nowhere}\n",
+        "models/local.yaml",
+        None,
+        "source.path ../nowhere is not a model folder",
+    ),
+    (
+        "train: 0 with a method that trains",
+        "profiles/p.yaml",
+        None,
+        ONE + "data: {train: 0, seen: 0}\n",
+        "profiles/p.yaml",
+        "data.train",
+        "0 examples to train on, but lora train",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rel", "old", "new", "at_fault", "key", "words"),
+    [pytest.param(*row[1:], id=row[0]) for row in SPEC_MISTAKES],
+)
+def test_a_spec_mistake_is_one_line_before_any_model_loads(
+    specs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rel: str,
+    old: str | None,
+    new: str,
+    at_fault: str,
+    key: str | None,
+    words: str,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a pytest run is, unless --allow-network
+    # A one-case profile that uses what the row edits (a row may write the profile itself).
+    kind, _, stem = rel.partition("/")
+    one = {"models": ONE.replace("smollm2-135m", "local"), "tasks": ONE.replace("sst2", stem[:-5])}
+    (specs / "profiles" / "p.yaml").write_text(
+        one.get(kind, ONE).replace("[lora]", f"[{stem[:-5]}]") if kind == "methods" else one.get(kind, ONE)
+    )
+    edit(specs, rel, old, new)
+    profile = "p"
+    with pytest.raises((SpecError, AssetError)) as raised:
+        store = SpecStore(specs)
+        cases = expand(store, profile)
+        from peftcore.models.checkpoints import check_available
+
+        for model in {c.model.name: c.model for c in cases}.values():
+            check_available(model, offline=True)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert str(specs / at_fault) in message
+    if key is not None:
+        assert f"key {key!r}" in message
+    assert words in message
+
+
+# --------------------------------------------------------------------------- data files
+
+DATA_MISTAKES = [
+    ("latin-1 JSON Lines", "qa.jsonl", "json", lambda rows: _jsonl(rows).encode("latin-1"), "not UTF-8 text"),
+    (
+        "a .jsonl.gz that is not gzip",
+        "qa.jsonl.gz",
+        "json",
+        lambda rows: _jsonl(rows).encode(),
+        "not gzip data, though its name ends in .gz",
+    ),
+    (
+        "a broken Parquet file",
+        "qa.parquet",
+        "parquet",
+        lambda rows: b"PAR1 not really",
+        "is not a readable Parquet file",
+    ),
+    (
+        "format: csv on JSON Lines",
+        "qa.jsonl",
+        "csv",
+        lambda rows: _jsonl(rows).encode(),
+        "line 1: a JSON record, not a CSV header row; is it JSON Lines (format: json)?",
+    ),
+    (
+        "a CSV row with more fields than the header",
+        "qa.csv",
+        "csv",
+        lambda rows: b"question,answer\nq0?,a0\nq1?,a1,extra\n",
+        "line 3: 2 fields in the header, another number on this line",
+    ),
+    (
+        "invalid JSON on a line",
+        "qa.jsonl",
+        "json",
+        lambda rows: (_jsonl(rows) + "{oops\n").encode(),
+        "line 13 is not valid JSON",
+    ),
+]
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    rows = [{**rows[0], "question": "caf\u00e9 au lait?"}, *rows[1:]]  # a non-ASCII character
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "content", "words"), [pytest.param(*row[1:], id=row[0]) for row in DATA_MISTAKES]
+)
+def test_a_data_file_the_readers_cannot_handle_names_the_file(
+    specs: Path, tmp_path: Path, name: str, fmt: str, content: Any, words: str
+) -> None:
+    from peftcore.data.tasks import clear_caches, load_task
+
+    data = tmp_path / name
+    data.write_bytes(content(QA_ROWS))
+    (specs / "tasks" / "qa.yaml").write_text(QA_TASK.format(path=data, fmt=fmt))
+    task = SpecStore(specs).get("tasks", "qa")
+    clear_caches()
+    with pytest.raises((SpecError, AssetError)) as raised:
+        from peftcore.spec import DataSizes
+
+        load_task(task, DataSizes(train=4, held_out=4, seen=2))
+    message = str(raised.value)
+    assert "\n" not in message and str(data) in message and str(specs / "tasks" / "qa.yaml") in message
+    assert words in message
+
+
+def test_a_gzip_file_that_is_fine_still_reads(specs: Path, tmp_path: Path) -> None:
+    from peftcore.data.tasks import load_task
+    from peftcore.spec import DataSizes
+
+    data = tmp_path / "qa.jsonl.gz"
+    data.write_bytes(gzip.compress(_jsonl(QA_ROWS).encode()))
+    (specs / "tasks" / "qa.yaml").write_text(QA_TASK.format(path=data, fmt="json"))
+    loaded = load_task(SpecStore(specs).get("tasks", "qa"), DataSizes(train=4, held_out=4, seen=2))
+    assert len(loaded.held_out) == 4
+
+
+# --------------------------------------------------------------------------- command-line options
+
+INI = "[pytest]\npeftcore_specs = specs\naddopts = -p no:cacheprovider -p no:hypothesispytest\n"
+
+# (what the user typed, options, the words of the usage error)
+OPTION_MISTAKES = [
+    ("--rerun that does not parse", ["--rerun=((("], "--rerun: '(((' is not a -k expression"),
+    ("--run-id escaping the results", ["--run-id", "../escape"], "--run-id: expected a folder name"),
+    (
+        "--metric-baseline that does not exist",
+        ["--metric-baseline", "nowhere.json"],
+        "--metric-baseline: baseline nowhere.json does not exist",
+    ),
+    ("--seeds that are not numbers", ["--seeds", "a,b"], "--seeds: expected comma-separated integers"),
+    (
+        "--metric-compare-fail without a tolerance",
+        ["--metric-compare-fail", "f1"],
+        "--metric-compare-fail: 'f1' is not metric:tolerance",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), [pytest.param(*row[1:], id=row[0]) for row in OPTION_MISTAKES])
+def test_a_bad_option_is_a_usage_error_before_collection(
+    pytester: pytest.Pytester, shipped_specs: Path, args: list[str], words: str
+) -> None:
+    import shutil
+
+    shutil.copytree(shipped_specs, pytester.path / "specs")
+    pytester.makefile(".ini", pytest=INI)
+    result = pytester.runpytest("specs", "--collect-only", "-q", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {words}*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_command_line_sizes_are_checked_against_the_data_before_a_model_loads(
+    pytester: pytest.Pytester, shipped_specs: Path
+) -> None:
+    """``--held-out-size 100000``: every case fails at once with one line and a record; no model
+    is loaded (the model loader would fail the test if it were called)."""
+    import shutil
+
+    shutil.copytree(shipped_specs, pytester.path / "specs")
+    pytester.makefile(".ini", pytest=INI)
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def base_models():
+            class NoModels:
+                def get(self, case):
+                    raise AssertionError("a model was loaded")
+            return NoModels()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "specs",
+        "-q",
+        "--profile",
+        "smoke",
+        "-m",
+        "sst2 and (base or lora)",
+        "--held-out-size",
+        "100000",
+        "--results-dir",
+        "runs",
+        "--run-id",
+        "r",
+        "--no-report",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*lora-smollm2-135m-sst2: loading the task data: *held_out 100000 > 872 usable examples*"]
+    )
+    assert "a model was loaded" not in result.stdout.str()
+    assert "Benchmark fixture was not used" not in result.stdout.str()
+    records = sorted(p.name for p in (pytester.path / "runs" / "r" / "cases").iterdir())
+    assert records == ["base-smollm2-135m-sst2.json", "lora-smollm2-135m-sst2.json"]
+
+
+# --------------------------------------------------------------------------- random edits
+
+KEYS = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias", "fan_in_fan_out"]
+VALUES = st.one_of(
+    st.integers(-3, 300),
+    st.floats(-2, 2),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=6),
+    st.none(),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=st.sampled_from(KEYS),
+    value=VALUES,
+    training=st.dictionaries(
+        st.sampled_from(["max_steps", "learning_rate", "warmup_ratio", "seed", "batch_size"]),
+        VALUES,
+        max_size=2,
+    ),
+)
+def test_random_edits_load_or_fail_with_one_line(
+    shipped_specs: Path, tmp_path_factory: pytest.TempPathFactory, key: str, value: Any, training: dict
+) -> None:
+    """A randomly edited LoRA spec either loads into a budget peft and transformers accept, or fails
+    at load with one line naming the file: it never reaches a model load invalid."""
+    import math
+    import shutil
+
+    import yaml
+
+    specs = Path(shutil.copytree(shipped_specs, tmp_path_factory.mktemp("edit") / "specs"))
+    method = yaml.safe_load((specs / "methods" / "lora.yaml").read_text())
+    method["adapter"][key] = value
+    method["training"] = training
+    (specs / "methods" / "lora.yaml").write_text(yaml.safe_dump(method))
+    (specs / "profiles" / "p.yaml").write_text(ONE)
+    try:
+        [case] = expand(SpecStore(specs), "p")
+    except SpecError as err:
+        assert "\n" not in str(err) and str(specs / "methods" / "lora.yaml") in str(err)
+        return
+    budget = case.training
+    assert budget.max_steps >= 1 and budget.learning_rate > 0 and budget.seed >= 0
+    assert math.isfinite(budget.learning_rate) and 0 <= budget.warmup_ratio <= 1
+    adapter = case.method.adapter
+    assert isinstance(adapter.get("r"), int) and not isinstance(adapter.get("r"), bool) and adapter["r"] >= 1
+    dropout = adapter.get("lora_dropout", 0.0)
+    assert isinstance(dropout, (int, float)) and 0 <= dropout < 1
+    targets = adapter.get("target_modules")
+    assert targets is None or isinstance(targets, str) or all(isinstance(t, str) for t in targets)
+    assert adapter.get("bias", "none") in ("none", "all", "lora_only")
+    assert isinstance(adapter.get("use_dora", False), bool)
