@@ -227,9 +227,9 @@ def _read_csv(task: TaskSpec, path: Path) -> Iterator[Any]:
         for row in reader:
             if extra in row or None in row.values():
                 raise AssetError(
-                    f"{task.file}: {path} line {reader.line_num}: {len(header)} fields in the header, another "
-                    f"number on this line; is it CSV with a header row (format: csv)? JSON Lines is "
-                    "format: json"
+                    f"{task.file}: {path} line {reader.line_num}: {len(header)} fields in the header, "
+                    "another number on this line; is it CSV with a header row (format: csv)? "
+                    "JSON Lines is format: json"
                 )
             yield row
 
