@@ -31,6 +31,11 @@ class SpecError(PeftcoreError, ValueError):
         super().__init__(": ".join(parts))
 
 
+class SizeError(SpecError):
+    """Split sizes the data cannot meet: the fault is where the sizes were set (a profile or the
+    command line), which the data loader does not know; :class:`SpecError` otherwise."""
+
+
 class AssetError(PeftcoreError):
     """A model or data asset is missing or damaged; the message says how to fix it."""
 

@@ -416,7 +416,9 @@ def test_command_line_sizes_are_checked_against_the_data_before_a_model_loads(
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
-        ["*lora-smollm2-135m-sst2: loading the task data: *held_out 100000 > 872 usable examples*"]
+        [
+            "*lora-smollm2-135m-sst2: loading the task data: command line: key 'data': train 40 + held_out 100000 > 872 usable examples of task sst2*"
+        ]
     )
     assert "a model was loaded" not in result.stdout.str()
     assert "Benchmark fixture was not used" not in result.stdout.str()
@@ -480,3 +482,27 @@ def test_random_edits_load_or_fail_with_one_line(
     assert targets is None or isinstance(targets, str) or all(isinstance(t, str) for t in targets)
     assert adapter.get("bias", "none") in ("none", "all", "lora_only")
     assert isinstance(adapter.get("use_dora", False), bool)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--device", "tpu"], "argument --device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        (["--model", "/nonexistent/config.json"], "--model /nonexistent/config.json: no such file or folder"),
+        (["--budget", "lots"], "--budget: expected a number and a unit"),
+    ],
+    ids=["estimate --device tpu", "estimate --model of a missing file", "estimate --budget lots"],
+)
+def test_a_bad_estimate_option_is_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    from peftcore.cli import main
+
+    base = ["estimate", "--model", "smollm2-135m", "--method", "lora"]
+    try:
+        code = main([*base, *args])
+    except SystemExit as exit_:  # argparse refuses the option itself
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err and "Traceback" not in err

@@ -393,7 +393,10 @@ def test_unresolvable_label(tmp_path: Path) -> None:
     ("sizes", "message"),
     [
         (DataSizes(train=20, held_out=0, seen=5), "held_out split would be empty"),
-        (DataSizes(train=400, held_out=100, seen=5), "train 400 + held_out 100 > 30 usable examples in"),
+        (
+            DataSizes(train=400, held_out=100, seen=5),
+            "train 400 + held_out 100 > 30 usable examples of task t in",
+        ),
         (DataSizes(train=5, held_out=5, seen=6), "seen 6 > train 5"),
     ],
 )

@@ -115,7 +115,7 @@ def test_a_models_adapter_override_changes_only_that_tuners_cases(
     [
         ("profiles/ids.yaml", "data: {", "eval: {batch_size: 2}\ndata: {", None),
         ("profiles/ids.yaml", "data: {", "eval: {max_new_tokens: 3}\ndata: {", None),
-        ("tasks/sst2.yaml", "metrics: [accuracy, macro_f1]", "metrics: [accuracy]", "sst2"),
+        ("tasks/sst2.yaml", "metrics: [accuracy, macro_f1, brier_score]", "metrics: [accuracy]", "sst2"),
         ("tasks/arc_easy.yaml", "description:", "generation: {max_new_tokens: 7}\ndescription:", "arc_easy"),
         ("tasks/sst2.yaml", "description:", "expect: {held_out.accuracy: {min: 0.0}}\ndescription:", "sst2"),
     ],
@@ -488,7 +488,7 @@ def test_rescoring_is_off_when_the_session_says_so_and_for_the_untrained_base(
 
 
 def test_a_reused_record_is_kept_in_memory_and_gated_like_a_new_one(
-    smoke: dict[str, tuple[Case, TaskData]], shipped_specs: Path, tmp_path: Path
+    smoke: dict[str, tuple[Case, TaskData]], specs: Path, tmp_path: Path
 ) -> None:
     case, data = smoke[LORA_SST2]
     _earlier_finished(tmp_path, "r1", case, data, metrics={"held_out": {"accuracy": 0.1}})
@@ -496,8 +496,11 @@ def test_a_reused_record_is_kept_in_memory_and_gated_like_a_new_one(
     outcome = _reuse(ungated, case, data)
     assert ungated.records[case.case_id] is outcome.record
     assert outcome.gate_failures == ()  # no profile, and sst2's task spec has no bounds
-    smoke_profile = SpecStore(shipped_specs).get("profiles", "smoke")  # expect: accuracy >= 0.35
-    [failure] = _reuse(_session(tmp_path, "b", profile=smoke_profile), case, data).gate_failures
+    (specs / "profiles" / "gated.yaml").write_text(
+        "methods: [base, lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\nexpect: {accuracy: {min: 0.35}}\n"
+    )
+    gated = SpecStore(specs).get("profiles", "gated")
+    [failure] = _reuse(_session(tmp_path, "b", profile=gated), case, data).gate_failures
     assert failure.startswith(f"{case.case_id}: held-out accuracy = 0.1 is below min 0.35")
 
 

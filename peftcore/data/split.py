@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from peftcore.errors import SpecError
+from peftcore.errors import SizeError, SpecError
 from peftcore.spec import DataSizes, TaskSpec
 
 
@@ -37,7 +37,7 @@ def check_sizes(task: TaskSpec, sizes: DataSizes, available: int, where: str) ->
     ``held_out`` must fit in the usable records of ``where``.
     """
     if sizes.held_out < 1:
-        raise SpecError(
+        raise SizeError(
             task.file, "data.held_out", f"the held_out split would be empty ({sizes.held_out}); set it >= 1"
         )
     if sizes.seen > sizes.train:
@@ -45,9 +45,9 @@ def check_sizes(task: TaskSpec, sizes: DataSizes, available: int, where: str) ->
             task.file, "data.seen", f"seen {sizes.seen} > train {sizes.train}: seen is drawn from train"
         )
     if sizes.train + sizes.held_out > available:
-        raise SpecError(
+        raise SizeError(
             task.file,
-            None,
-            f"train {sizes.train} + held_out {sizes.held_out} > {available} usable examples in {where}; "
-            "lower the profile's data.train/data.held_out (or --train-size/--held-out-size)",
+            "data",
+            f"train {sizes.train} + held_out {sizes.held_out} > {available} usable examples of task "
+            f"{task.name} in {where}; lower data.train/data.held_out (or --train-size/--held-out-size)",
         )

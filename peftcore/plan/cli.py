@@ -85,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="equal-length sequences (no attention mask); default: padded batches, as the engine pads",
     )
     parser.add_argument(
-        "--device", default="cpu", help="device the case trains on: cpu or cuda (default: %(default)s)"
+        "--device",
+        default="cpu",
+        type=_device,
+        help="device the case trains on: cpu, cuda or cuda:N (default: %(default)s)",
     )
     parser.add_argument(
         "--budget", default=None, help=f"memory budget, {UNITS_HELP}: list the methods that fit"
@@ -243,3 +246,12 @@ def _print_ladder(
         score = f"quality {q.score:.2f} over {q.tasks} task(s)" if q else "no stored results"
         print(f"  {rank}. {e.method}: {format_bytes(e.peak_process_bytes)}; {score}", file=out)
     print("  ordered by " + (how if how else "predicted memory (no stored results)"), file=out)
+
+
+def _device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``: the devices the engine trains on (argparse's type)."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text

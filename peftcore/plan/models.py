@@ -105,6 +105,9 @@ def resolve_model(ref: str, specs: str | Path | None = DEFAULT_SPECS, dtype: str
         spec = stand_in_spec(ref.lower(), ModelSource(kind="local", path=str(file.parent)))
         config = _load_config_file(file)
         return ModelInfo(ref.lower(), config, dtype or default_dtype, f"shipped {file.name}", spec)
+    looks_like_path = ref.startswith(("/", ".", "~")) or ref.endswith(".json") or ref.count("/") > 1
+    if looks_like_path:
+        raise PlannerError(f"--model {ref}: no such file or folder (a config.json, or a folder holding one)")
     if "/" in ref and not path.exists():
         spec = stand_in_spec(ref, ModelSource(kind="hub", id=ref))
         return ModelInfo(ref, _hub_config(ref, None), dtype or default_dtype, f"hub {ref}", spec)

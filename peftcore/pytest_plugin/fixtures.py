@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from peftcore.errors import PeftcoreError
+from peftcore.errors import PeftcoreError, SizeError
 from peftcore.pytest_plugin import options
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ class TaskDataCache:
         if key not in self._loaded:
             try:
                 self._loaded[key] = load_task(case.task, case.data)
+            except SizeError as err:  # the sizes were set by the profile or the command line
+                self._failed[key] = SizeError(case.sizes_from or err.file, err.key, err.expected)
+                raise self._failed[key] from None
             except (PeftcoreError, OSError) as err:
                 self._failed[key] = err
                 raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peftcore.errors import SpecError, suggest
@@ -42,6 +42,9 @@ class Case:
     data: DataSizes
     eval: EvalSettings
     seed_suffix: bool = False  # several seeds in one session: the id names the seed
+    # Where the split sizes were set (the profile's file, or "command line"), for an error about
+    # sizes the data cannot meet. Not part of the spec.
+    sizes_from: str = field(default="", compare=False)
 
     @property
     def case_id(self) -> str:
@@ -151,6 +154,7 @@ def expand(
                     data=data,
                     eval=profile.eval,
                     seed_suffix=len(seed_list) > 1,
+                    sizes_from="command line" if data_overrides else str(profile.file),
                 )
             )
     cases.sort(key=_order)
