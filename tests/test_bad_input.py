@@ -417,7 +417,10 @@ def test_command_line_sizes_are_checked_against_the_data_before_a_model_loads(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "*lora-smollm2-135m-sst2: loading the task data: command line: key 'data': train 40 + held_out 100000 > 872 usable examples of task sst2*"
+            (
+                "*lora-smollm2-135m-sst2: loading the task data: command line: key 'data': "
+                "train 40 + held_out 100000 > 872 usable examples of task sst2*"
+            )
         ]
     )
     assert "a model was loaded" not in result.stdout.str()
