@@ -58,8 +58,8 @@ from peftcore.train.methods import apply_method
 from peftcore.models.load import load_base
 from peftcore.spec import SpecStore, TrainingBudget, apply_model_overrides
 
-specs, model_name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = sys.argv[4:]
+specs, model_name, steps, live = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "live"
+names = sys.argv[5:]
 store = SpecStore(specs)
 spec = store.get("models", model_name)
 methods = [apply_model_overrides(store.get("methods", n), spec) for n in names]
@@ -87,7 +87,15 @@ for method in methods:
                 optimizer = torch.optim.AdamW(
                     params, lr=budget.learning_rate, weight_decay=budget.weight_decay
                 )
+            tracker = None
+            if live:  # torch's MemTracker, as training.live_memory_steps runs it
+                from peftcore.train.live_memory import _peak_by_kind, _tracker
+                tracker = _tracker()
+                tracker.track_external(model)
+                tracker.__enter__()
             for step in range(steps):
+                if tracker is not None:
+                    tracker.reset_mod_stats()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 loss.backward()
@@ -96,10 +104,16 @@ for method in methods:
                 if method.tuner == "adalora":
                     model.base_model.update_and_allocate(step + 1)
                 optimizer.zero_grad(set_to_none=True)
+            if tracker is not None:
+                tracker.__exit__(None, None, None)
+                parts = _peak_by_kind(tracker.get_tracker_snapshot("peak"))
             del optimizer, params, loss
         del model
-    print(json.dumps({"method": method.name, "peak_bytes": memory.peak_bytes, "method_used": memory.method,
-                      "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+    row = {"method": method.name, "peak_bytes": memory.peak_bytes, "method_used": memory.method,
+           "seconds": round(time.perf_counter() - start, 1)}
+    if live and method.trains:
+        row.update(peak_bytes=sum(parts.values()), parts=parts)
+    print(json.dumps(row), flush=True)
 """
 
 
@@ -107,8 +121,9 @@ def _measure(names: list[str], steps: int, allocator: str) -> dict[str, dict[str
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore")
     if allocator == "tensors":
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    live = "live" if allocator == "live" else "no"
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(SPECS), MODEL, str(steps), *names],
+        [sys.executable, "-c", WORKER, str(SPECS), MODEL, str(steps), live, *names],
         capture_output=True,
         text=True,
         env=env,
@@ -147,7 +162,12 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
     store = SpecStore(SPECS)
     spec = store.get("models", MODEL)
     info = plan.resolve_model(MODEL, SPECS)
-    methods = {n: apply_model_overrides(store.get("methods", n), spec) for n in store.names("methods")}
+    chosen = (
+        os.environ.get("PEFTCORE_BENCH_METHODS", "").split(",")
+        if os.environ.get("PEFTCORE_BENCH_METHODS")
+        else store.names("methods")
+    )
+    methods = {n: apply_model_overrides(store.get("methods", n), spec) for n in chosen}
     predicted = {
         n: plan.estimate(
             info.config,
@@ -164,10 +184,15 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
         variants.setdefault(method.base, []).append(name)
 
     def measure_all() -> dict[str, dict[str, dict[str, Any]]]:
-        jobs = [(names, allocator) for names in variants.values() for allocator in ("glibc", "tensors")]
+        kinds = ("glibc", "tensors", "live")
+        jobs = [(names, allocator) for names in variants.values() for allocator in kinds]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(lambda job: (job[1], _measure(job[0], steps, job[1])), jobs))
-        merged: dict[str, dict[str, dict[str, Any]]] = {"glibc": {}, "tensors": {}}
+            results = list(
+                pool.map(
+                    lambda job: (job[1], _measure(job[0], 2 if job[1] == "live" else steps, job[1])), jobs
+                )
+            )
+        merged: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in kinds}
         for allocator, rows in results:
             merged[allocator].update(rows)
         return merged
@@ -187,6 +212,55 @@ def test_predicted_vs_measured_peak_memory(request: pytest.FixtureRequest, bench
         for name, pred, glibc, tensors, why in rows
     }
     benchmark.extra_info["table"] = table
+    parts_table, part_errors = _parts(predicted, measured["live"], methods)
+    print(parts_table)
+    benchmark.extra_info["parts"] = parts_table
+    far = [
+        f"{name}: {err:+.0%}"
+        for name, _, _, tensors, _ in rows
+        if abs(err := (predicted[name].peak_case_bytes - tensors) / tensors) > TARGET
+    ]
+    assert not far, f"predicted peak more than {TARGET:.0%} off the live-tensor peak: {far}"
+    assert not part_errors, "planner parts off the measured parts: " + "; ".join(part_errors)
+
+
+def _parts(
+    predicted: dict[str, Any], live: dict[str, dict[str, Any]], methods: dict[str, Any]
+) -> tuple[str, list[str]]:
+    """Each planner part against the kind MemTracker measured at the live peak: weights (parameters
+    and buffers), optimizer states, and the step's work (activations, temporaries, gradients)
+    against the larger of the planner's backward and optimizer-step terms."""
+    lines = [f"{'method':14s} {'part':16s} {'predicted MB':>12s} {'measured MB':>12s} {'err':>6s}"]
+    errors = []
+    for name, method in sorted(methods.items()):
+        if not method.trains or "parts" not in live.get(name, {}):
+            continue
+        est = predicted[name]
+        got = live[name]["parts"]
+        backward = sum(
+            est.part(p) for p in ("activations", "autocast_copies", "loss_logits", "dora_transient")
+        )
+        checks = [
+            (
+                "weights",
+                est.part("base_weights") + est.part("adapter_weights"),
+                got["parameters"] + got["buffers"] + got["other"],
+                0.05,
+            ),
+            ("optimizer_states", est.part("optimizer_states"), got["optimizer_states"], 0.05),
+            (
+                "step_work",
+                max(backward, est.part("optimizer_step")),
+                got["activations"] + got["temporaries"] + got["gradients"],
+                0.30,
+            ),
+        ]
+        for part, pred, meas, tolerance in checks:
+            err = (pred - meas) / meas if meas else 0.0
+            lines.append(f"{name:14s} {part:16s} {pred / 1e6:12,.1f} {meas / 1e6:12,.1f} {err:+6.0%}")
+            if abs(err) > tolerance and abs(pred - meas) > 2e6:
+                errors.append(f"{name} {part} {err:+.0%} (allowed {tolerance:.0%})")
+    return "\n".join(lines), errors
 
 
 def _table(rows: list[tuple[str, int, int, int, str]], steps: int) -> str:
