@@ -115,7 +115,7 @@ class Bench:
         shutil.copytree(
             REPO / "peftcore", root / "src" / "peftcore", ignore=shutil.ignore_patterns("__pycache__")
         )
-        self.results = root / "runs"
+        self.results = root / "reports" / "runs"  # the default layout: the report goes next to it
         self.timings: list[tuple[str, float]] = []
 
     def start(self, label: str, run_id: str, *args: str, faults: dict[str, str] | None = None) -> Any:

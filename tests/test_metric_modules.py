@@ -121,7 +121,7 @@ def test_unknown_metric_fails_at_load_in_one_line() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("metric 'no_such_metric_xyz' is not a built-in metric and could not be loaded")
-    assert "built-in metrics: abs_diff, accuracy, accuracy_norm, bertscore_f1," in message
+    assert "built-in metrics: abs_diff, accuracy, accuracy_bytes, accuracy_norm, bertscore_f1," in message
 
 
 def test_hub_metric_fails_at_load_when_offline() -> None:

@@ -167,11 +167,16 @@ def test_a_methods_learning_rate_beats_the_profiles(grid: pytest.Pytester) -> No
 
 
 def test_cases_are_grouped_by_base_model_variant(grid: pytest.Pytester) -> None:
+    # a second model that needs no hub cache: the default one under another name
+    models = grid.path / "specs" / "models"
+    (models / "smollm2-135m-twin.yaml").write_text(
+        (models / "smollm2-135m.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     write_profile(
         grid,
         "p",
         "methods: [qlora, lora, lora-8bit, qdora, base, full, dora]\n"
-        "models: [smollm2-135m-hub, smollm2-135m]\n"
+        "models: [smollm2-135m-twin, smollm2-135m]\n"
         "tasks: [sst2, arc_easy]\n",
     )
     result = grid.runpytest("--collect-only", "-q", "--profile", "p")

@@ -152,7 +152,8 @@ def test_arc_easy_accuracy_is_plausible_for_a_135m_model(base, store, record_pro
     print(f"\narc_easy ({len(examples)} held out, chat={fmt.chat}): {result.metrics} {result.inference}")
     assert 0.4 <= result.metrics["accuracy"] <= 0.8  # chance is 0.25
     assert 0.3 <= result.metrics["accuracy_norm"] <= 0.8
-    assert set(result.metrics) == {"accuracy", "accuracy_norm"}
+    assert set(result.metrics) == {"accuracy", "accuracy_norm", "brier_score"}
+    assert 0.0 < result.metrics["brier_score"] < 1.0  # 0.75 for a uniform guess over 4 choices
     assert result.inference["examples"] == len(examples)
     assert result.inference["peak_memory_bytes"] > 0
     assert result.inference["shared_context"] is True

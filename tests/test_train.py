@@ -202,6 +202,19 @@ def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
     assert {name: p.requires_grad for name, p in base.model.named_parameters()} == flags
 
 
+def test_a_trained_model_is_scored_in_its_own_precision_not_the_training_one(bases, fixed_batch, tmp_path):
+    """Training under bf16 autocast must not leave autocast on the model: accelerate wraps the
+    forward for mixed precision, and a wrapper left on would score every trained case in bf16
+    whatever ``eval.precision`` says (the adapter disabled would then not reproduce the base)."""
+    case = make_case("lora", max_steps=2, precision="bf16")
+    base = bases(case.method.base)
+    model, outcome, dataset = run_training(case, base, fixed_batch, tmp_path)
+    assert outcome.precision == "bf16"
+    with model.disable_adapter():
+        disabled = logits(model, dataset)
+    torch.testing.assert_close(disabled, logits(base.model, dataset), rtol=0, atol=0)
+
+
 def test_loss_is_only_on_the_answer(bases, fixed_batch):
     base = bases(SPECS.get("methods", "lora").base)
     fmt = prompting.PromptFormat.for_model(base.tokenizer, "auto")

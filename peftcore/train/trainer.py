@@ -228,6 +228,10 @@ def train(
     try:
         trainer.train()
     finally:
+        # accelerate wraps the model's forward in its mixed-precision autocast for training and
+        # leaves the wrapper on: scoring would then run in the training precision (bf16), not in
+        # ``eval.precision``. Unwrapping restores the model's own forward.
+        trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         if live is not None:
             live.close(int(trainer.state.global_step))
         outcome.train_seconds = time.perf_counter() - start
