@@ -14,7 +14,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -31,6 +31,7 @@ from peftcore.pipeline.failures import (
     one_line,
 )
 from peftcore.pipeline.identity import Identity
+from peftcore.pipeline.off_task import OffTaskData, score_off_task
 from peftcore.results.provenance import git_state, now, package_versions
 from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures
 from peftcore.results.store import Earlier, adapter_path, write_record
@@ -59,6 +60,7 @@ class CaseContext:
     reuse: Earlier | None = None  # an earlier record whose adapter is re-scored instead of trained
     timer: Timer = untimed
     keep_full_models: bool = False
+    off_task: OffTaskData = field(default_factory=OffTaskData)  # scored after the task (eval block)
     # Told of the record once it is written, whatever happened (an interrupted case included).
     keep: Callable[[Record], None] = lambda record: None
 
@@ -84,8 +86,9 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
     """
     from peftcore.score.metrics import resolve_metric
 
-    for name in case.task.metrics:  # an unknown or unreachable metric fails now, not after training
-        resolve_metric(name)
+    for task in (case.task, *case.also_score):  # an unknown or unreachable metric fails now,
+        for name in task.metrics:  # not after training
+            resolve_metric(name)
     record = _new_record(case, base, data, ctx)
     state = _CaseState(memory=PeakMemory(ctx.device))
     error: Exception | None = None
@@ -357,6 +360,11 @@ def _train_and_score(
         _judge(case, data, results, record)
     record["inference"] = cast(Any, results["held_out"].inference)
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
+    if ctx.off_task:
+        state.stage = "scoring outside the task"
+        score_off_task(
+            case, base, state.model, fmt, ctx.off_task, record, device=ctx.device, precision=precision
+        )
 
 
 def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,15 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
     return spec
 
 
-def identify(case: Case, model_sha256: str, data: TaskData, versions: Mapping[str, str | None]) -> Identity:
+def identify(
+    case: Case,
+    model_sha256: str,
+    data: TaskData,
+    versions: Mapping[str, str | None],
+    off_task_data: Mapping[str, Sequence[str]] | None = None,
+) -> Identity:
+    """``off_task_data``: the data and split hashes of what the case is scored on outside its
+    task, by role (:meth:`peftcore.pipeline.off_task.OffTaskData.hashes`); scoring only."""
     hashed = hashed_versions(dict(versions))
     case_hash = _digest(
         {
@@ -55,6 +63,7 @@ def identify(case: Case, model_sha256: str, data: TaskData, versions: Mapping[st
             "data_sha256": data.data_sha256,
             "split_sha256": data.split_sha256,
             "versions": hashed,
+            **({"off_task_data": {k: list(v) for k, v in off_task_data.items()}} if off_task_data else {}),
         }
     )
     spec = _hashed_spec(case)

@@ -28,6 +28,7 @@ from peftcore.errors import PeftcoreError
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline.execute import CaseContext, Timer, record_early_failure, run_case, untimed
 from peftcore.pipeline.identity import Identity, identify
+from peftcore.pipeline.off_task import OffTaskData, load_off_task_data
 from peftcore.results.provenance import package_versions
 from peftcore.results.record import Record
 from peftcore.results.store import Earlier, History, adopt
@@ -124,11 +125,12 @@ class BenchmarkSession:
             self._history = History.scan(self.results_dir)
         return self._history
 
-    def plan(self, case: Case, data: TaskData) -> Plan:
+    def plan(self, case: Case, data: TaskData, off_task: OffTaskData | None = None) -> Plan:
         """The case's identity, and the earlier record to adopt or adapter to re-score, if any."""
         from peftcore.models.checkpoints import model_sha256
 
-        identity = identify(case, model_sha256(case.model), data, package_versions())
+        hashes = off_task.hashes() if off_task else None
+        identity = identify(case, model_sha256(case.model), data, package_versions(), hashes)
         if self.rerun.forces(case):
             return Plan(identity)
         earlier = self.history.by_case.get(identity.case_hash)
@@ -155,7 +157,9 @@ class BenchmarkSession:
         nothing). Ctrl-C and SIGTERM propagate after the running case's record is written.
         """
 
-        def context(identity: Identity, rescore: Earlier | None = None) -> CaseContext:
+        def context(
+            identity: Identity, rescore: Earlier | None = None, off_task: OffTaskData | None = None
+        ) -> CaseContext:
             return CaseContext(
                 run_dir=self.run_dir,
                 run_id=self.run_id,
@@ -165,6 +169,7 @@ class BenchmarkSession:
                 reuse=rescore,
                 timer=timer,
                 keep=lambda record: self.records.__setitem__(case.case_id, record),  # cancelled ones too
+                off_task=off_task or OffTaskData(),
             )
 
         def failed_before_running(stage: str, error: Exception) -> Outcome:
@@ -173,10 +178,11 @@ class BenchmarkSession:
 
         try:
             examples = data(case)
+            off_task = load_off_task_data(case)  # general text, other tasks: only if the profile asks
         except (PeftcoreError, OSError) as err:  # a bad task spec or data file: recorded, one line
             return failed_before_running("loading the task data", err)
         try:
-            plan = self.plan(case, examples)
+            plan = self.plan(case, examples, off_task)
         except (PeftcoreError, OSError) as err:  # the model's weights cannot be located
             return failed_before_running("locating the model", err)
         if plan.earlier is not None:
@@ -190,7 +196,7 @@ class BenchmarkSession:
             base = model(case)
         except (PeftcoreError, OSError) as err:
             return failed_before_running("loading the model", err)
-        executed = run_case(case, base, examples, context(plan.identity, plan.rescore))
+        executed = run_case(case, base, examples, context(plan.identity, plan.rescore, off_task))
         how: How = "rescored" if plan.rescore is not None else "ran"
         outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
         return self._conclude(case, outcome)

@@ -17,6 +17,7 @@ from pathlib import Path
 from peftcore.errors import PeftcoreError
 from peftcore.gates.baseline import ComparisonResult, compare_records
 from peftcore.report.html import report_html
+from peftcore.report.off_task import off_task_plots
 from peftcore.report.plots import draw_plots
 from peftcore.report.tables import comparison_csv, summary_csv, summary_md
 from peftcore.results import store
@@ -102,7 +103,9 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Written
     files = {
         "summary.csv": summary_csv(run.records),
         "summary.md": summary_md(run, reference, comparison),
-        "report.html": report_html(run, draw_plots(run), reference, comparison),
+        "report.html": report_html(
+            run, {**draw_plots(run), "off_task": off_task_plots(run)}, reference, comparison
+        ),
     }
     if reference is not None and comparison is not None:
         files["comparison.csv"] = comparison_csv(comparison, reference, run)

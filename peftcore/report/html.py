@@ -15,6 +15,8 @@ from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH
+from peftcore.report.off_task import LEAD as OFF_TASK_LEAD
+from peftcore.report.off_task import OffTaskTable, off_task_tables
 from peftcore.report.plots import Plot
 from peftcore.report.rows import SEEDS_NOTE, group_rows
 from peftcore.report.summary import GroupSummary, best_method, summarize
@@ -122,6 +124,30 @@ def _table_html(group: GroupSummary) -> str:
     return _wrap_table(head, body)
 
 
+def _off_task_html(tables: Sequence[OffTaskTable], plots: Sequence[Plot]) -> str:
+    """The section on scores outside the task: a table per training task, then the plots."""
+    out = ['<section id="off-task"><h2>Beyond the task</h2>', f'<p class="lead">{_e(OFF_TASK_LEAD)}</p>']
+    for table in tables:
+        out += [f"<h3>{_e(table.title)}</h3>", f'<p class="muted">{_e(table.note)}</p>']
+        head = "".join(
+            f"<th{' class=num' if r else ''}>{_e(h)}</th>"
+            for h, r in zip(table.header, table.right, strict=True)
+        )
+        body = [
+            f"<tr{' class=base' if base else ''}>"
+            + "".join(
+                f"<td{' class=num' if r else ''}>{_e(c)}</td>"
+                for c, r in zip(cells, table.right, strict=True)
+            )
+            + "</tr>"
+            for cells, base in zip(table.rows, table.base_rows, strict=True)
+        ]
+        out.append(_wrap_table(head, body))
+    if plots:
+        out.append('<div class="plots">' + "".join(_figure_html(p) for p in plots) + "</div>")
+    return "\n".join([*out, "</section>"])
+
+
 def _html_table(table: Table) -> str:
     head = "".join(
         f"<th{' class=num' if r else ''}>{_e(h)}</th>" for h, r in zip(table.header, table.right, strict=True)
@@ -174,12 +200,14 @@ def report_html(
     given a reference run and the comparison, that section."""
     summaries = summarize(group_rows(run.records))
     failed = failed_records(run.records)
+    off_task = off_task_tables(group_rows(run.records))  # none unless the profile asked for them
     sections = [
         ("highlights", "Highlights"),
         ("pareto", "Quality vs memory"),
         ("cost", "Cost"),
         ("loss", "Loss curves"),
         ("generalization", "Held-out vs seen"),
+        *([("off-task", "Beyond the task")] if off_task else []),
         ("tables", "Tables"),
     ]
     if failed:
@@ -243,6 +271,8 @@ def report_html(
         else:
             out.append('<p class="muted">No finished case has the data for this plot.</p>')
         out.append("</section>")
+    if off_task:
+        out.append(_off_task_html(off_task, plots.get("off_task", [])))
     out.append('<section id="tables"><h2>Tables</h2>')
     out.append(
         '<p class="lead">Bold: the best value of the column. ◆: on the quality/memory Pareto front. '

@@ -16,9 +16,10 @@ from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
+from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
 from peftcore.report.summary import summarize
-from peftcore.results.quantities import Quantity, metric_names
+from peftcore.results.quantities import Quantity, metric_names, ood_tasks
 from peftcore.results.record import case_seed, primary_metric
 from peftcore.results.store import Run
 from peftcore.units import format_bytes
@@ -51,7 +52,11 @@ def summary_csv(records: Sequence[Mapping[str, Any]]) -> str:
         for record in records:
             for name in metric_names(record, split):
                 columns.setdefault(f"{split}.{name}")
-    for block in ("training", "inference", "base_model"):
+    for record in records:  # other tasks a case was also scored on (profile eval.also_score)
+        for task in ood_tasks(record):
+            for name in (record.get("metrics") or {}).get(f"ood.{task}") or {}:
+                columns.setdefault(f"ood.{task}.{name}")
+    for block in ("training", "inference", "base_model", "general_text"):
         for record in records:
             for name, value in (record.get(block) or {}).items():
                 if not isinstance(value, (list, dict)):
@@ -67,6 +72,9 @@ def summary_csv(records: Sequence[Mapping[str, Any]]) -> str:
             block, _, key = name.partition(".")
             if block in ("held_out", "seen"):
                 row[name] = ((record.get("metrics") or {}).get(block) or {}).get(key)
+            elif block == "ood":
+                split, _, metric = name.rpartition(".")
+                row[name] = ((record.get("metrics") or {}).get(split) or {}).get(metric)
             elif key:
                 row[name] = (record.get(block) or {}).get(key)
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
@@ -152,6 +160,7 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
         notes = [*group.highlights, *([_FRONT_NOTE] if group.front else [])]
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
+    lines.extend(off_task_md(run.records))
     failed = failed_records(run.records)
     if failed:
         lines += ["## Failed cases", ""]

@@ -11,6 +11,9 @@ Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-
     peak_memory_bytes, ...       a cost figure; bare names are looked up in training, then
                                  inference, then base_model (peak_memory_bytes = training's)
     inference.peak_memory_bytes  a cost figure of one block, written out
+    forgetting                   general_text.forgetting (profile eval.forgetting), lower is better
+    ood.nq_open.f1               a metric of another task the case is also scored on
+    ood.nq_open.primary          (profile eval.also_score: metrics["ood.nq_open"]), its first metric
 
 Directions (is higher better?) are declared once: next to each metric
 (:mod:`peftcore.score.metrics`) and on each figure of the record (:mod:`peftcore.results.record`);
@@ -29,6 +32,7 @@ from peftcore.errors import suggest
 from peftcore.results.record import (
     FIGURES,
     METRIC_BLOCKS,
+    OOD_PREFIX,
     figure_direction,
     is_figure,
     primary_metric,
@@ -56,12 +60,17 @@ def higher_is_better(name: str) -> bool | None:
 class Quantity:
     """One number of a record: a metric of a split, or a figure of a cost block."""
 
-    block: str  # held_out | seen | training | inference | base_model
+    block: str  # held_out | seen | ood.<task> | training | inference | base_model | general_text
     name: str  # metric or figure name; "primary" until resolved against a record
 
     @property
     def is_metric(self) -> bool:
-        return self.block in METRIC_BLOCKS
+        return self.block in METRIC_BLOCKS or self.ood_task is not None
+
+    @property
+    def ood_task(self) -> str | None:
+        """The other task of an out-of-distribution metric (``ood.<task>``), else None."""
+        return self.block[len(OOD_PREFIX) :] if self.block.startswith(OOD_PREFIX) else None
 
     @property
     def label(self) -> str:
@@ -71,12 +80,14 @@ class Quantity:
     @property
     def words(self) -> str:
         """How a message says it: ``held-out f1``, ``training peak_memory_bytes``."""
+        if self.ood_task is not None:
+            return f"out-of-distribution {self.ood_task} {self.name}"
         return f"{self.block.replace('_', '-')} {self.name}"
 
     def resolve(self, record: Mapping[str, Any]) -> Quantity:
         if self.name != "primary":
             return self
-        name = primary_metric(record)
+        name = primary_metric(record) if self.ood_task is None else ood_primary(record, self.ood_task)
         return Quantity(self.block, name) if name else self
 
     def value(self, record: Mapping[str, Any]) -> float | None:
@@ -95,8 +106,12 @@ class Quantity:
         """Whether ``record`` should carry this number at all: its task scores the metric, or it
         has the cost block (the untrained ``base`` method has no ``training`` block)."""
         q = self.resolve(record)
+        if q.ood_task is not None:  # the case was to be scored on that task (not its own)
+            return q.ood_task in ((record.get("spec") or {}).get("also_score") or {}) or q.name in (
+                (record.get("metrics") or {}).get(q.block) or {}
+            )
         if q.is_metric:
-            return q.name in task_metrics(record) or q.name in reported_metrics(record)
+            return q.name in task_metrics(record) or q.name in _split_metrics(record, METRIC_BLOCKS)
         return isinstance(record.get(q.block), Mapping)
 
     def higher_is_better(self, record: Mapping[str, Any] | None = None) -> bool | None:
@@ -114,6 +129,15 @@ def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: b
         raise ValueError(f"{text!r} is not a metric or figure name")
     metrics = {*METRICS, *known_metrics, "primary"}
     head, _, tail = text.partition(".")
+    if head == "ood":
+        task, _, metric = tail.partition(".")
+        if not task or not metric:
+            raise ValueError(f"{text!r}: expected ood.<task>.<metric>, e.g. ood.nq_open.f1")
+        if is_figure(metric):
+            raise ValueError(f"{metric!r} is a cost figure, not a metric of task {task!r}")
+        if metric not in metrics and not lenient:
+            raise ValueError(f"unknown metric {metric!r}; " + suggest(metric, metrics))
+        return Quantity(OOD_PREFIX + task, metric)
     if tail:
         if head in METRIC_BLOCKS:
             if is_figure(tail):
@@ -125,7 +149,9 @@ def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: b
             if tail not in RECORD_FIGURES[head]:
                 raise ValueError(f"{head} has no figure {tail!r}; " + suggest(tail, RECORD_FIGURES[head]))
             return Quantity(head, tail)
-        raise ValueError(f"unknown prefix {head!r} in {text!r}; expected seen., held_out., training., ...")
+        raise ValueError(
+            f"unknown prefix {head!r} in {text!r}; expected seen., held_out., ood.<task>., training., ..."
+        )
     for block, names in RECORD_FIGURES.items():
         if text in names:
             return Quantity(block, text)
@@ -142,8 +168,29 @@ def metric_names(record: Mapping[str, Any], split: str) -> tuple[str, ...]:
 
 
 def reported_metrics(record: Mapping[str, Any]) -> set[str]:
+    """Every metric name the record reports, in its own splits and on out-of-distribution tasks."""
+    blocks = [b for b in (record.get("metrics") or {}) if b in METRIC_BLOCKS or b.startswith(OOD_PREFIX)]
+    return _split_metrics(record, blocks)
+
+
+def _split_metrics(record: Mapping[str, Any], blocks: Collection[str]) -> set[str]:
     metrics = record.get("metrics") or {}
-    return {name for block in METRIC_BLOCKS for name in (metrics.get(block) or {})}
+    return {name for block in blocks for name in (metrics.get(block) or {})}
+
+
+def ood_tasks(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The other tasks a record was scored on (out of distribution), in the order it lists them."""
+    return tuple(b[len(OOD_PREFIX) :] for b in (record.get("metrics") or {}) if b.startswith(OOD_PREFIX))
+
+
+def ood_primary(record: Mapping[str, Any], task: str) -> str | None:
+    """The first metric of ``task`` as the record's spec declares it (``also_score``), else the
+    first the record reports for it."""
+    spec = ((record.get("spec") or {}).get("also_score") or {}).get(task) or {}
+    declared = spec.get("metrics") if isinstance(spec, Mapping) else None
+    if isinstance(declared, (list, tuple)) and declared:
+        return str(declared[0])
+    return next(iter((record.get("metrics") or {}).get(OOD_PREFIX + task) or {}), None)
 
 
 def format_value(quantity: Quantity | str, value: float | None) -> str:

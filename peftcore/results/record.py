@@ -95,6 +95,26 @@ class InferenceFigures(TypedDict, total=False):
     # (generation); window, stride, windows (perplexity).
 
 
+class GeneralTextFigures(TypedDict, total=False):
+    """Forgetting: what the case's model lost on general text (profile ``eval.forgetting``).
+
+    Both losses are the mean next-token cross-entropy (targets shifted by one) over the same
+    documents, cut to ``max_tokens``; "before" is the untouched base model of the case's variant
+    (a quantized base for QLoRA; no adapter at all for prompt or prefix tuning), computed once
+    per base variant and session. Forgetting is ``after_loss - before_loss``: zero for the
+    untrained base, positive when fine-tuning made general text less predictable.
+    """
+
+    task: str  # the language_modeling task whose held-out texts were scored
+    documents: int
+    max_tokens: int
+    tokens: int  # tokens scored (each document's first token predicts nothing)
+    before_loss: Annotated[float, Figure("nats/token", LOWER)]  # the untouched base model
+    after_loss: Annotated[float, Figure("nats/token", LOWER)]  # the case's model
+    forgetting: Annotated[float, Figure("nats/token", LOWER)]  # after_loss - before_loss
+    seconds: float  # scoring the case's model (the base's "before" is not counted)
+
+
 class Provenance(TypedDict, total=False):
     """Where the numbers come from: enough to reproduce them or to know why they differ."""
 
@@ -132,7 +152,10 @@ class Record(_RecordKeys, total=False):
     spec: dict[str, Any]  # the fully resolved case spec
     base_model: BaseModelInfo
     training: TrainingFigures | None
-    metrics: dict[str, dict[str, float]]  # {"held_out": {name: value}, "seen": {...}}
+    # {"held_out": {name: value}, "seen": {...}}, and one "ood.<task>" per other task the profile
+    # scores every case on (eval.also_score: that task's held-out split, its own metrics)
+    metrics: dict[str, dict[str, float]]
+    general_text: GeneralTextFigures  # eval.forgetting only
     inference: InferenceFigures | None
     predictions: dict[str, list[dict[str, Any]]]  # {"held_out": the first 20 predictions}
     provenance: Provenance
@@ -143,7 +166,13 @@ class Record(_RecordKeys, total=False):
 
 REQUIRED_KEYS: tuple[str, ...] = tuple(_RecordKeys.__annotations__)
 METRIC_BLOCKS = ("held_out", "seen")
-_FIGURE_BLOCKS = {"training": TrainingFigures, "inference": InferenceFigures, "base_model": BaseModelInfo}
+OOD_PREFIX = "ood."  # metrics["ood.<task>"]: another task's held-out metrics (out of distribution)
+_FIGURE_BLOCKS = {
+    "training": TrainingFigures,
+    "inference": InferenceFigures,
+    "base_model": BaseModelInfo,
+    "general_text": GeneralTextFigures,
+}
 
 
 def _figures(cls: type) -> dict[str, Figure]:

@@ -45,6 +45,10 @@ class Case:
     # Where the split sizes were set (the profile's file, or "command line"), for an error about
     # sizes the data cannot meet. Not part of the spec.
     sizes_from: str = field(default="", compare=False)
+    # Scored outside the task (eval.forgetting, eval.also_score), resolved: the general text and
+    # the other tasks (never the case's own), see peftcore.pipeline.off_task.
+    general_text: TaskSpec | None = None
+    also_score: tuple[TaskSpec, ...] = ()
 
     @property
     def case_id(self) -> str:
@@ -67,6 +71,8 @@ class Case:
             "training": plain(self.training),
             "data": plain(self.data),
             "eval": plain(self.eval),
+            **({"general_text": plain(self.general_text)} if self.general_text else {}),
+            **({"also_score": {t.name: plain(t) for t in self.also_score}} if self.also_score else {}),
         }
 
 
@@ -132,6 +138,7 @@ def expand(
         data = build(DataSizes, deep_merge(plain(data), dict(data_overrides)), "command line", "data")
         check_sizes(data, "command line")
     _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
+    general_text, also_score = _off_task_specs(store, profile)
     _check_gates_match(profile, cells)
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
@@ -155,10 +162,37 @@ def expand(
                     eval=profile.eval,
                     seed_suffix=len(seed_list) > 1,
                     sizes_from="command line" if data_overrides else str(profile.file),
+                    general_text=general_text,
+                    also_score=tuple(t for t in also_score if t.name != task),
                 )
             )
     cases.sort(key=_order)
     return cases
+
+
+def _off_task_specs(store: SpecStore, profile: ProfileSpec) -> tuple[TaskSpec | None, list[TaskSpec]]:
+    """The task specs ``eval.forgetting.task`` and ``eval.also_score`` name; SpecError naming the
+    profile and key for an unknown name, or general text that is not a language_modeling task."""
+
+    def task(name: str, key: str) -> TaskSpec:
+        try:
+            spec: TaskSpec = store.get("tasks", name)
+        except SpecError as err:
+            if err.file is None:  # an unknown name: the profile is the file at fault
+                raise SpecError(profile.file, key, err.expected) from None
+            raise
+        return spec
+
+    forgetting = profile.eval.forgetting
+    general = task(forgetting.task, "eval.forgetting.task") if forgetting else None
+    if general is not None and general.type != "language_modeling":
+        raise SpecError(
+            profile.file,
+            "eval.forgetting.task",
+            f"{general.name!r} is a {general.type} task; forgetting is measured on general text, "
+            "a language_modeling task (e.g. coqa_passages)",
+        )
+    return general, [task(n, f"eval.also_score[{i}]") for i, n in enumerate(profile.eval.also_score)]
 
 
 def _check_training_data(

@@ -15,7 +15,7 @@ from peftcore.spec import peft_keywords
 from peftcore.spec.schema import build
 from peftcore.spec.templates import check_templates
 from peftcore.spec.trainer_names import accepted
-from peftcore.spec.types import SECTION, DataSizes, TaskSpec, TrainingBudget
+from peftcore.spec.types import SECTION, DataSizes, ProfileSpec, TaskSpec, TrainingBudget
 
 
 def check_spec(kind: str, spec: Any) -> None:
@@ -80,6 +80,27 @@ def check_spec(kind: str, spec: Any) -> None:
         spec.expect.check_names(file)
         for i, grid in enumerate(spec.grids):
             _check_grid(file, f"grids[{i}]", grid)
+        _check_off_task(spec)
+
+
+def _check_off_task(profile: ProfileSpec) -> None:
+    """``eval.also_score`` names each task once, and a gate on a score outside the task names a
+    score the profile measures (a gate that never applies would be silently off). Whether the
+    names are tasks is checked where they are resolved (:func:`peftcore.spec.cases.expand`)."""
+    file, also = profile.file, profile.eval.also_score
+    dupes = sorted({n for n in also if also.count(n) > 1})
+    if dupes:
+        raise SpecError(file, "eval.also_score", f"listed twice: {', '.join(dupes)}")
+    gated = [(f"expect.{b.written}", b.quantity) for b in profile.expect.bounds]
+    gated += [(f"compare[{r.index}]", r.quantity) for r in profile.compare.rules]
+    for key, quantity in gated:
+        task = quantity.ood_task
+        if task is not None and task not in also:
+            raise SpecError(
+                file, key, f"{quantity.label} names task {task!r}, which eval.also_score does not list"
+            )
+        if quantity.block == "general_text" and profile.eval.forgetting is None:
+            raise SpecError(file, key, f"{quantity.label} is measured only with eval.forgetting set")
 
 
 def _check_grid(file: Path | None, where: str, grid: Any) -> None:

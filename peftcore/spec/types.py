@@ -66,6 +66,19 @@ class DataSizes:
 
 
 @dataclass(frozen=True)
+class ForgettingSettings:
+    """What forgetting is measured on: the first ``documents`` texts of a ``language_modeling``
+    task (in its held-out order under the profile's split seed), each cut to ``max_tokens``
+    tokens. Forgetting is the mean next-token cross-entropy of the case's model on them minus
+    that of the untouched base model of the same variant (peft's method comparison: the first
+    100 documents of a wiki corpus, 768 tokens)."""
+
+    task: str
+    documents: int = at_least(1, 100)
+    max_tokens: int = at_least(2, 768)  # a token and the one it predicts
+
+
+@dataclass(frozen=True)
 class EvalSettings:
     batch_size: int = at_least(1, 8)
     max_new_tokens: int | None = at_least(1, None)  # None: the task's own setting
@@ -77,6 +90,10 @@ class EvalSettings:
     # choices (peftcore.device.scoring_precision says more).
     precision: Precision = "auto"
     judge: JudgeConfig | None = None
+    # Scores outside the case's own task (peftcore.pipeline.off_task): loss on general text
+    # against the untouched base, and more tasks every case is scored on (their held-out split).
+    forgetting: ForgettingSettings | None = None
+    also_score: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- models
