@@ -235,3 +235,24 @@ def test_scoring_outside_the_task_fills_the_record_and_computes_before_once(
     assert first == second and first["forgetting"] == 0.0
     assert set(records[0]["metrics"]) == {"held_out", "ood.arc_easy"}
     assert set(records[0]["metrics"]["ood.arc_easy"]) >= {"accuracy", "accuracy_norm", "brier_score"}
+
+
+def test_the_loss_is_transformers_own_causal_lm_loss_weighted_by_tokens(
+    lora_case: Case, tiny: LoadedBase
+) -> None:
+    """The definition peft's method comparison uses: the model's own loss with ``labels`` (which
+    shifts the targets by one inside transformers), per document, averaged over all tokens."""
+    texts = [e.target for e in load_off_task_data(lora_case).general_text.held_out]  # type: ignore[union-attr]
+    fmt = PromptFormat(tiny.tokenizer, chat=False)
+    ours = mean_token_loss(
+        tiny.model, fmt, texts, max_tokens=48, batch_size=4, device="cpu", precision="fp32"
+    )
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for text in texts:
+            ids = torch.tensor([tiny.tokenizer(text)["input_ids"][:48]])
+            scored = ids.shape[1] - 1
+            total += tiny.model(input_ids=ids, labels=ids).loss.item() * scored
+            tokens += scored
+    assert ours.tokens == tokens
+    assert ours.loss == pytest.approx(total / tokens, abs=1e-5)
