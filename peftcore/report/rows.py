@@ -1,5 +1,10 @@
 """Finished records as table rows: one per (model, task, method), its seeds merged into a mean ± std.
 
+The numbers come from the records' DataFrame (:func:`peftcore.results.frame.records_frame`):
+mean, standard deviation and count over a row's seeds are one ``groupby``
+(:func:`peftcore.results.frame.seed_stats`); a row keeps its records for what is not a number
+(the loss curve, the tuner).
+
 The tables (:mod:`peftcore.report.tables`), the page (:mod:`peftcore.report.html`) and the
 figures (:mod:`peftcore.report.plots`) all start from :func:`group_rows`, so they agree on what a
 row is, the order rows come in, each group's primary metric and which methods are on the
@@ -10,11 +15,11 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftcore.results.frame import GROUP_KEYS, quantity_column, records_frame, seed_stats
 from peftcore.results.quantities import Quantity, higher_is_better, metric_names
 from peftcore.results.record import primary_metric
 
@@ -33,16 +38,6 @@ class Stat:
     n: int
 
 
-def _stat(values: Iterable[float | None]) -> Stat | None:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    if any(math.isnan(v) for v in present):
-        return Stat(math.nan, None, len(present))
-    std = statistics.stdev(present) if len(present) > 1 else None
-    return Stat(statistics.fmean(present), std, len(present))
-
-
 @dataclass
 class Row:
     """One (model, task, method): its finished records, one per seed."""
@@ -51,10 +46,11 @@ class Row:
     task: str
     method: str
     records: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Stat] = field(default_factory=dict)  # column of the records' frame -> over seeds
 
     def stat(self, quantity: Quantity) -> Stat | None:
-        """``quantity`` over the row's seeds; None when no record carries it; NaN if one is NaN."""
-        return _stat(quantity.value(r) for r in self.records)
+        """``quantity`` over the row's seeds; None when no record carries it."""
+        return self.stats.get(quantity_column(quantity.resolve(self.records[0])))
 
     @property
     def tuner(self) -> str:
@@ -80,17 +76,33 @@ def method_order(row: Row) -> tuple[Any, ...]:
 
 def group_rows(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[Row]]:
     """Finished records by (model, task), then by method (seeds together), in reading order."""
+    finished = [dict(r) for r in records if r.get("status") == "finished"]
     rows: dict[tuple[str, str, str], Row] = {}
-    for record in records:
-        if record.get("status") == "finished":
-            key = (str(record["model"]), str(record["task"]), str(record["method"]))
-            rows.setdefault(key, Row(*key)).records.append(dict(record))
+    for record in finished:
+        key = (str(record["model"]), str(record["task"]), str(record["method"]))
+        rows.setdefault(key, Row(*key)).records.append(record)
+    if finished:
+        stats = seed_stats(records_frame(finished), by=GROUP_KEYS)
+        for key, row in rows.items():
+            row.stats = _row_stats(stats.loc[key])
     groups: dict[tuple[str, str], list[Row]] = {}
     for (model, task, _), row in sorted(
         rows.items(), key=lambda kv: (_natural(kv[0][0]), _natural(kv[0][1]))
     ):
         groups.setdefault((model, task), []).append(row)
     return {key: sorted(group, key=method_order) for key, group in groups.items()}
+
+
+def _row_stats(stats: Any) -> dict[str, Stat]:
+    """One group of :func:`seed_stats` (a Series by (column, mean | std | count)) as Stats; a
+    column none of the row's records carries is left out, a single value has no deviation."""
+    out = {}
+    for column in dict.fromkeys(stats.index.get_level_values(0)):
+        n = int(stats[(column, "count")])
+        if n:
+            std = float(stats[(column, "std")]) if n > 1 else None
+            out[column] = Stat(float(stats[(column, "mean")]), std, n)
+    return out
 
 
 def every_row(groups: Groups) -> list[Row]:

@@ -1,8 +1,9 @@
 """The report's text tables: summary.csv, comparison.csv, summary.md and the terminal table.
 
 Each function takes records (or a read :class:`~peftcore.results.store.Run`) and returns the
-file's text; nothing here writes a file. The CSV files hold raw numbers, one row per case; the
-Markdown and terminal tables hold the formatted ones (:mod:`peftcore.report.formats`).
+file's text; nothing here writes a file. The CSV files hold raw numbers, one row per case
+(summary.csv is the records' DataFrame); the Markdown and terminal tables hold the formatted
+ones (:mod:`peftcore.report.formats`).
 """
 
 from __future__ import annotations
@@ -19,66 +20,21 @@ from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
 from peftcore.report.summary import summarize
-from peftcore.results.quantities import Quantity, metric_names, ood_tasks
-from peftcore.results.record import case_seed, primary_metric
+from peftcore.results.frame import records_frame
+from peftcore.results.quantities import Quantity
+from peftcore.results.record import primary_metric
 from peftcore.results.store import Run
 from peftcore.units import format_bytes
 
 # --------------------------------------------------------------------------- csv
 
 
-_FIXED = (
-    "run_id",
-    "case_id",
-    "method",
-    "model",
-    "task",
-    "seed",
-    "status",
-    "reason",
-    "profile",
-    "primary_metric",
-)
-
-
 def summary_csv(records: Sequence[Mapping[str, Any]]) -> str:
-    """One row per case: identity, status, every metric (held_out.*, seen.*) and every cost.
-
-    A value a record does not carry (a failed case, the base model's training) is an empty cell,
-    never zero; list and dict figures (the loss curve) are left out.
-    """
-    columns: dict[str, None] = dict.fromkeys(_FIXED)
-    for split in ("held_out", "seen"):
-        for record in records:
-            for name in metric_names(record, split):
-                columns.setdefault(f"{split}.{name}")
-    for record in records:  # other tasks a case was also scored on (profile eval.also_score)
-        for task in ood_tasks(record):
-            for name in (record.get("metrics") or {}).get(f"ood.{task}") or {}:
-                columns.setdefault(f"ood.{task}.{name}")
-    for block in ("training", "inference", "base_model", "general_text"):
-        for record in records:
-            for name, value in (record.get(block) or {}).items():
-                if not isinstance(value, (list, dict)):
-                    columns.setdefault(f"{block}.{name}")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        row: dict[str, Any] = {k: record.get(k) for k in _FIXED}
-        row["seed"] = case_seed(record)
-        row["primary_metric"] = primary_metric(record)
-        for name in columns:
-            block, _, key = name.partition(".")
-            if block in ("held_out", "seen"):
-                row[name] = ((record.get("metrics") or {}).get(block) or {}).get(key)
-            elif block == "ood":
-                split, _, metric = name.rpartition(".")
-                row[name] = ((record.get("metrics") or {}).get(split) or {}).get(metric)
-            elif key:
-                row[name] = (record.get(block) or {}).get(key)
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return out.getvalue()
+    """One row per case: the records' DataFrame (:func:`peftcore.results.frame.records_frame`):
+    identity, status, every metric, every cost figure with its unit, provenance and the
+    resolved spec. A value a record does not carry (a failed case, the base model's training)
+    is an empty cell, never zero; lists (the loss curve) are left out."""
+    return str(records_frame(records).to_csv(index=False, lineterminator="\n"))
 
 
 def comparison_csv(result: ComparisonResult, reference: Run, current: Run) -> str:

@@ -167,7 +167,8 @@ class Record(_RecordKeys, total=False):
 REQUIRED_KEYS: tuple[str, ...] = tuple(_RecordKeys.__annotations__)
 METRIC_BLOCKS = ("held_out", "seen")
 OOD_PREFIX = "ood."  # metrics["ood.<task>"]: another task's held-out metrics (out of distribution)
-_FIGURE_BLOCKS = {
+# The cost blocks of a record and the TypedDict that declares each one's fields.
+COST_BLOCKS: dict[str, type] = {
     "training": TrainingFigures,
     "inference": InferenceFigures,
     "base_model": BaseModelInfo,
@@ -186,7 +187,7 @@ def _figures(cls: type) -> dict[str, Figure]:
 
 
 # Block -> figure name -> Figure: every cost figure a record can carry.
-FIGURES: dict[str, dict[str, Figure]] = {block: _figures(cls) for block, cls in _FIGURE_BLOCKS.items()}
+FIGURES: dict[str, dict[str, Figure]] = {block: _figures(cls) for block, cls in COST_BLOCKS.items()}
 
 
 def figure_direction(name: str) -> bool | None:
