@@ -32,6 +32,7 @@ from peftcore.pipeline.failures import (
 )
 from peftcore.pipeline.identity import Identity
 from peftcore.pipeline.off_task import OffTaskData, score_off_task
+from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
 from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures
 from peftcore.results.store import Earlier, adapter_path, write_record
@@ -124,6 +125,8 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
             record["training"] = _partial_training(state)
             error = err
     finally:
+        if state.trackers is not None:  # the case did not finish: its runs close as failed
+            state.trackers.close(ok=False)
         state.model = None
         release_freed_memory()
         stops_session = None
@@ -207,6 +210,7 @@ class _CaseState:
     stage: str = "setup"
     model: Any = None
     outcome: Any = None
+    trackers: Any = None  # the case's open tracker runs (training.report_to), until closed
 
 
 def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> Record:
@@ -254,6 +258,11 @@ def _train_and_score(
 
     fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
     budget = case.training
+    if budget.report_to:  # opened before the measured window: wandb starts a service process
+        from peftcore.train.trackers import Trackers
+
+        state.stage = "opening the tracker runs"
+        state.trackers = Trackers(budget.report_to, case.case_id, case.resolved(), ctx.run_dir)
     train_set = None
     trains_now = case.method.trains and ctx.reuse is None
     if trains_now:
@@ -301,6 +310,7 @@ def _train_and_score(
                         output_dir=Path(scratch),
                         case_id=case.case_id,
                         outcome=state.outcome,
+                        trackers=state.trackers,
                     )
 
                 outcome = ctx.timer("training", fit)
@@ -365,6 +375,10 @@ def _train_and_score(
         score_off_task(
             case, base, state.model, fmt, ctx.off_task, record, device=ctx.device, precision=precision
         )
+    if state.trackers is not None:
+        state.stage = "logging to the trackers"
+        state.trackers.finish(record_numbers(record), step=int(training.get("steps") or 0))
+        state.trackers = None
 
 
 def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) -> None:

@@ -23,7 +23,6 @@ Pandas is imported inside the functions: the pytest plugin and the CLI import th
 
 from __future__ import annotations
 
-import json
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from peftcore.results.store import (
     newest_by_case,
     record_path,
 )
+from peftcore.spec.schema import flat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +58,7 @@ __all__ = [
     "figure_column",
     "load_results",
     "quantity_column",
+    "record_numbers",
     "records_frame",
     "seed_stats",
 ]
@@ -110,17 +111,6 @@ def quantity_column(quantity: Quantity) -> str:
 
 
 # --------------------------------------------------------------------------- records -> frame
-
-
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    """Nested mappings as dotted keys; lists as JSON text (hashable, so they can be grouped by)."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}", out)
-    elif isinstance(value, (list, tuple)):
-        out[prefix] = json.dumps(value, sort_keys=True, default=str)
-    else:
-        out[prefix] = value
 
 
 def _where(record: Mapping[str, Any]) -> str:
@@ -179,13 +169,24 @@ def _row(record: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
     row["primary_metric"] = primary_metric(record)
     row.update(_metric_fields(record, where))
     row.update(_block_fields(record, where))
-    extra: dict[str, Any] = {}
     for key in ("provenance", "spec"):
         value = record.get(key)
         if isinstance(value, Mapping):
-            _flatten(value, key, extra)
-    row.update(extra)
+            row.update(flat(value, key))
     return row
+
+
+def record_numbers(record: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers a record carries, by column: every metric of every split and every cost figure
+    (what the trackers log at the end of a case). Missing values are left out."""
+    where = _where(record)
+    numbers = {**_metric_fields(record, where), **_block_fields(record, where)}
+    figures = {figure_column(b, n) for b, names in FIGURES.items() for n in names}
+    return {
+        column: float(value)
+        for column, value in numbers.items()
+        if value is not None and (column in figures or column.partition(".")[0] not in COST_BLOCKS)
+    }
 
 
 def _column_order(name: str) -> int:

@@ -123,6 +123,29 @@ def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
     build(TrainingBudget, budget, file, "training")
     for kind in ("optimizer", "lr_scheduler"):
         check_trainer_name(kind, budget.get(kind), file)
+    check_report_to(budget.get("report_to"), file)
+
+
+# training.report_to: the experiment trackers peftcore logs a case to, and the module each needs.
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
+def check_report_to(names: object, file: str | Path | None) -> None:
+    """SpecError for a tracker peftcore does not log to, or one that is not installed (found
+    without importing it, so collection stays light)."""
+    import importlib.util
+
+    for name in names if isinstance(names, (list, tuple)) else ():
+        if name not in TRACKER_MODULES:
+            raise SpecError(
+                file,
+                "training.report_to",
+                f"unknown tracker {name!r}; expected any of {', '.join(TRACKER_MODULES)}",
+            )
+        if importlib.util.find_spec(TRACKER_MODULES[name]) is None:
+            raise SpecError(
+                file, "training.report_to", f"{name} is not installed (pip install 'peftcore[{name}]')"
+            )
 
 
 def check_trainer_name(kind: str, name: object, file: str | Path | None) -> None:

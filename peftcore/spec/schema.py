@@ -36,6 +36,30 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def flat(value: Any, prefix: str) -> dict[str, Any]:
+    """Plain nested data as one level of dotted keys: what a table column or a tracker's config
+    key can hold. Lists become JSON text (hashable, so a DataFrame can group by them).
+
+    >>> flat({"method": {"name": "lora", "adapter": {"target_modules": ["q", "v"]}}}, "spec")
+    {'spec.method.name': 'lora', 'spec.method.adapter.target_modules': '["q", "v"]'}
+    """
+    import json
+
+    out: dict[str, Any] = {}
+
+    def walk(item: Any, key: str) -> None:
+        if isinstance(item, Mapping):
+            for name, inner in item.items():
+                walk(inner, f"{key}.{name}")
+        elif isinstance(item, (list, tuple)):
+            out[key] = json.dumps(item, sort_keys=True, default=str)
+        else:
+            out[key] = item
+
+    walk(value, prefix)
+    return out
+
+
 def plain(value: Any) -> Any:
     """JSON-ready copy of a spec object (dataclasses, mappings, tuples, paths).
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.errors import SpecError
-from peftcore.spec.checks import check_spec, check_trainer_name
+from peftcore.spec.checks import check_report_to, check_spec, check_trainer_name
 from peftcore.spec.loader import deep_merge, read_yaml
 from peftcore.spec.schema import build, check_partial, plain, suggest
 from peftcore.spec.types import SECTION, SPEC_CLASS, MethodSpec, ProfileSpec, TrainingBudget
@@ -43,6 +43,7 @@ class SpecStore:
         build(TrainingBudget, self.defaults.get("training", {}), defaults_file, "training")
         for kind in ("optimizer", "lr_scheduler"):
             check_trainer_name(kind, self.defaults.get("training", {}).get(kind), defaults_file)
+        check_report_to(self.defaults.get("training", {}).get("report_to"), defaults_file)
         for kind, section in SECTION.items():
             # A mistake here would otherwise surface as an error in every spec of the kind,
             # blamed on that spec's file.

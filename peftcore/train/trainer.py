@@ -1,9 +1,10 @@
 """Training a case with transformers' Trainer: budget in, loss curve and throughput out.
 
 The Trainer (with accelerate underneath) does scheduling, accumulation, mixed precision,
-clipping, optimizers (8-bit AdamW included) and ``report_to`` logging; this module only wires
-the budget into ``TrainingArguments`` and adds what a benchmark needs on top, as callbacks:
-the loss curve, a NaN/inf stop, AdaLoRA's per-step rank reallocation, and a progress line.
+clipping, optimizers (8-bit AdamW included) and tracker logging (:mod:`peftcore.train.trackers`
+adds its integration callbacks); this module only wires the budget into ``TrainingArguments``
+and adds what a benchmark needs on top, as callbacks: the loss curve, a NaN/inf stop, AdaLoRA's
+per-step rank reallocation, and a progress line.
 
 Batches are drawn by length (``train_sampling_strategy="group_by_length"``), so sequences of
 similar length share a batch and little is padded; tokens/s counts only real tokens (the
@@ -18,11 +19,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError
 from peftcore.spec import MethodSpec, TrainingBudget
+
+if TYPE_CHECKING:
+    from peftcore.train.trackers import Trackers
 
 log = logging.getLogger("peftcore.train.trainer")
 
@@ -164,13 +168,15 @@ def train(
     output_dir: Path,
     case_id: str = "case",
     outcome: TrainOutcome | None = None,
+    trackers: Trackers | None = None,
 ) -> TrainOutcome:
     """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
 
     ``dataset`` is a ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``length`` (see
     ``prompting.tokenized_train_set``). Raises DivergenceError on a NaN/inf loss. ``outcome``,
     when given, is filled as training goes, so a caller still has the curve of a case that
-    diverged or was interrupted.
+    diverged or was interrupted. ``trackers`` (the case's open tracker runs) adds their
+    integration callbacks: the loss curve goes to each tracker as it is logged.
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -206,8 +212,10 @@ def train(
         dataloader_pin_memory=device != "cpu",
         save_strategy="no",
         eval_strategy="no",
-        report_to=list(budget.report_to) or "none",
+        # The tracker callbacks are added below, attached to runs opened with the case's spec.
+        report_to="none",
         disable_tqdm=True,
+        **(trackers.training_arguments() if trackers is not None else {}),
     )
     callbacks = _callbacks(outcome, method, case_id, budget.max_steps)
     live = None
@@ -216,6 +224,8 @@ def train(
 
         live = live_memory_callback(model, budget.live_memory_steps, outcome.extra)
         callbacks.append(live)
+    if trackers is not None:
+        callbacks.extend(trackers.callbacks())
     trainer = Trainer(
         model=model,
         args=args,
