@@ -442,3 +442,14 @@ def test_compact_table() -> None:
         r"qlora-smollm2-135m-squad\s+oom\s+—\s+—\s+out of memory: tried to allocate 1\.50 GiB", lines[3]
     )
     assert compact_table([]) == "no case records"
+
+
+def test_device_and_learning_rates_read_as_words(tmp_path: Path) -> None:
+    device = {"device": "cpu", "torch_threads": 2, "name": "x86_64", "cpu_count": 2, "fast_bf16": True}
+    records = grid(methods=("base", "lora", "full"), tasks=("squad",), provenance={"device": device})
+    full = next(r for r in records if r["method"] == "full")
+    full["spec"]["training"]["learning_rate"] = 1e-5
+    out = write_report([write_run(tmp_path / "runs", "r1", records)], tmp_path / "report")
+    md = (out / "summary.md").read_text()
+    assert "- **Device:** cpu (x86_64, 2 cores, 2 torch threads, fast bf16)" in md
+    assert "learning rate 1e-05 (full) / 0.0002 (lora)" in md  # base does not train

@@ -18,6 +18,41 @@ def _distinct(values: Iterable[Any]) -> str:
     return " / ".join(seen) if seen else DASH
 
 
+def _device(info: Any) -> str | None:
+    """``cpu (x86_64, 2 cores, 2 torch threads, fast bf16)`` from a record's device block."""
+    if not isinstance(info, Mapping):
+        return None if info is None else str(info)
+    details = [
+        str(info["name"]) if info.get("name") else None,
+        f"{info['cpu_count']} cores" if info.get("cpu_count") else None,
+        f"{info['torch_threads']} torch threads" if info.get("torch_threads") else None,
+        "fast bf16" if info.get("fast_bf16") else None,
+    ]
+    shown = [d for d in details if d]
+    return f"{info.get('device', '?')} ({', '.join(shown)})" if shown else str(info.get("device", "?"))
+
+
+def _per_method(records: Iterable[Mapping[str, Any]], value: Any) -> str:
+    """A budget value of the records: one value as is; several, each with the methods that have it
+    (``0.0002 (lora, qlora) / 1e-05 (full)``)."""
+    methods: dict[str, dict[str, None]] = {}
+    for record in records:
+        got = value(record)
+        if got is not None and got != "":
+            methods.setdefault(str(got), {}).setdefault(str(record["method"]))
+    if len(methods) <= 1:
+        return next(iter(methods), DASH)
+    return " / ".join(f"{v} ({', '.join(names)})" for v, names in methods.items())
+
+
+def _learning_rate(record: Mapping[str, Any]) -> Any:
+    """The case's learning rate; None for a method that does not train (``base``)."""
+    spec = record.get("spec") or {}
+    if (spec.get("method") or {}).get("tuner") == "none":
+        return None
+    return (spec.get("training") or {}).get("learning_rate")
+
+
 def run_facts(run: Run) -> list[tuple[str, str]]:
     """(name, value) pairs a reader needs to trust the numbers: profile, budget, data sizes,
     versions, commit. A fact on which records differ lists every value (``a / b``)."""
@@ -42,13 +77,13 @@ def run_facts(run: Run) -> list[tuple[str, str]]:
         ("Profile", _distinct(r.get("profile") for r in records)),
         ("Cases", f"{len(records)} ({finished} finished, {len(records) - finished} not)"),
         ("Models", _distinct(r["model"] for r in records)),
-        ("Device", _distinct(p.get("device") for p in prov)),
+        ("Device", _distinct(_device(p.get("device")) for p in prov)),
         (
             "Training budget",
             f"{_distinct(b.get('max_steps') for b in budget)} steps"
             f" × batch {_distinct(b.get('batch_size') for b in budget)}"
             f", max length {_distinct(b.get('max_length') for b in budget)}"
-            f", learning rate {_distinct(b.get('learning_rate') for b in budget)}",
+            ", learning rate " + _per_method(records, _learning_rate),
         ),
         (
             "Examples",
