@@ -16,11 +16,13 @@ from pathlib import Path
 
 from peftcore.errors import PeftcoreError
 from peftcore.gates.baseline import ComparisonResult, compare_records
+from peftcore.report.explorer import explorer_data, explorer_html
 from peftcore.report.html import report_html
 from peftcore.report.off_task import off_task_plots
 from peftcore.report.plots import draw_plots
 from peftcore.report.tables import comparison_csv, summary_csv, summary_md
 from peftcore.results import store
+from peftcore.results.frame import records_frame
 from peftcore.results.store import Run, RunError
 from peftcore.storage import atomic_folder, atomic_write_bytes
 
@@ -104,7 +106,11 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Written
         "summary.csv": summary_csv(run.records),
         "summary.md": summary_md(run, reference, comparison),
         "report.html": report_html(
-            run, {**draw_plots(run), "off_task": off_task_plots(run)}, reference, comparison
+            run,
+            {**draw_plots(run), "off_task": off_task_plots(run)},
+            reference,
+            comparison,
+            explorer=explorer_html(explorer_data(records_frame(run.records))),
         ),
     }
     if reference is not None and comparison is not None:

@@ -1,4 +1,4 @@
-"""The report as one self-contained HTML page: styles, script and plots (PNG) embedded.
+"""The report as one self-contained HTML page: styles, scripts, plots (PNG) and plotly.js embedded.
 
 Nothing on the page is fetched, so the file can be mailed, attached to CI or opened offline.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
+from peftcore.report.explorer import LEAD as EXPLORER_LEAD
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH
 from peftcore.report.off_task import LEAD as OFF_TASK_LEAD
@@ -58,6 +59,9 @@ span.front { color: #8250df; font-weight: 700; margin-left: 4px; }
 td.reason { white-space: normal; max-width: 720px; font-family: ui-monospace, monospace; font-size: 12.5px; }
 td.better { color: var(--good); } td.worse { color: var(--bad); }
 ul.problems { font-family: ui-monospace, monospace; font-size: 13px; }
+.explore-controls { display: flex; flex-wrap: wrap; gap: 8px 18px; margin: 10px 0; font-size: 14px; }
+.explore-controls select { margin-left: 6px; font: inherit; max-width: 420px; }
+.explore-plot { border: 1px solid var(--line); border-radius: 8px; min-height: 540px; }
 footer { margin-top: 48px; font-size: 12.5px; color: var(--muted); }
 """
 
@@ -194,15 +198,18 @@ def report_html(
     plots: Mapping[str, Sequence[Plot]],
     reference: Run | None = None,
     comparison: ComparisonResult | None = None,
+    explorer: str = "",
 ) -> str:
-    """report.html of ``run``: facts, highlights, the ``plots`` by section (those of
-    :func:`~peftcore.report.plots.draw_plots`), tables, failed cases, unreadable record files and,
-    given a reference run and the comparison, that section."""
+    """report.html of ``run``: facts, highlights, the interactive comparison (``explorer``, from
+    :func:`~peftcore.report.explorer.explorer_html`; left out when empty), the ``plots`` by section
+    (those of :func:`~peftcore.report.plots.draw_plots`), tables, failed cases, unreadable record
+    files and, given a reference run and the comparison, that section."""
     summaries = summarize(group_rows(run.records))
     failed = failed_records(run.records)
     off_task = off_task_tables(group_rows(run.records))  # none unless the profile asked for them
     sections = [
         ("highlights", "Highlights"),
+        *([("explore", "Compare interactively")] if explorer else []),
         ("pareto", "Quality vs memory"),
         ("cost", "Cost"),
         ("loss", "Loss curves"),
@@ -242,6 +249,9 @@ def report_html(
             items = "".join(f"<li>{_e(n)}</li>" for n in group.highlights)
             out.append(f'<div class="card"><h3>{_e(group.title)}</h3><ul>{items}</ul></div>')
     out.append("</div></section>")
+    if explorer:
+        out.append('<section id="explore"><h2>Compare interactively</h2>')
+        out.append(f'<p class="lead">{_e(EXPLORER_LEAD)}</p>{explorer}</section>')
     captions = {
         "pareto": (
             "Quality vs peak training memory",

@@ -1,0 +1,476 @@
+"""The interactive comparison on report.html: pick model, task, x and y; the Pareto front follows.
+
+:func:`explorer_data` turns the records' DataFrame (:func:`peftcore.results.frame.records_frame`,
+what :func:`peftcore.load_results` returns) into what the page embeds: per (model, task), one point
+per method (the mean over its finished seeds, with their standard deviation), the text shown on
+hover, and the Pareto front of every (x, y) pair, computed here in each quantity's declared
+direction (``frame.attrs["higher_is_better"]``). Cases that did not finish are left out.
+
+:func:`explorer_html` renders it with plotly: plotly.js (its offline bundle, from the ``plotly``
+package) is inlined, so the page fetches nothing. plotly's own dropdowns (``updatemenus``) each
+apply one fixed change, but here the points depend on model and task together and the front on x
+and y together, so four ``<select>`` elements and a short script pick the embedded data and hand it
+to ``Plotly.react``; no number is computed in the browser.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peftcore.report.canvas import BASE_COLOR
+from peftcore.report.formats import fmt_bytes, fmt_count, fmt_metric, fmt_ms, fmt_seconds
+from peftcore.report.rows import Stat, pareto_front
+from peftcore.results.frame import GROUP_KEYS, figure_column, seed_stats
+from peftcore.results.record import METRIC_BLOCKS, OOD_PREFIX
+from peftcore.units import BINARY_UNITS, byte_unit
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["X_AXES", "XAxis", "explorer_data", "explorer_html", "two_way_front"]
+
+# matplotlib's tab10 (plotly calls it D3): the static plots give the same method the same color
+# while a run has at most ten methods.
+_PALETTE = (
+    *("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"),
+    *("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"),
+)
+_FORGETTING = figure_column("general_text", "forgetting")
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """A cost figure the reader can put on the x axis: its column and how the axis names it."""
+
+    column: str
+    words: str  # "peak training memory"
+    log: bool  # spans orders of magnitude across methods (IA3's adapter vs a full model)
+
+
+X_AXES = (
+    XAxis(figure_column("training", "peak_memory_bytes"), "peak training memory", log=False),
+    XAxis(figure_column("training", "train_seconds"), "training time", log=False),
+    XAxis(figure_column("training", "adapter_bytes"), "adapter size", log=True),
+    XAxis(figure_column("inference", "latency_ms_per_example"), "inference latency", log=False),
+    XAxis(figure_column("training", "trainable_params"), "trainable parameters", log=True),
+)
+_X_WORDS = {axis.column: axis.words for axis in X_AXES}
+
+
+# --------------------------------------------------------------------------- the front
+
+
+def two_way_front(
+    points: Sequence[tuple[str, float, float]], x_higher_is_better: bool, y_higher_is_better: bool
+) -> list[str]:
+    """Names of the (name, x, y) points no other point beats on both x and y, each in its own
+    direction, in order of x; points with a NaN are left out.
+
+    >>> two_way_front([("a", 1.0, 0.5), ("b", 2.0, 0.6), ("c", 2.5, 0.55)], False, True)
+    ['a', 'b']
+    >>> two_way_front([("a", 1.0, 30.0), ("b", 2.0, 20.0), ("c", 1.5, 35.0)], False, False)
+    ['a', 'b']
+    """
+    sign = -1.0 if x_higher_is_better else 1.0
+    front = set(pareto_front([(n, sign * x, y) for n, x, y in points], y_higher_is_better))
+    return [n for n, x, _ in sorted(points, key=lambda p: p[1]) if n in front]
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def _natural(text: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _y_words(column: str) -> str:
+    """``held-out accuracy``, ``seen f1``, ``nq_open accuracy (other task)``, ``forgetting (nats/token)``."""
+    head, _, name = column.partition(".")
+    if column == _FORGETTING:
+        return "forgetting on general text (nats/token)"
+    if head == "ood":
+        task, _, metric = name.partition(".")
+        return f"{task} {metric} (other task)"
+    return f"{head.replace('_', '-')} {name}"
+
+
+def _is_y_column(column: str) -> bool:
+    return column.partition(".")[0] in METRIC_BLOCKS or column.startswith(OOD_PREFIX) or column == _FORGETTING
+
+
+def _better(direction: bool | None) -> str:
+    return "" if direction is None else " (higher is better)" if direction else " (lower is better)"
+
+
+def _x_unit(column: str, values: Sequence[float]) -> tuple[str, float]:
+    """The unit an x axis is drawn in and its size: bytes in the binary unit of the largest value
+    (at least MiB), seconds as minutes past ten of them."""
+    top = max(values, default=0.0)
+    if column.endswith("_bytes"):
+        return max(byte_unit(top), ("MiB", dict(BINARY_UNITS)["MiB"]), key=lambda unit: unit[1])
+    if column.endswith("_seconds"):
+        return ("min", 60.0) if top >= 600 else ("s", 1.0)
+    if column.endswith("_ms_per_example"):
+        return "ms per example", 1.0
+    return "", 1.0
+
+
+def _fmt(column: str, stat: Stat) -> str:
+    """A figure as the tables write it (``1.18 ± 0.01 GiB``, ``3 min 08 s``, ``0.480 ± 0.007``)."""
+    if column.endswith("_bytes"):
+        return fmt_bytes(stat)
+    if column.endswith("_seconds"):
+        return fmt_seconds(stat)
+    if column.endswith("_ms_per_example"):
+        return fmt_ms(stat)
+    if column.endswith("_params"):
+        return fmt_count(stat.mean)
+    return fmt_metric(stat)
+
+
+def _method_rank(tuner: str, method: str) -> tuple[Any, ...]:
+    """The untrained base first, then full fine-tuning, then the PEFT methods by name (as the tables)."""
+    return (0 if tuner == "none" else 1 if tuner == "full" else 2, _natural(method))
+
+
+def _hover(
+    method: str,
+    model: str,
+    task: str,
+    case_ids: Sequence[str],
+    stats: Mapping[str, Stat],
+    y_columns: Sequence[str],
+) -> str:
+    e = html.escape
+    lines = [f"<b>{e(method)}</b> · {e(model)} · {e(task)}"]
+    shown = case_ids if len(case_ids) <= 4 else [*case_ids[:3], f"and {len(case_ids) - 3} more"]
+    lines += [e(case_id) for case_id in shown]
+    if len(case_ids) > 1:
+        lines.append(f"mean ± std over {len(case_ids)} seeds")
+    for column in (*_X_WORDS, *y_columns):
+        stat = stats.get(column)
+        if stat is not None:
+            words = _X_WORDS.get(column) or _y_words(column)
+            lines.append(f"{e(words)}: {e(_fmt(column, stat))}")
+    return "<br>".join(lines)
+
+
+def _stats(row: Any, columns: Sequence[str]) -> dict[str, Stat]:
+    """One group of :func:`seed_stats` as Stats, for the columns it has a value of."""
+    out = {}
+    for column in columns:
+        if (column, "count") not in row.index:
+            continue
+        n = int(row[(column, "count")])
+        if not n:  # no seed carries it (the mean is then missing, not a number)
+            continue
+        mean, std = float(row[(column, "mean")]), float(row[(column, "std")]) if n > 1 else math.nan
+        if math.isfinite(mean):
+            out[column] = Stat(mean, std if math.isfinite(std) else None, n)
+    return out
+
+
+def _fronts(
+    means: Mapping[str, Mapping[str, float]],
+    x_columns: Sequence[str],
+    y_columns: Sequence[str],
+    directions: Mapping[str, bool],
+) -> dict[str, list[str]]:
+    """``"<x>|<y>"`` -> the front of the methods' ``means`` (method -> column -> mean), for every
+    pair of columns whose directions are known and that some method has both of."""
+    fronts = {}
+    for x in x_columns:
+        for y in y_columns:
+            if directions.get(x) is None or directions.get(y) is None:
+                continue
+            points = [(method, m[x], m[y]) for method, m in means.items() if x in m and y in m]
+            if points:
+                fronts[f"{x}|{y}"] = two_way_front(points, directions[x], directions[y])
+    return fronts
+
+
+def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
+    """What the page embeds, from a frame of :func:`peftcore.results.frame.records_frame`.
+
+    Returns ``{"x_axes": [...], "y_axes": {column: {...}}, "groups": [...]}``. Each group is one
+    (model, task) with its ``points`` (one per method: ``mean`` and ``std`` by column, ``seeds``,
+    ``case_ids``, ``trains``, ``color``, ``hover``), the ``y_columns`` any point has, its
+    ``primary`` column, and ``fronts``: ``"<x column>|<y column>"`` -> the methods on the front,
+    in order of x (no entry when the y column declares no direction). Only finished cases count;
+    no finished case gives no groups.
+    """
+    directions: Mapping[str, bool] = frame.attrs.get("higher_is_better", {})
+    finished = frame[frame["status"] == "finished"] if "status" in frame else frame.iloc[0:0]
+    x_columns = [axis.column for axis in X_AXES if axis.column in finished.columns]
+    y_columns = [c for c in finished.columns if _is_y_column(c)]
+    groups: list[dict[str, Any]] = []
+    data: dict[str, Any] = {"x_axes": [], "y_axes": {}, "groups": groups}
+    if finished.empty:
+        return data
+    stats = seed_stats(finished, by=GROUP_KEYS)
+    by_case = finished.groupby(list(GROUP_KEYS), sort=False)
+    case_ids = by_case["case_id"].agg(list)
+    tuner_column = "spec.method.tuner"
+    tuners = by_case[tuner_column].first() if tuner_column in finished else None
+    primaries = by_case["primary_metric"].first()
+
+    def tuner(key: tuple[str, str, str]) -> str:
+        value = tuners.get(key) if tuners is not None else None
+        return str(value) if isinstance(value, str) else ""
+
+    keys: list[tuple[str, str, str]] = list(case_ids.index)
+    methods = sorted({(tuner(k), k[2]) for k in keys}, key=lambda tm: _method_rank(*tm))
+    colors: dict[str, str] = {}
+    for i, (tuner_name, method) in enumerate(dict.fromkeys(methods)):
+        colors.setdefault(method, BASE_COLOR if tuner_name == "none" else _PALETTE[i % len(_PALETTE)])
+
+    used_x: dict[str, list[float]] = {c: [] for c in x_columns}
+    used_y: set[str] = set()
+    by_group: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for key in keys:
+        by_group.setdefault((key[0], key[1]), []).append(key)
+    for model, task in sorted(by_group, key=lambda mt: (_natural(mt[0]), _natural(mt[1]))):
+        members = sorted(by_group[(model, task)], key=lambda k: _method_rank(tuner(k), k[2]))
+        group_stats = {k: _stats(stats.loc[k], [*x_columns, *y_columns]) for k in members}
+        ys = [c for c in y_columns if any(c in s for s in group_stats.values())]
+        points = []
+        for key in members:
+            st = group_stats[key]
+            points.append(
+                {
+                    "method": key[2],
+                    "case_ids": list(case_ids[key]),
+                    "seeds": len(case_ids[key]),
+                    "trains": tuner(key) != "none" and any(c.startswith("training.") for c in st),
+                    "color": colors[key[2]],
+                    "mean": {c: s.mean for c, s in st.items()},
+                    "std": {c: s.std for c, s in st.items() if s.std is not None},
+                    "hover": _hover(key[2], model, task, list(case_ids[key]), st, ys),
+                }
+            )
+            for c in x_columns:
+                if c in st:
+                    used_x[c].append(st[c].mean)
+        means = {key[2]: {c: stat.mean for c, stat in group_stats[key].items()} for key in members}
+        fronts = _fronts(means, x_columns, ys, directions)
+        primary_name = primaries.get(members[0])
+        primary = f"held_out.{primary_name}" if isinstance(primary_name, str) else None
+        groups.append(
+            {
+                "model": model,
+                "task": task,
+                "primary": primary if primary in ys else (ys[0] if ys else None),
+                "y_columns": ys,
+                "points": points,
+                "fronts": fronts,
+            }
+        )
+        used_y.update(ys)
+    for axis in X_AXES:
+        if axis.column not in x_columns:
+            continue
+        unit, scale = _x_unit(axis.column, used_x[axis.column])
+        direction = directions.get(axis.column)
+        data["x_axes"].append(
+            {
+                "column": axis.column,
+                "words": axis.words,
+                "title": axis.words + (f" ({unit})" if unit else "") + _better(direction),
+                "scale": scale,
+                "log": axis.log,
+                "higher_is_better": direction,
+            }
+        )
+    for column in y_columns:
+        if column in used_y:
+            direction = directions.get(column)
+            data["y_axes"][column] = {
+                "words": _y_words(column),
+                "title": _y_words(column) + _better(direction),
+                "higher_is_better": direction,
+            }
+    return data
+
+
+# --------------------------------------------------------------------------- the page
+
+
+# The selectors: which embedded points and front to show. Kept to what plotly cannot do itself
+# (see the module's docstring); the figure's look comes from the Python-built template.
+_SCRIPT = """
+(function () {
+  var data = JSON.parse(document.getElementById("explore-data").textContent);
+  var plot = document.getElementById("explore-plot");
+  var pick = {};
+  ["model", "task", "x", "y"].forEach(function (k) { pick[k] = document.getElementById("explore-" + k); });
+  var note = document.getElementById("explore-note");
+  function copy(o) { return JSON.parse(JSON.stringify(o)); }
+  function options(select, values, labels, keep) {
+    select.innerHTML = "";
+    values.forEach(function (v, i) {
+      var o = document.createElement("option"); o.value = v; o.textContent = labels[i]; select.appendChild(o);
+    });
+    if (keep !== null && values.indexOf(keep) >= 0) { select.value = keep; }
+  }
+  function group() {
+    return data.groups.filter(function (g) {
+      return g.model === pick.model.value && g.task === pick.task.value;
+    })[0];
+  }
+  function fillTasks() {
+    var tasks = data.groups.filter(function (g) { return g.model === pick.model.value; })
+      .map(function (g) { return g.task; });
+    options(pick.task, tasks, tasks, pick.task.value);
+  }
+  function fillY() {
+    var g = group(), keep = pick.y.value;
+    options(pick.y, g.y_columns, g.y_columns.map(function (c) { return data.y_axes[c].words; }),
+            g.y_columns.indexOf(keep) >= 0 ? keep : g.primary);
+  }
+  function render() {
+    var g = group(), x = pick.x.value, y = pick.y.value;
+    if (!g || !(y in data.y_axes)) { note.textContent = "No finished case of this model and task."; return; }
+    var xAxis = data.x_axes.filter(function (a) { return a.column === x; })[0];
+    var shown = g.points.filter(function (p) { return x in p.mean && y in p.mean; });
+    var front = g.fronts[x + "|" + y] || [];
+    var at = function (p) { return p.mean[x] / xAxis.scale; };
+    var traces = copy(data.figure.data), layout = copy(data.figure.layout);
+    var dots = traces[0], line = traces[1], base = traces[2];
+    dots.x = shown.map(at);
+    dots.y = shown.map(function (p) { return p.mean[y]; });
+    dots.text = shown.map(function (p) { return p.method; });
+    dots.hovertext = shown.map(function (p) { return p.hover; });
+    dots.error_x.array = shown.map(function (p) { return (p.std[x] || 0) / xAxis.scale; });
+    dots.error_y.array = shown.map(function (p) { return p.std[y] || 0; });
+    dots.marker.color = shown.map(function (p) { return p.color; });
+    var onFront = function (p) { return front.indexOf(p.method) >= 0; };
+    dots.marker.size = shown.map(function (p) { return onFront(p) ? 13 : 9; });
+    dots.marker.line.color = shown.map(function (p) { return onFront(p) ? "#222" : "#fff"; });
+    var byMethod = {};
+    shown.forEach(function (p) { byMethod[p.method] = p; });
+    line.x = front.map(function (m) { return at(byMethod[m]); });
+    line.y = front.map(function (m) { return byMethod[m].mean[y]; });
+    // The untrained base has no training figures: drawn as its level of y across the plot.
+    var untrained = g.points.filter(function (p) { return !p.trains && !(x in p.mean) && y in p.mean; })[0];
+    if (untrained && shown.length) {
+      var xs = dots.x.slice().sort(function (a, b) { return a - b; });
+      base.x = [xs[0], xs[xs.length - 1]];
+      base.y = [untrained.mean[y], untrained.mean[y]];
+      base.name = untrained.method + " (no training)";
+    }
+    layout.xaxis.title.text = xAxis.title;
+    layout.xaxis.type = xAxis.log ? "log" : "linear";
+    layout.yaxis.title.text = data.y_axes[y].title;
+    note.textContent = !shown.length ? "No finished case of this model and task has both figures."
+      : data.y_axes[y].higher_is_better === null ? "This metric declares no direction, so there is no front."
+      : "Dashed: the Pareto front (" + front.join(", ") + "), methods no other beats on both axes.";
+    Plotly.react(plot, traces, layout, data.figure.config);
+  }
+  pick.model.addEventListener("change", function () { fillTasks(); fillY(); render(); });
+  pick.task.addEventListener("change", function () { fillY(); render(); });
+  pick.x.addEventListener("change", render);
+  pick.y.addEventListener("change", render);
+  fillTasks(); fillY(); render();
+})();
+"""
+
+LEAD = (
+    "Pick a model and task, the cost on the x axis and a score on the y axis. Each point is a method "
+    "(mean over its seeds, bars ± one standard deviation; hover for the case and every figure). The "
+    "dashed line joins the Pareto front in both quantities' directions; the dotted line is the untrained "
+    "base model. The static plots below show the same data without JavaScript."
+)
+
+
+def _figure() -> dict[str, Any]:
+    """The plot's traces (points, front, base level) and layout, without data: the script fills it."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    fig = go.Figure(
+        [
+            go.Scatter(
+                name="method",
+                mode="markers+text",
+                textposition="top right",
+                textfont={"size": 11},
+                hovertemplate="%{hovertext}<extra></extra>",
+                marker={"size": 9, "line": {"width": 1.5, "color": "#fff"}},
+                error_x={"type": "data", "array": [], "thickness": 1, "width": 3, "color": "#999"},
+                error_y={"type": "data", "array": [], "thickness": 1, "width": 3, "color": "#999"},
+                showlegend=False,
+            ),
+            go.Scatter(
+                name="Pareto front",
+                mode="lines",
+                line={"dash": "dash", "color": "#333", "width": 1.3},
+                hoverinfo="skip",
+            ),
+            go.Scatter(
+                name="base (no training)",
+                mode="lines",
+                line={"dash": "dot", "color": BASE_COLOR, "width": 1.6},
+                hoverinfo="skip",
+            ),
+        ]
+    )
+    fig.update_layout(
+        template="simple_white",
+        height=540,
+        margin={"l": 70, "r": 30, "t": 20, "b": 60},
+        xaxis={"title": {"text": ""}, "showgrid": True, "gridcolor": "#eee"},
+        yaxis={"title": {"text": ""}, "showgrid": True, "gridcolor": "#eee"},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        hoverlabel={"align": "left"},
+    )
+    figure: dict[str, Any] = json.loads(pio.to_json(fig))
+    figure["config"] = {"displaylogo": False, "responsive": True}
+    return figure
+
+
+def _script_json(value: Any) -> str:
+    """JSON that is safe inside ``<script>``: no ``</script>`` or ``<!--`` can appear in it."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def explorer_html(data: Mapping[str, Any]) -> str:
+    """The page's section body for :func:`explorer_data`'s ``data``: the selectors, the plot, the
+    embedded data, plotly.js and the script. Without a group to show, one sentence and no script."""
+    if not data["groups"]:
+        return '<p class="muted">No finished case to compare.</p>'
+    from plotly.offline import get_plotlyjs
+
+    e = html.escape
+    first = data["groups"][0]
+    models = list(dict.fromkeys(g["model"] for g in data["groups"]))
+    model_options = "".join(
+        f'<option value="{e(m)}"{" selected" if m == first["model"] else ""}>{e(m)}</option>' for m in models
+    )
+    x_options = "".join(f'<option value="{e(a["column"])}">{e(a["words"])}</option>' for a in data["x_axes"])
+    controls = (
+        '<div class="explore-controls">'
+        f'<label>Model <select id="explore-model">{model_options}</select></label>'
+        '<label>Task <select id="explore-task"></select></label>'
+        f'<label>x <select id="explore-x">{x_options}</select></label>'
+        '<label>y <select id="explore-y"></select></label>'
+        "</div>"
+    )
+    payload = {**data, "figure": _figure()}
+    return "\n".join(
+        [
+            controls,
+            '<noscript><p class="muted">The interactive comparison needs JavaScript; the plots below '
+            "show the same data.</p></noscript>",
+            '<div id="explore-plot" class="explore-plot"></div>',
+            '<p id="explore-note" class="muted"></p>',
+            f'<script type="application/json" id="explore-data">{_script_json(payload)}</script>',
+            f"<script>{get_plotlyjs()}</script>",
+            f"<script>{_SCRIPT}</script>",
+        ]
+    )
