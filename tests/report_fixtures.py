@@ -11,7 +11,9 @@ import copy
 import hashlib
 import json
 import math
+import os
 import random
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,23 @@ def write_benchmark_json(path: Path, records: Iterable[Mapping[str, Any]]) -> Pa
     }
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def chromium() -> str | None:
+    """The Chromium binary, or None (the browser tests then skip)."""
+    return shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if os.path.exists(p)), None)
+
+
+def chromium_flags(profile: Path) -> list[str]:
+    """Headless Chromium with nothing of its own going to the network, in a fresh profile."""
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
