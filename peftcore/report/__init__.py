@@ -6,6 +6,7 @@ session, so ``peftcore report`` and the pytest plugin write the same files for t
     build      read the runs, render every file in memory, publish the folder whole
     tables     summary.csv, comparison.csv, summary.md and the terminal table
     html       report.html, with the figures embedded
+    explorer   report.html's interactive comparison: points, fronts, plotly.js and its selectors
     plots      the figures (matplotlib, imported only when one is drawn); canvas: their styling
     rows       records grouped into rows, mean ± std over seeds, the Pareto front
     summary    what each (model, task) says: columns, best method per column, highlights
@@ -14,7 +15,7 @@ session, so ``peftcore report`` and the pytest plugin write the same files for t
     formats    how a number is written
     cli        ``peftcore report``
 
-Importing this package does not import matplotlib: the CLI and the plugin import it at start-up.
+Importing this package does not import matplotlib or plotly: the CLI and the plugin import it at start-up.
 """
 
 from peftcore.report.build import ReportError, Written, build_report, write_report
