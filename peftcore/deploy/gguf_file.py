@@ -41,10 +41,14 @@ def permute_rotary(weight: Any, n_head: int) -> Any:
     """Reorder a query or key projection's rows from transformers' rotary layout (halves) to
     llama.cpp's (interleaved pairs), per head; transformers' GGUF reader applies the inverse."""
     rows = weight.shape[0]
-    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
 
 
-def write_gguf(model: Any, tokenizer: Any, path: Path, gguf_type: str, source_gguf: Path | None = None) -> GgufWritten:
+def write_gguf(
+    model: Any, tokenizer: Any, path: Path, gguf_type: str, source_gguf: Path | None = None
+) -> GgufWritten:
     """Write ``model`` (a plain transformers Llama model, any float dtype) to ``path`` as GGUF.
 
     ``gguf_type``: the matrices' type as gguf names it (F32, F16, BF16, Q8_0, Q4_0, ...).
