@@ -55,17 +55,22 @@ def merge(spec: ModelSpec, method: MethodSpec, adapter_dir: Path | None, device:
         raise NotBuilt(f"the case's adapter is not on disk ({adapter_dir})")
     import peft
 
-    from peftcore.train.methods import load_trained
-
-    with warnings.catch_warnings():
-        # peft warns that a merge of an adapter trained on a quantized base into full-precision
-        # weights may differ slightly: that difference is what the variant measures.
-        warnings.filterwarnings("ignore", message=".*merg.*", category=UserWarning)
-        model = load_trained(base.model, adapter_dir, method).merge_and_unload()
-    model.eval()
+    model = merge_adapter(base.model, adapter_dir, method)
     return Merged(
         model, base.tokenizer, into, method.base.quantization, f"peft {peft.__version__} merge_and_unload"
     )
+
+
+def merge_adapter(base_model: Any, adapter_dir: Path, method: MethodSpec) -> Any:
+    """``base_model`` (full precision, changed in place) with the saved adapter merged into it."""
+    from peftcore.train.methods import load_trained
+
+    with warnings.catch_warnings():
+        # peft warns that merging an adapter trained on a quantized base into full-precision
+        # weights may give slightly different outputs: that difference is what is measured.
+        warnings.filterwarnings("ignore", message=".*merg.*", category=UserWarning)
+        model = load_trained(base_model, adapter_dir, method).merge_and_unload()
+    return model.eval()
 
 
 def save_merged(merged: Merged, folder: Path) -> int:
