@@ -38,7 +38,15 @@ BNB_TYPES = ("int8", "nf4", "fp4")
 # peft tuners whose adapter is virtual tokens or a prompt encoder (peft's prompt-learning
 # types): nothing to merge into the weights. A test checks this against peft's own configs.
 NOT_MERGEABLE_TUNERS = frozenset(
-    {"prompt_tuning", "prefix_tuning", "p_tuning", "multitask_prompt_tuning", "adaption_prompt", "cpt"}
+    {
+        "prompt_tuning",
+        "prefix_tuning",
+        "p_tuning",
+        "multitask_prompt_tuning",
+        "adaption_prompt",
+        "cpt",
+        "cartridge",
+    }
 )
 
 
