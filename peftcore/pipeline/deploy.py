@@ -191,7 +191,7 @@ def _one_variant(
 
     settings = case.deploy
     block: dict[str, Any] = {}
-    out = scratch / variant.name
+    out = scratch / variant.name  # the merged variant's folder is the merged model's own
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if variant.kind == "merged":
@@ -199,7 +199,6 @@ def _one_variant(
         load_seconds = time.perf_counter() - start
         block["tool"] = merged.tool
         size = merged_bytes
-        shutil.copytree(merged_folder, out, dirs_exist_ok=True)
     elif variant.kind == "bnb":
         options = build.bnb_options(variant.type, settings.double_quant, settings.compute_dtype)
         model = build.load_bnb(merged_folder, options, device)
