@@ -294,3 +294,21 @@ def test_a_variant_is_gated_like_a_case(specs: Path) -> None:
     star = SpecStore(specs).get("profiles", "dep")
     assert variant_rows(_record("lora", 0.2, {"nf4": variant}))[0]["method"] == "lora@nf4"
     assert star is not None
+
+
+def test_the_report_has_a_row_per_variant_with_its_drop() -> None:
+    from peftcore.report.deploy import deploy_md
+    from peftcore.report.tables import summary_csv
+
+    variant = {
+        "status": "finished",
+        "metrics": {"held_out": {"brier_score": 0.30}},
+        "size_bytes": 2**20,
+        "inference": {"latency_ms_per_example": 12.5},
+    }
+    record = _record("lora", 0.25, {"nf4": variant, "merged": {"status": "not_mergeable", "reason": "why"}})
+    text = "\n".join(deploy_md([record]))
+    assert "| lora@nf4 | 0.3 | +0.0500 | 1.00 MiB |" in text and "lora@merged: not mergeable (why)" in text
+    csv_lines = summary_csv(with_variants([record])).splitlines()
+    assert len(csv_lines) == 3 and "deployment.size_bytes" in csv_lines[0]
+    assert csv_lines[2].split(",")[1] == "lora-m-sst2@nf4"

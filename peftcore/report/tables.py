@@ -14,6 +14,7 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
+from peftcore.report.deploy import deploy_md
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
@@ -38,6 +39,7 @@ _FIXED = (
     "reason",
     "profile",
     "primary_metric",
+    "variant_of",  # a deployment variant's row: the case it was built from
 )
 
 
@@ -56,7 +58,7 @@ def summary_csv(records: Sequence[Mapping[str, Any]]) -> str:
         for task in ood_tasks(record):
             for name in (record.get("metrics") or {}).get(f"ood.{task}") or {}:
                 columns.setdefault(f"ood.{task}.{name}")
-    for block in ("training", "inference", "base_model", "general_text"):
+    for block in ("training", "inference", "base_model", "general_text", "deployment"):
         for record in records:
             for name, value in (record.get(block) or {}).items():
                 if not isinstance(value, (list, dict)):
@@ -161,6 +163,7 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
     lines.extend(off_task_md(run.records))
+    lines.extend(deploy_md(run.records))
     failed = failed_records(run.records)
     if failed:
         lines += ["## Failed cases", ""]
