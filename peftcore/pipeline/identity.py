@@ -43,6 +43,9 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
     # peftcore.spec.cases.apply_model_overrides); hashed again here, changing one tuner's
     # override would rerun every method on that model.
     spec["model"].pop("adapter_overrides", None)
+    # Deployment variants are built after the case and reused one by one (each carries its own
+    # variant_hash, peftcore.pipeline.deploy): listing one more must not rerun the case.
+    spec.pop("deploy", None)
     return spec
 
 

@@ -189,9 +189,9 @@ class BenchmarkSession:
             here = plan.earlier.run_dir.resolve() == self.run_dir.resolve()
             if here and plan.earlier.record["case_id"] == case.case_id:
                 # Already in this run's folder: kept as it is (a resumed run).
-                return self._conclude(case, Outcome(case.case_id, plan.earlier.record, "resumed"))
+                return self._conclude(case, Outcome(case.case_id, plan.earlier.record, "resumed"), examples)
             record = adopt(plan.earlier, self.run_dir, self.run_id, case.case_id)
-            return self._conclude(case, Outcome(case.case_id, record, "adopted"))
+            return self._conclude(case, Outcome(case.case_id, record, "adopted"), examples)
         try:
             base = model(case)
         except (PeftcoreError, OSError) as err:
@@ -199,9 +199,15 @@ class BenchmarkSession:
         executed = run_case(case, base, examples, context(plan.identity, plan.rescore, off_task))
         how: How = "rescored" if plan.rescore is not None else "ran"
         outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
-        return self._conclude(case, outcome)
+        return self._conclude(case, outcome, examples)
 
-    def _conclude(self, case: Case, outcome: Outcome) -> Outcome:
+    def _conclude(self, case: Case, outcome: Outcome, examples: TaskData | None = None) -> Outcome:
+        if examples is not None and case.deploy.variants and outcome.stops_session is None:
+            from peftcore.pipeline.deploy import deploy_case
+
+            # Variants of a finished case (profile deploy:), built from its saved adapter; those
+            # the record already carries with the same hash are kept (an adopted record's too).
+            deploy_case(case, outcome.record, self.run_dir, examples, self.device)
         self.records[case.case_id] = outcome.record
         failures = tuple(self.gate_failures(case, outcome.record))
         if not failures:
@@ -214,12 +220,20 @@ class BenchmarkSession:
         """Broken gates this case takes part in: its task's and profile's bounds, and the
         profile's rules between this case and any other case of the session."""
         from peftcore import gates
+        from peftcore.results.variants import variant_rows, with_variants
 
-        failures = gates.check_expect(record, case.task.expect, case.task.file)
+        # The case and its deployment variants (lora@nf4: peftcore.results.variants), each gated
+        # like a case.
+        rows = [record, *variant_rows(record)]
+        failures = []
+        for row in rows:
+            failures += gates.check_expect(row, case.task.expect, case.task.file)
         if self.profile is not None:
-            failures += gates.check_expect(record, self.profile.expect, self.profile.file)
+            for row in rows:
+                failures += gates.check_expect(row, self.profile.expect, self.profile.file)
             between = gates.check_relative(
-                list(self.records.values()), self.profile.compare, self.profile.file
+                with_variants(self.records.values()), self.profile.compare, self.profile.file
             )
-            failures += gates.failures_for(between, str(record["case_id"]))
+            ids = {str(row["case_id"]) for row in rows}
+            failures += [f for f in between if ids & {f.case_id, f.baseline_id}]
         return [str(failure) for failure in failures]

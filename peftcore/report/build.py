@@ -24,6 +24,7 @@ from peftcore.report.tables import comparison_csv, summary_csv, summary_md
 from peftcore.results import store
 from peftcore.results.frame import records_frame
 from peftcore.results.store import Run, RunError
+from peftcore.results.variants import with_variants
 from peftcore.storage import atomic_folder, atomic_write_bytes
 
 DEFAULT_RESULTS = Path("reports/runs")
@@ -103,7 +104,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Written
                 "and seed), so there is nothing to compare"
             )
     files = {
-        "summary.csv": summary_csv(run.records),
+        "summary.csv": summary_csv(with_variants(run.records)),  # one row per deployment variant too
         "summary.md": summary_md(run, reference, comparison),
         "report.html": report_html(
             run,

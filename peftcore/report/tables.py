@@ -15,6 +15,7 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
+from peftcore.report.deploy import deploy_md
 from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
@@ -117,6 +118,7 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
     lines.extend(off_task_md(run.records))
+    lines.extend(deploy_md(run.records))
     failed = failed_records(run.records)
     if failed:
         lines += ["## Failed cases", ""]

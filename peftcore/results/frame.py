@@ -47,6 +47,7 @@ from peftcore.results.store import (
     newest_by_case,
     record_path,
 )
+from peftcore.results.variants import with_variants
 from peftcore.spec.schema import flat
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ IDENTITY = (
     "reason",
     "profile",
     "primary_metric",
+    "variant_of",  # a deployment variant's row (method "<method>@<variant>"): the case it came from
 )
 GROUP_KEYS = ("model", "task", "method")  # a report row: its seeds are aggregated
 DEFAULT_RESULTS = Path("reports/runs")
@@ -327,7 +329,8 @@ def load_results(
     newest_only: bool = False,
     skip_unreadable: bool = False,
 ) -> pd.DataFrame:
-    """The case records of one or more runs as a DataFrame, one row per case and seed.
+    """The case records of one or more runs as a DataFrame, one row per case and seed, and one
+    per deployment variant of a case (method ``<method>@<variant>``, ``variant_of`` its case).
 
     ``source`` is a run folder, a run id under ``results_dir`` (default ``reports/runs``), a
     folder holding run folders (every run in it), or a list of those. ``newest_only`` keeps the
@@ -356,6 +359,11 @@ def load_results(
     if newest_only:
         newest = newest_by_case((r for r, _ in pairs), finished_only=False)
         pairs = [(r, where) for r, where in pairs if newest.get(case_key(r)) is r]
-    frame = records_frame([r for r, _ in pairs], where=[where for _, where in pairs])
+    rows, wheres = [], []
+    for record, where in pairs:  # each case followed by its deployment variants, as rows
+        for row in with_variants([record]):
+            rows.append(row)
+            wheres.append(where)
+    frame = records_frame(rows, where=wheres)
     frame.attrs["problems"] = problems
     return frame

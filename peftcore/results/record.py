@@ -115,6 +115,38 @@ class GeneralTextFigures(TypedDict, total=False):
     seconds: float  # scoring the case's model (the base's "before" is not counted)
 
 
+class DeploymentFigures(TypedDict, total=False):
+    """What a deployment variant costs to ship and run (``record["deploy"][<variant>]``, and the
+    ``deployment`` block of the variant's row in gates and reports)."""
+
+    size_bytes: Annotated[int, Figure("bytes", LOWER)]  # the variant's files on disk
+    load_seconds: Annotated[float, Figure("seconds", LOWER)]  # loading it as deployed
+    build_seconds: Annotated[float, Figure("seconds", LOWER)]  # merge (+ GGUF write) from the adapter
+    footprint_bytes: Annotated[int, Figure("bytes", LOWER)]  # bitsandbytes: get_memory_footprint()
+    generation_tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # llama.cpp, wall clock
+
+
+class DeployFigures(TypedDict, total=False):
+    """One deployment variant of a case (profile ``deploy:``, peftcore.pipeline.deploy)."""
+
+    status: str  # finished | not_mergeable | skipped | failed
+    reason: str | None
+    kind: str  # merged | bnb | gguf
+    variant_hash: str  # the case's hash, the variant, its settings and tools' versions
+    tool: str  # what wrote it, with its version
+    provenance: dict[str, Any]  # merged_with, merged_into, trained_on, adapter_dir
+    quantization: dict[str, Any]  # bnb: type, double_quant, compute_dtype
+    gguf: dict[str, Any]  # type, tensors, fallback_f16
+    file: str | None
+    size_bytes: int
+    load_seconds: float
+    build_seconds: float
+    footprint_bytes: int
+    metrics: dict[str, dict[str, float]]  # held_out, seen: the case's evaluator and settings
+    inference: InferenceFigures | None
+    llama_cpp: dict[str, Any]  # status, tokens_per_second, llama.cpp's own counters, ...
+
+
 class Provenance(TypedDict, total=False):
     """Where the numbers come from: enough to reproduce them or to know why they differ."""
 
@@ -162,6 +194,11 @@ class Record(_RecordKeys, total=False):
     adapter_dir: str | None  # the adapter's folder, relative to the run folder
     reused_training_from: str | None  # re-scored: the run whose adapter was scored
     cached_from: str  # adopted: the run that computed the record
+    deploy: dict[str, DeployFigures]  # profile deploy: one block per variant
+    # A variant's row (peftcore.results.variants.with_variants), never stored: its costs, and
+    # the case it was derived from.
+    deployment: DeploymentFigures
+    variant_of: str
 
 
 REQUIRED_KEYS: tuple[str, ...] = tuple(_RecordKeys.__annotations__)
@@ -173,6 +210,7 @@ COST_BLOCKS: dict[str, type] = {
     "inference": InferenceFigures,
     "base_model": BaseModelInfo,
     "general_text": GeneralTextFigures,
+    "deployment": DeploymentFigures,
 }
 
 

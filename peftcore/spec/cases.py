@@ -21,6 +21,7 @@ from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
 from peftcore.spec.types import (
     DataSizes,
+    DeploySettings,
     EvalSettings,
     MethodSpec,
     ModelSpec,
@@ -49,6 +50,8 @@ class Case:
     # the other tasks (never the case's own), see peftcore.pipeline.off_task.
     general_text: TaskSpec | None = None
     also_score: tuple[TaskSpec, ...] = ()
+    # Deployment variants built from the trained case (profile deploy:), see peftcore.deploy.
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def case_id(self) -> str:
@@ -73,6 +76,7 @@ class Case:
             "eval": plain(self.eval),
             **({"general_text": plain(self.general_text)} if self.general_text else {}),
             **({"also_score": {t.name: plain(t) for t in self.also_score}} if self.also_score else {}),
+            **({"deploy": plain(self.deploy)} if self.deploy.variants else {}),
         }
 
 
@@ -139,7 +143,7 @@ def expand(
         check_sizes(data, "command line")
     _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
     general_text, also_score = _off_task_specs(store, profile)
-    _check_gates_match(profile, cells)
+    _check_gates_match(profile, [*cells, *_deployed_cells(profile, methods, cells)])
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
@@ -164,6 +168,7 @@ def expand(
                     sizes_from="command line" if data_overrides else str(profile.file),
                     general_text=general_text,
                     also_score=tuple(t for t in also_score if t.name != task),
+                    deploy=profile.deploy,
                 )
             )
     cases.sort(key=_order)
@@ -215,6 +220,39 @@ def _check_training_data(
             f"0 examples to train on, but {', '.join(training)} train; "
             "0 is for a profile whose methods are all untrained (base), to score a whole split",
         )
+
+
+def _deployed_cells(
+    profile: ProfileSpec, methods: Mapping[str, MethodSpec], cells: Iterable[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The grid's deployment variants as cells (``lora@nf4``), for gates that name them. A rule
+    naming a variant of a method whose tuner cannot merge is an error: it could never apply."""
+    from peftcore.deploy.variants import mergeable, split_variant_method, variant_method
+
+    variants = profile.deploy.variants
+    for rule in profile.compare.rules:
+        for key, name in [("case", c) for c in rule.cases] + [("baseline", rule.baseline)]:
+            method, variant = split_variant_method(name)
+            if variant is not None and method in methods and not mergeable(methods[method].tuner):
+                raise SpecError(
+                    profile.file,
+                    f"compare[{rule.index}].{key}",
+                    f"{name!r}: {methods[method].tuner} cannot merge (virtual tokens), so {method} has "
+                    "no deployment variants; name a mergeable method",
+                )
+            if variant is not None and variant not in variants:
+                raise SpecError(
+                    profile.file,
+                    f"compare[{rule.index}].{key}",
+                    f"{name!r}: variant {variant!r} is not in deploy.variants; "
+                    + suggest(variant, variants or ["(none listed)"]),
+                )
+    return [
+        (model, variant_method(method, variant), task)
+        for model, method, task in cells
+        if mergeable(methods[method].tuner)
+        for variant in variants
+    ]
 
 
 def _check_gates_match(profile: ProfileSpec, cells: Iterable[tuple[str, str, str]]) -> None:

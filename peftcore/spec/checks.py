@@ -81,6 +81,22 @@ def check_spec(kind: str, spec: Any) -> None:
         for i, grid in enumerate(spec.grids):
             _check_grid(file, f"grids[{i}]", grid)
         _check_off_task(spec)
+        _check_deploy(spec)
+
+
+def _check_deploy(profile: ProfileSpec) -> None:
+    """Every ``deploy.variants`` name is one peftcore can build (peftcore.deploy.variants), once."""
+    from peftcore.deploy.variants import parse_variant
+
+    names = profile.deploy.variants
+    for index, name in enumerate(names):
+        try:
+            parse_variant(name)
+        except ValueError as err:
+            raise SpecError(profile.file, f"deploy.variants[{index}]", str(err)) from None
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(profile.file, "deploy.variants", f"listed twice: {', '.join(dupes)}")
 
 
 def _check_off_task(profile: ProfileSpec) -> None:

@@ -274,5 +274,10 @@ class Compare:
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:
-    """Whether ``name`` matches any of ``patterns`` (method names or globs like ``lora*``)."""
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    """Whether ``name`` matches any of ``patterns`` (method names or globs like ``lora*``).
+
+    A deployment variant (``lora@nf4``) matches only a pattern that names a variant (has an
+    ``@``): ``case: "*"`` means every method as trained, not every variant of it too.
+    """
+    variant = "@" in name
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns if ("@" in p) == variant or not variant)

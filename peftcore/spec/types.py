@@ -96,6 +96,22 @@ class EvalSettings:
     also_score: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DeploySettings:
+    """Deployment variants derived from every trained case's saved adapter, each scored on the
+    case's held-out and seen examples (peftcore.deploy.variants lists the names)."""
+
+    variants: tuple[str, ...] = ()  # e.g. [merged, int8, nf4, gguf-f16, gguf-q8_0]
+    double_quant: bool = True  # nf4/fp4 variants: quantize the 4-bit scales too
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # what 4-bit layers compute in
+    # llama.cpp (when llama-cpp-python is installed): greedy tokens generated after each of the
+    # first `prompts` held-out prompts, on `threads` CPU threads.
+    generate_tokens: int = at_least(1, 32)
+    prompts: int = at_least(1, 8)
+    threads: int = at_least(1, 2)
+    keep_files: bool = False  # keep the merged folder and GGUF files under the run folder
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -230,6 +246,7 @@ class ProfileSpec:
     # ``methods``, ``models``, ``tasks`` (a missing axis is the profile's own list), e.g. every
     # method on one cheap task while three methods also run on the slow ones.
     grids: tuple[Mapping[str, Any], ...] = ()
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
 
 

@@ -1,0 +1,1 @@
+"""Deployment variants of a trained case: merged, quantized after training, GGUF."""
