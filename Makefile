@@ -40,10 +40,10 @@ browser:
 		&& apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium not installed: the report's browser check will be skipped"
 
-# CI gate: the smoke profile against a committed real smoke run. Each tolerance is wider than the
-# spread of that metric over training seeds 0, 1, 2 of the same profile (see README, Measured here).
-SMOKE_BASELINE ?= reports/baselines/smoke.json
-SMOKE_TOLERANCES ?= accuracy:0.25,f1:0.05,cosine_similarity:0.05,bertscore_f1:0.05,perplexity:5%,peak_memory_bytes:25%
+# CI gate: the smoke profile against a committed real smoke run (seed 0's records), each case
+# allowed the spread its metrics showed over training seeds 0, 1, 2 (README, Measured here).
+SMOKE_BASELINE ?= reports/baselines/smoke
+SMOKE_TOLERANCES ?= reports/baselines/smoke-tolerances.yaml
 
 test: setup
 	$(PY) -m pytest tests
