@@ -25,6 +25,7 @@ import pytest
 
 from peftcore.errors import PeftcoreError, SizeError
 from peftcore.pytest_plugin import options
+from peftcore.pytest_plugin.workers import RECORD_PROPERTY, is_worker
 
 if TYPE_CHECKING:
     from peftcore.data.example import TaskData
@@ -182,6 +183,8 @@ class CaseRunner:
         outcome = self.session.run(case, data=self.data.get, model=self.models.get, timer=self._time)
         if self.benchmark is not None:
             _fill_extra_info(self.benchmark.extra_info, outcome.record)
+        if is_worker(self.request.config):  # to the xdist controller, with this test's report
+            self.request.node.user_properties.append((RECORD_PROPERTY, dict(outcome.record)))
         if outcome.stops_session:
             self.request.session.shouldstop = outcome.stops_session
         if outcome.error is not None:

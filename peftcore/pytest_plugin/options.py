@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from peftcore.errors import PeftcoreError
+from peftcore.results.manifest import Shard, parse_shard
 from peftcore.spec import DEFAULT_PROFILE
 
 _RUN_ID = pytest.StashKey[str]()
@@ -33,6 +34,20 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
     group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only part K of N of the selected cases (a deterministic, balanced split by case); "
+        "every shard needs the same --run-id and results directory",
+    )
+    group.addoption(
+        "--devices",
+        default=None,
+        metavar="IDS",
+        help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES); with pytest-xdist's -n they are "
+        "split across the workers",
+    )
     group.addoption(
         "--rerun",
         nargs="?",
@@ -90,6 +105,10 @@ def profile_name(config: pytest.Config) -> str:
 def run_id(config: pytest.Config) -> str:
     """``--run-id``, or a time stamp and the profile; a folder name under the results directory."""
     if _RUN_ID not in config.stash:
+        workerinput = getattr(config, "workerinput", None)  # an xdist worker: the controller's id
+        if workerinput is not None and workerinput.get("peftcore_run_id"):
+            config.stash[_RUN_ID] = str(workerinput["peftcore_run_id"])
+            return config.stash[_RUN_ID]
         given = config.getoption("--run-id")
         if given is not None and (
             not given or any(c in given for c in "/\\") or given.startswith(".") or given != given.strip()
@@ -108,6 +127,21 @@ def report_dir(config: pytest.Config) -> Path:
     given = config.getoption("--report-dir")
     parent = _under_root(config, given) if given else results_dir(config).parent
     return parent / run_id(config)
+
+
+def shard(config: pytest.Config) -> Shard | None:
+    """``--shard K/N``, read; a malformed value, or a shard without ``--run-id`` (each job would
+    name its own run folder), is a usage error."""
+    text = config.getoption("--shard")
+    if text is None:
+        return None
+    try:
+        found = parse_shard(text)
+    except ValueError as err:
+        raise pytest.UsageError(f"--shard: {err}") from None
+    if not config.getoption("--run-id"):
+        raise pytest.UsageError("--shard needs --run-id: every shard must write into the same run folder")
+    return found
 
 
 def rerun_expression(config: pytest.Config) -> str | None:

@@ -63,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {written.out_dir}/: {', '.join(written.files)} "
         f"({len(records)} cases of {written.run.run_id}: {len(records) - failed} finished, {failed} not)"
     )
+    grid = written.run.grid
+    if grid is not None and (grid.missing or grid.shards_not_started):
+        not_started = (
+            f"; shard(s) not started: {', '.join(grid.shards_not_started)}" if grid.shards_not_started else ""
+        )
+        print(
+            f"missing {len(grid.missing)} of the {len(grid.expected)} cases of the grid{not_started}: "
+            + ", ".join(grid.missing)
+        )
     if written.comparison is not None and written.reference is not None:
         c = written.comparison
         print(

@@ -1,0 +1,183 @@
+"""Scale-out: ``--shard K/N`` across machines into one results folder, the grid manifests the
+report reads to name missing cases. Plugin behaviour runs pytest inside pytest (``pytester``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from report_fixtures import grid as record_grid
+from report_fixtures import write_run
+from test_plugin import INI, collected, own_grid_test, planned
+
+from peftcore.cli import main
+from peftcore.pytest_plugin.shard import partition
+from peftcore.report import write_report
+from peftcore.results.manifest import Shard, parse_shard, write_manifest
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, shipped_specs: Path) -> pytest.Pytester:
+    shutil.copytree(shipped_specs, pytester.path / "specs")
+    pytester.makefile(".ini", pytest=INI)
+    return pytester
+
+
+# --------------------------------------------------------------------------- the partition
+
+
+def test_shards_of_the_full_grid_are_disjoint_balanced_and_cover_it(project: pytest.Pytester) -> None:
+    everything = collected(project.runpytest("--collect-only", "-q", "--profile", "full"))
+    assert len(everything) > 20
+    parts = []
+    for index in (1, 2, 3):
+        result = project.runpytest(
+            "--collect-only", "-q", "--profile", "full", "--shard", f"{index}/3", "--run-id", "r"
+        )
+        assert result.ret == pytest.ExitCode.OK
+        parts.append(collected(result))
+    assert sorted(case for part in parts for case in part) == sorted(
+        everything
+    )  # the union is the grid, nothing twice
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    again = collected(
+        project.runpytest("--collect-only", "-q", "--profile", "full", "--shard", "2/3", "--run-id", "r")
+    )
+    assert again == parts[1]
+
+
+def test_shards_split_what_k_selected(project: pytest.Pytester) -> None:
+    selected = collected(project.runpytest("--collect-only", "-q", "--profile", "full", "-k", "sst2"))
+    parts = [
+        collected(
+            project.runpytest(
+                "--collect-only",
+                "-q",
+                "--profile",
+                "full",
+                "-k",
+                "sst2",
+                "--shard",
+                f"{i}/2",
+                "--run-id",
+                "r",
+            )
+        )
+        for i in (1, 2)
+    ]
+    assert sorted(parts[0] + parts[1]) == sorted(selected)
+    assert abs(len(parts[0]) - len(parts[1])) <= 1
+
+
+def test_the_partition_ignores_the_order_cases_come_in(project: pytest.Pytester) -> None:
+    cases = planned(project, "full", seeds=[0, 1])
+    shuffled = list(cases)
+    random.Random(7).shuffle(shuffled)
+    for shard in (Shard(1, 4), Shard(3, 4), Shard(4, 4)):
+        assert partition(cases, shard) == partition(shuffled, shard) == partition(reversed(cases), shard)
+    # Contiguous by base-model variant: 4 shards of the full grid load few variants each.
+    variants = [
+        {c.variant_key for c in cases if c.case_id in partition(cases, Shard(i, 4))} for i in range(1, 5)
+    ]
+    assert sum(map(len, variants)) <= len({c.variant_key for c in cases}) + 3
+
+
+def test_more_shards_than_cases_leaves_some_empty(project: pytest.Pytester) -> None:
+    cases = [c for c in planned(project, "quick") if c.task.name == "sst2"][:2]
+    parts = [partition(cases, Shard(i, 3)) for i in (1, 2, 3)]
+    assert sorted(map(len, parts)) == [0, 1, 1]
+    assert set().union(*parts) == {c.case_id for c in cases}
+
+
+@pytest.mark.parametrize("value", ["3/2", "0/2", "a/b", "2", "1/0", "-1/2", "1/2/3"])
+def test_a_malformed_shard_is_a_usage_error(project: pytest.Pytester, value: str) -> None:
+    result = project.runpytest("--collect-only", "-q", f"--shard={value}", "--run-id", "r")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --shard: expected *{value}*"])
+
+
+def test_a_shard_without_a_run_id_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--collect-only", "-q", "--shard", "1/2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --shard needs --run-id*"])
+
+
+def test_parse_shard() -> None:
+    assert parse_shard(" 2/4 ") == Shard(2, 4)
+    assert str(Shard(2, 4)) == "2/4"
+
+
+# --------------------------------------------------------------------------- manifests and the report
+
+
+def test_each_shard_writes_its_manifest_into_the_shared_run(project: pytest.Pytester) -> None:
+    test = own_grid_test(project, "def test_case(case):\n    pass\n")
+    everything = [c.case_id for c in planned(project, "smoke")]
+    mine = {}
+    for index in (1, 2):
+        result = project.runpytest(
+            test,
+            "-q",
+            "--profile",
+            "smoke",
+            "--shard",
+            f"{index}/2",
+            "--run-id",
+            "shared",
+            "--results-dir",
+            "out",
+        )
+        assert result.ret == pytest.ExitCode.OK
+        manifest = json.loads((project.path / "out" / "shared" / "grid" / f"{index}-of-2.json").read_text())
+        assert manifest["shard"] == f"{index}/2"
+        assert manifest["grid"] == sorted(everything)
+        mine[index] = manifest["cases"]
+        result.assert_outcomes(passed=len(mine[index]), deselected=len(everything) - len(mine[index]))
+    assert sorted(mine[1] + mine[2]) == sorted(everything)
+    assert not set(mine[1]) & set(mine[2])
+
+
+def test_the_report_merges_the_shards_and_names_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = record_grid(methods=("base", "lora", "qlora"), tasks=("sst2",))
+    ids = [r["case_id"] for r in records]
+    results = tmp_path / "runs"
+    # Shard 1/3 finished two cases, shard 2/3 one (so far); shard 3/3 never started.
+    run_dir = write_run(results, "ci-42", records[:2])
+    write_run(results, "ci-42", records[2:3])
+    extra = "dora-smollm2-135m-sst2"
+    write_manifest(run_dir, Shard(1, 3), [*ids, extra], ids[:2])
+    write_manifest(run_dir, Shard(2, 3), [*ids, extra], ids[2:])
+    out = tmp_path / "report"
+    assert main(["report", "ci-42", "--results-dir", str(results), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 cases of ci-42" in printed
+    assert f"missing 1 of the 4 cases of the grid; shard(s) not started: 3/3: {extra}" in printed
+    summary = (out / "summary.md").read_text()
+    assert "## Missing cases" in summary
+    assert "- shard 3/3 has not started" in summary
+    assert f"- {extra}: no record" in summary
+    assert 'id="missing"' in (out / "report.html").read_text()
+
+
+def test_a_complete_sharded_run_reports_nothing_missing(tmp_path: Path) -> None:
+    records = record_grid(methods=("base", "lora"), tasks=("sst2",))
+    ids = [r["case_id"] for r in records]
+    run_dir = write_run(tmp_path / "runs", "r", records)
+    write_manifest(run_dir, Shard(1, 2), ids, ids[:1])
+    write_manifest(run_dir, Shard(2, 2), ids, ids[1:])
+    out = write_report([run_dir], tmp_path / "report")
+    assert "Missing cases" not in (out / "summary.md").read_text()
+
+
+def test_an_unreadable_manifest_is_named_not_fatal(tmp_path: Path) -> None:
+    records = record_grid(methods=("base",), tasks=("sst2",))
+    run_dir = write_run(tmp_path / "runs", "r", records)
+    (run_dir / "grid").mkdir()
+    (run_dir / "grid" / "1-of-2.json").write_text("{not json")
+    out = write_report([run_dir], tmp_path / "report")
+    assert "1-of-2.json: not a readable grid manifest" in (out / "summary.md").read_text()
