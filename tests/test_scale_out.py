@@ -17,6 +17,8 @@ from peftcore.cli import main
 from peftcore.pytest_plugin.shard import partition
 from peftcore.report import write_report
 from peftcore.results.manifest import Shard, parse_shard, write_manifest
+from peftcore.results.remote import RemoteResults
+from peftcore.results.store import History, adopt, read_run
 
 
 @pytest.fixture
@@ -181,3 +183,129 @@ def test_an_unreadable_manifest_is_named_not_fatal(tmp_path: Path) -> None:
     (run_dir / "grid" / "1-of-2.json").write_text("{not json")
     out = write_report([run_dir], tmp_path / "report")
     assert "1-of-2.json: not a readable grid manifest" in (out / "summary.md").read_text()
+
+
+# --------------------------------------------------------------------------- pytest-xdist workers
+
+# Two trained cases on a tiny budget, and a compare rule that LoRA (more trainable parameters
+# than IA3) breaks: with `-n 2` the two cases run on different workers, so only the controller
+# sees both.
+TWO_CASES = """\
+description: two cases for the xdist test
+methods: [lora, ia3]
+models: [smollm2-135m]
+tasks: [sst2]
+training: {max_steps: 2, batch_size: 2, max_length: 64}
+data: {train: 8, held_out: 8, seen: 4}
+compare:
+  - {figure: trainable_params, case: lora, baseline: ia3, must: below, why: "broken on purpose"}
+"""
+
+
+def _records(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
+
+
+def test_xdist_workers_give_the_records_of_a_serial_run(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project.path / "specs" / "profiles" / "two.yaml").write_text(TWO_CASES)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the serial run computes with one thread, as each worker
+    common = ["-p", "no:cacheprovider", "--profile", "two", "--benchmark-disable"]
+    serial = project.runpytest_subprocess(*common, "--run-id", "serial", "--results-dir", "one/runs")
+    parallel = project.runpytest_subprocess(
+        *common, "-n", "2", "-v", "--run-id", "xdist", "--results-dir", "two/runs"
+    )
+    # The rule is broken in both: on the case in the serial run, by the controller under xdist.
+    assert serial.ret == parallel.ret == pytest.ExitCode.TESTS_FAILED
+    parallel.stdout.fnmatch_lines(["*compare: rules broken (over all workers)*", "*lora-smollm2-135m-sst2*"])
+    workers = {line.split()[0] for line in parallel.outlines if " PASSED " in line and line.startswith("[gw")}
+    assert workers == {"[gw0]", "[gw1]"}, parallel.outlines
+    parallel.stdout.fnmatch_lines(["*peftcore cases*", "*peftcore report: *two/xdist*"])
+    summary = (project.path / "two" / "xdist" / "summary.csv").read_text()  # written by the controller
+    assert "lora-smollm2-135m-sst2" in summary and "ia3-smollm2-135m-sst2" in summary
+
+    one, two = (
+        _records(project.path / "one" / "runs" / "serial"),
+        _records(project.path / "two" / "runs" / "xdist"),
+    )
+    assert sorted(one) == sorted(two) == ["ia3-smollm2-135m-sst2", "lora-smollm2-135m-sst2"]
+    for case_id in one:
+        a, b = one[case_id], two[case_id]
+        assert a["status"] == b["status"] == "finished"
+        assert a["metrics"] == b["metrics"]
+        for figure in ("trainable_params", "adapter_bytes", "steps", "loss_curve"):
+            assert a["training"][figure] == b["training"][figure], figure
+        assert a["case_hash"] == b["case_hash"]
+        assert b["provenance"]["device"]["torch_threads"] == 1
+
+
+# --------------------------------------------------------------------------- results at an fsspec URL
+
+
+def _with_adapter(run_dir: Path, record: dict) -> None:
+    adapter = run_dir / record["adapter_dir"]
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def test_records_at_a_memory_url_round_trip_between_machines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """memory:// lives in one process: the store layer is tested here, two mirrors standing for
+    two machines."""
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
+    url = f"memory://peftcore-test-{tmp_path.name}/runs"
+    records = record_grid(methods=("base", "lora"), tasks=("sst2",))
+    ids = [r["case_id"] for r in records]
+    machine_a = RemoteResults(url, tmp_path / "a")
+    run_a = write_run(machine_a.mirror, "ci-7", records)
+    _with_adapter(run_a, records[1])
+    written: list[str] = []
+    pipe_file = machine_a.fs.pipe_file
+    monkeypatch.setattr(
+        machine_a.fs, "pipe_file", lambda path, data: (written.append(path), pipe_file(path, data))
+    )
+    for record in records:
+        machine_a.push(run_a, {**record, "run_id": "ci-7"})
+    machine_a.push_file(write_manifest(run_a, Shard(1, 2), [*ids, "ia3-smollm2-135m-sst2"], ids))
+    lora_record = next(i for i, p in enumerate(written) if p.endswith("cases/lora-smollm2-135m-sst2.json"))
+    assert [p for p in written[:lora_record] if "/adapters/" in p]  # the adapter is up before its record
+
+    machine_b = RemoteResults(url, tmp_path / "b")
+    assert machine_b.pull() == 3  # two records, one manifest
+    assert machine_b.pull() == 0  # nothing new
+    run = read_run(machine_b.mirror / "ci-7")
+    assert sorted(r["case_id"] for r in run.records) == sorted(ids)
+    assert run.grid is not None and run.grid.missing == ("ia3-smollm2-135m-sst2",)
+
+    # Machine B adopts machine A's finished record into its own run and uploads it.
+    history = History.scan(machine_b.mirror)
+    earlier = history.by_case[records[1]["case_hash"]]
+    adopted = adopt(earlier, machine_b.mirror / "ci-8", "ci-8", records[1]["case_id"])
+    machine_b.push(machine_b.mirror / "ci-8", adopted)
+    assert machine_a.pull() == 1
+    assert read_run(machine_a.mirror / "ci-8").records[0]["cached_from"] == "ci-7"
+
+    # `peftcore report` reads the URL: what all shards wrote, and what is missing.
+    assert main(["report", "ci-7", "--results-dir", url, "--out", str(tmp_path / "report")]) == 0
+    assert "missing 1 of the 3 cases of the grid; shard(s) not started: 2/2" in capsys.readouterr().out
+
+
+def test_a_file_url_is_the_local_folder(project: pytest.Pytester) -> None:
+    target = project.path / "shared" / "runs"
+    test = own_grid_test(
+        project,
+        f"from pathlib import Path\n\ndef test_case(case, peftcore_run_dir):\n"
+        f"    assert peftcore_run_dir == Path({str(target)!r}) / 'r'\n",
+    )
+    result = project.runpytest(test, "-q", "-k", "sst2", "--run-id", "r", "--results-dir", target.as_uri())
+    assert result.ret == pytest.ExitCode.OK
+    assert (target / "r" / "grid" / "1-of-1.json").is_file()
+
+
+def test_an_unknown_results_url_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--collect-only", "-q", "--results-dir", "nosuchfs://bucket/runs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --results-dir: results location nosuchfs://bucket/runs: *"])

@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options.run_id(config)
     options.rerun_expression(config)
     options.shard(config)
+    options.check_results_location(config)
     _load_baseline(config)
     if not active(config):
         return
@@ -195,8 +196,13 @@ def pytest_collection_modifyitems(
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
     if not config.option.collectonly:
+        from peftcore.pytest_plugin.fixtures import remote_results
+
         run_dir = options.results_dir(config) / options.run_id(config)
-        write_manifest(run_dir, shard, [case.case_id for case in grid], sorted(mine))
+        manifest = write_manifest(run_dir, shard, [case.case_id for case in grid], sorted(mine))
+        remote = remote_results(config)
+        if remote is not None:
+            remote.push_file(manifest)
 
 
 def _raise_on_sigterm() -> None:
@@ -313,7 +319,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if result.failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not config.getoption("--no-report"):
+        from peftcore.pytest_plugin.fixtures import remote_results
         from peftcore.report import write_report
+
+        remote = remote_results(config)
+        if remote is not None:
+            remote.pull()  # the report holds what every shard wrote so far
 
         try:
             outcome["report"] = write_report([run_dir], options.report_dir(config))

@@ -33,7 +33,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="comma-separated training seeds, e.g. 0,1,2: each case runs once per seed",
     )
     group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
-    group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where runs are written: a folder, or an fsspec URL such as s3://bucket/runs "
+        "(default: reports/runs)",
+    )
     group.addoption(
         "--shard",
         default=None,
@@ -94,8 +99,31 @@ def spec_dir(config: pytest.Config) -> Path:
     return _under_root(config, config.getoption("--specs") or config.getini("peftcore_specs"))
 
 
+def results_location(config: pytest.Config) -> tuple[str | None, Path]:
+    """``(url, local folder)``: a path or ``file://`` URL is its own folder (url None); another
+    fsspec URL (``s3://bucket/runs``) is mirrored in a local folder (:mod:`peftcore.results.remote`)."""
+    from peftcore.results.remote import split_location
+
+    url, local = split_location(config.getoption("--results-dir") or config.getini("peftcore_results"))
+    return url, local if url is not None else _under_root(config, str(local))
+
+
+def check_results_location(config: pytest.Config) -> None:
+    """A results URL whose file system fsspec does not know (or lacks, like s3fs) is a usage error."""
+    url, mirror = results_location(config)
+    if url is None:
+        return
+    from peftcore.results.remote import LocationError, RemoteResults
+
+    try:
+        RemoteResults(url, mirror)
+    except LocationError as err:
+        raise pytest.UsageError(f"--results-dir: {err}") from None
+
+
 def results_dir(config: pytest.Config) -> Path:
-    return _under_root(config, config.getoption("--results-dir") or config.getini("peftcore_results"))
+    """The local folder runs are written to (the mirror of a results URL)."""
+    return results_location(config)[1]
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -125,7 +153,11 @@ def report_dir(config: pytest.Config) -> Path:
     """The session's report folder: ``<report-dir or the results directory's parent>/<run-id>``
     (``reports/<run-id>`` by default, next to ``reports/runs``)."""
     given = config.getoption("--report-dir")
-    parent = _under_root(config, given) if given else results_dir(config).parent
+    url, local = results_location(config)
+    if given:
+        parent = _under_root(config, given)
+    else:  # next to the results folder; for a results URL, reports/ under the rootdir
+        parent = local.parent if url is None else Path(config.rootpath) / "reports"
     return parent / run_id(config)
 
 
