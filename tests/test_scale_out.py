@@ -15,6 +15,7 @@ from test_plugin import INI, collected, own_grid_test, planned
 
 from peftcore.cli import main
 from peftcore.pytest_plugin.shard import partition
+from peftcore.pytest_plugin.workers import parse_devices, worker_share
 from peftcore.report import write_report
 from peftcore.results.manifest import Shard, parse_shard, write_manifest
 from peftcore.results.remote import RemoteResults
@@ -309,3 +310,19 @@ def test_an_unknown_results_url_is_a_usage_error(project: pytest.Pytester) -> No
     result = project.runpytest("--collect-only", "-q", "--results-dir", "nosuchfs://bucket/runs")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --results-dir: results location nosuchfs://bucket/runs: *"])
+
+
+def test_each_worker_gets_its_own_cores_and_devices() -> None:
+    shares = [worker_share(i, 4, range(8), ["0", "1", "2", "3", "4", "5", "6", "7"]) for i in range(4)]
+    assert [s.cpus for s in shares] == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert [s.threads for s in shares] == [2, 2, 2, 2]
+    assert [s.devices for s in shares] == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]
+    # More workers than cores or GPUs: one each, taken in turn.
+    crowded = [worker_share(i, 3, [0, 1], ["0"]) for i in range(3)]
+    assert [(s.cpus, s.threads, s.devices) for s in crowded] == [
+        ((0,), 1, ("0",)),
+        ((1,), 1, ("0",)),
+        ((0,), 1, ("0",)),
+    ]
+    assert worker_share(0, 2, [0, 1], []).devices == ()
+    assert parse_devices(" 0, 2 ,") == ["0", "2"]

@@ -4,6 +4,7 @@ Layout::
 
     <results>/<run-id>/cases/<case-id>.json     a record (peftcore.results.record), written atomically
     <results>/<run-id>/adapters/<case-id>/      its trained adapter (PeftModel.from_pretrained)
+    <results>/<run-id>/grid/<K>-of-<N>.json      what each session (shard) selected (results.manifest)
 
 Everything that reads stored results reads them here: resuming and adopting cached cases
 (:class:`History`), the report (:func:`list_runs`, :func:`read_run`), the planner's quality
