@@ -110,6 +110,8 @@ class BenchmarkSession:
     device: str = "cpu"
     repo_root: Path = field(default_factory=Path.cwd)
     records: dict[str, Record] = field(default_factory=dict)
+    # Called with the run folder and each record as it is kept (a results URL uploads it there).
+    publish: Callable[[Path, Record], None] | None = None
     _history: History | None = None
 
     @property
@@ -168,7 +170,7 @@ class BenchmarkSession:
                 identity=identity,
                 reuse=rescore,
                 timer=timer,
-                keep=lambda record: self.records.__setitem__(case.case_id, record),  # cancelled ones too
+                keep=lambda record: self._keep(case.case_id, record),  # cancelled ones too
                 off_task=off_task or OffTaskData(),
             )
 
@@ -201,6 +203,11 @@ class BenchmarkSession:
         outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
         return self._conclude(case, outcome, examples)
 
+    def _keep(self, case_id: str, record: Record) -> None:
+        if self.publish is not None and self.records.get(case_id) is not record:
+            self.publish(self.run_dir, record)
+        self.records[case_id] = record
+
     def _conclude(self, case: Case, outcome: Outcome, examples: TaskData | None = None) -> Outcome:
         if examples is not None and case.deploy.variants and outcome.stops_session is None:
             from peftcore.pipeline.deploy import deploy_case
@@ -208,7 +215,7 @@ class BenchmarkSession:
             # Variants of a finished case (profile deploy:), built from its saved adapter; those
             # the record already carries with the same hash are kept (an adopted record's too).
             deploy_case(case, outcome.record, self.run_dir, examples, self.device)
-        self.records[case.case_id] = outcome.record
+        self._keep(case.case_id, outcome.record)
         failures = tuple(self.gate_failures(case, outcome.record))
         if not failures:
             return outcome

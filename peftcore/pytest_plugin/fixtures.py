@@ -25,11 +25,13 @@ import pytest
 
 from peftcore.errors import PeftcoreError, SizeError
 from peftcore.pytest_plugin import options
+from peftcore.pytest_plugin.workers import RECORD_PROPERTY, is_worker
 
 if TYPE_CHECKING:
     from peftcore.data.example import TaskData
     from peftcore.models.load import LoadedBase
     from peftcore.pipeline.session import BenchmarkSession, Outcome
+    from peftcore.results.remote import RemoteResults
     from peftcore.spec import DataSizes
     from peftcore.spec.cases import Case
 
@@ -122,6 +124,16 @@ def peftcore_run_dir(pytestconfig: pytest.Config) -> Path:
     return options.results_dir(pytestconfig) / options.run_id(pytestconfig)
 
 
+def remote_results(config: pytest.Config) -> RemoteResults | None:
+    """The results URL's store (``--results-dir s3://...``), or None for a local folder."""
+    url, mirror = options.results_location(config)
+    if url is None:
+        return None
+    from peftcore.results.remote import RemoteResults
+
+    return RemoteResults(url, mirror)
+
+
 def benchmark_session(config: pytest.Config, device: str = "cpu") -> BenchmarkSession:
     """The session's pipeline, made at its first use and kept in the config's stash."""
     if SESSION not in config.stash:
@@ -134,6 +146,9 @@ def benchmark_session(config: pytest.Config, device: str = "cpu") -> BenchmarkSe
             policy = RerunPolicy(everything=True)
         elif rerun:
             policy = RerunPolicy(expression=rerun, matcher=keyword_matcher(rerun))
+        remote = remote_results(config)
+        if remote is not None:
+            remote.pull()  # what other machines wrote: resume and adopt from it
         config.stash[SESSION] = BenchmarkSession(
             run_dir=options.results_dir(config) / options.run_id(config),
             results_dir=options.results_dir(config),
@@ -141,6 +156,7 @@ def benchmark_session(config: pytest.Config, device: str = "cpu") -> BenchmarkSe
             rerun=policy,
             device=device,
             repo_root=Path(config.rootpath),
+            publish=remote.push if remote is not None else None,
         )
     return config.stash[SESSION]
 
@@ -182,6 +198,8 @@ class CaseRunner:
         outcome = self.session.run(case, data=self.data.get, model=self.models.get, timer=self._time)
         if self.benchmark is not None:
             _fill_extra_info(self.benchmark.extra_info, outcome.record)
+        if is_worker(self.request.config):  # to the xdist controller, with this test's report
+            self.request.node.user_properties.append((RECORD_PROPERTY, dict(outcome.record)))
         if outcome.stops_session:
             self.request.session.shouldstop = outcome.stops_session
         if outcome.error is not None:

@@ -16,7 +16,7 @@ import pytest
 from peftcore.errors import AssetError, PeftcoreError, SpecError
 from peftcore.models.checkpoints import check_available
 from peftcore.offline import NetworkGuard, set_offline_env
-from peftcore.pytest_plugin import options
+from peftcore.pytest_plugin import options, workers
 from peftcore.pytest_plugin.fixtures import SESSION
 from peftcore.results.record import Record
 from peftcore.spec import SECTION, SpecStore
@@ -28,6 +28,7 @@ _GUARD = pytest.StashKey[NetworkGuard]()
 _OUTCOME = pytest.StashKey[dict[str, Any]]()  # what the terminal summary reports at the end
 _COMPARED = pytest.StashKey[list[dict[str, Any]]]()  # records of --benchmark-compare's file
 _BASELINE = pytest.StashKey[list[Record]]()  # records of --metric-baseline
+_CONTROLLER = "peftcore-xdist-controller"  # the plugin that gathers the workers' records
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,12 +42,17 @@ def active(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "peftcore_case: a benchmark case generated from the specs")
+    workers.take_share(config)  # an xdist worker's devices and cores, before torch loads
+    if workers.is_controller(config):
+        config.pluginmanager.register(workers.Controller(), _CONTROLLER)
     # Malformed options are usage errors, reported before collection: --seeds,
     # --metric-compare-fail, --run-id, --rerun.
     options.seeds(config)
     options.tolerances(config)
     options.run_id(config)
     options.rerun_expression(config)
+    options.shard(config)
+    options.check_results_location(config)
     _load_baseline(config)
     if not active(config):
         return
@@ -140,6 +146,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # One line naming the file and key; no traceback from inside the loader. Raised outside
         # the except block, or pytest prints the SpecError again as the failure's context.
         pytest.fail(f"spec error: {problem}", pytrace=False)
+    # Under pytest-xdist, `--dist loadgroup` keeps the cases of one base-model variant on one worker.
+    xdist = metafunc.config.pluginmanager.hasplugin("xdist")
     params = [
         pytest.param(
             case,
@@ -149,11 +157,52 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 getattr(pytest.mark, case.method.name),
                 getattr(pytest.mark, case.model.name),
                 getattr(pytest.mark, case.task.name),
+                *([pytest.mark.xdist_group("-".join(map(str, case.variant_key)))] if xdist else []),
             ],
         )
         for case in cases
     ]
     metafunc.parametrize("case", params)
+
+
+def _case_of(item: pytest.Item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec is not None else None
+    return case if isinstance(case, Case) else None
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: shards split what is selected
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """``--shard K/N`` keeps this shard's cases (other tests run in shard 1); every session that
+    will run cases writes the grid manifest of its run folder."""
+    from peftcore.pytest_plugin.shard import partition
+    from peftcore.results.manifest import WHOLE, write_manifest
+
+    grid = [case for item in items if (case := _case_of(item)) is not None]
+    if not grid:
+        return
+    shard = options.shard(config) or WHOLE
+    mine = partition(grid, shard)
+    if shard.count > 1:
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            case = _case_of(item)
+            ours = case.case_id in mine if case is not None else shard.index == 1
+            (keep if ours else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    if not config.option.collectonly:
+        from peftcore.pytest_plugin.fixtures import remote_results
+
+        run_dir = options.results_dir(config) / options.run_id(config)
+        manifest = write_manifest(run_dir, shard, [case.case_id for case in grid], sorted(mine))
+        remote = remote_results(config)
+        if remote is not None:
+            remote.push_file(manifest)
 
 
 def _raise_on_sigterm() -> None:
@@ -172,6 +221,13 @@ def _raise_on_sigterm() -> None:
 
 
 # --------------------------------------------------------------------------- the end of the session
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist, on the controller, before a worker starts: every worker writes into the
+    controller's run folder."""
+    node.workerinput["peftcore_run_id"] = options.run_id(node.config)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -224,12 +280,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if guard.attempts:
             outcome["network"] = guard.attempts
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if workers.is_worker(config):
+        return  # the controller gates, reports and summarizes what every worker ran
+    controller = config.pluginmanager.get_plugin(_CONTROLLER)
     bench = config.stash.get(SESSION, None)
-    if bench is None or not bench.records:
+    if controller is not None:
+        found = controller.records
+        run_dir = options.results_dir(config) / options.run_id(config)
+    elif bench is not None:
+        found, run_dir = bench.records, bench.run_dir
+        outcome["history_problems"] = bench.history.problems
+    else:
         return
-    records = [bench.records[k] for k in sorted(bench.records)]
+    if not found:
+        return
+    records = [found[k] for k in sorted(found)]
     outcome["records"] = records
-    outcome["history_problems"] = bench.history.problems
+    if controller is not None:
+        _check_rules_between_workers(config, records, outcome)
+        if outcome.get("rules"):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     tolerances = options.tolerances(config)
     if tolerances is not None:
         from peftcore.gates.baseline import compare_to_baseline
@@ -249,12 +319,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if result.failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not config.getoption("--no-report"):
+        from peftcore.pytest_plugin.fixtures import remote_results
         from peftcore.report import write_report
 
+        remote = remote_results(config)
+        if remote is not None:
+            remote.pull()  # the report holds what every shard wrote so far
+
         try:
-            outcome["report"] = write_report([bench.run_dir], options.report_dir(config))
+            outcome["report"] = write_report([run_dir], options.report_dir(config))
         except PeftcoreError as err:
             outcome["report_error"] = str(err)
+
+
+def _check_rules_between_workers(
+    config: pytest.Config, records: list[Record], outcome: dict[str, Any]
+) -> None:
+    """The profile's ``compare:`` rules over the records of every worker: a worker checks them
+    only against the cases it ran itself."""
+    from peftcore import gates
+
+    store = config.stash.get(_STORE, None)
+    if store is None:
+        return
+    try:
+        profile = store.get("profiles", options.profile_name(config))
+    except SpecError:
+        return
+    outcome["rules"] = [str(f) for f in gates.check_relative(records, profile.compare, profile.file)]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -270,6 +362,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             write(line)
     for problem in outcome.get("history_problems", []):
         write(f"earlier record {problem}", yellow=True)
+    if outcome.get("rules"):
+        terminalreporter.section("peftcore compare: rules broken (over all workers)", red=True)
+        for line in outcome["rules"]:
+            write(line, red=True)
     if "baseline" in outcome:
         terminalreporter.section("peftcore metrics against the baseline")
         for line in outcome["baseline"].splitlines():

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from peftcore.errors import PeftcoreError
+from peftcore.results.manifest import Shard, parse_shard
 from peftcore.spec import DEFAULT_PROFILE
 
 _RUN_ID = pytest.StashKey[str]()
@@ -32,7 +33,26 @@ def add_options(parser: pytest.Parser) -> None:
         help="comma-separated training seeds, e.g. 0,1,2: each case runs once per seed",
     )
     group.addoption("--run-id", default=None, help="name of this run's folder under the results directory")
-    group.addoption("--results-dir", default=None, help="where runs are written (default: reports/runs)")
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where runs are written: a folder, or an fsspec URL such as s3://bucket/runs "
+        "(default: reports/runs)",
+    )
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only part K of N of the selected cases (a deterministic, balanced split by case); "
+        "every shard needs the same --run-id and results directory",
+    )
+    group.addoption(
+        "--devices",
+        default=None,
+        metavar="IDS",
+        help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES); with pytest-xdist's -n they are "
+        "split across the workers",
+    )
     group.addoption(
         "--rerun",
         nargs="?",
@@ -79,8 +99,31 @@ def spec_dir(config: pytest.Config) -> Path:
     return _under_root(config, config.getoption("--specs") or config.getini("peftcore_specs"))
 
 
+def results_location(config: pytest.Config) -> tuple[str | None, Path]:
+    """``(url, local folder)``: a path or ``file://`` URL is its own folder (url None); another
+    fsspec URL (``s3://bucket/runs``) is mirrored in a local folder (:mod:`peftcore.results.remote`)."""
+    from peftcore.results.remote import split_location
+
+    url, local = split_location(config.getoption("--results-dir") or config.getini("peftcore_results"))
+    return url, local if url is not None else _under_root(config, str(local))
+
+
+def check_results_location(config: pytest.Config) -> None:
+    """A results URL whose file system fsspec does not know (or lacks, like s3fs) is a usage error."""
+    url, mirror = results_location(config)
+    if url is None:
+        return
+    from peftcore.results.remote import LocationError, RemoteResults
+
+    try:
+        RemoteResults(url, mirror)
+    except LocationError as err:
+        raise pytest.UsageError(f"--results-dir: {err}") from None
+
+
 def results_dir(config: pytest.Config) -> Path:
-    return _under_root(config, config.getoption("--results-dir") or config.getini("peftcore_results"))
+    """The local folder runs are written to (the mirror of a results URL)."""
+    return results_location(config)[1]
 
 
 def profile_name(config: pytest.Config) -> str:
@@ -90,6 +133,10 @@ def profile_name(config: pytest.Config) -> str:
 def run_id(config: pytest.Config) -> str:
     """``--run-id``, or a time stamp and the profile; a folder name under the results directory."""
     if _RUN_ID not in config.stash:
+        workerinput = getattr(config, "workerinput", None)  # an xdist worker: the controller's id
+        if workerinput is not None and workerinput.get("peftcore_run_id"):
+            config.stash[_RUN_ID] = str(workerinput["peftcore_run_id"])
+            return config.stash[_RUN_ID]
         given = config.getoption("--run-id")
         if given is not None and (
             not given or any(c in given for c in "/\\") or given.startswith(".") or given != given.strip()
@@ -106,8 +153,27 @@ def report_dir(config: pytest.Config) -> Path:
     """The session's report folder: ``<report-dir or the results directory's parent>/<run-id>``
     (``reports/<run-id>`` by default, next to ``reports/runs``)."""
     given = config.getoption("--report-dir")
-    parent = _under_root(config, given) if given else results_dir(config).parent
+    url, local = results_location(config)
+    if given:
+        parent = _under_root(config, given)
+    else:  # next to the results folder; for a results URL, reports/ under the rootdir
+        parent = local.parent if url is None else Path(config.rootpath) / "reports"
     return parent / run_id(config)
+
+
+def shard(config: pytest.Config) -> Shard | None:
+    """``--shard K/N``, read; a malformed value, or a shard without ``--run-id`` (each job would
+    name its own run folder), is a usage error."""
+    text = config.getoption("--shard")
+    if text is None:
+        return None
+    try:
+        found = parse_shard(text)
+    except ValueError as err:
+        raise pytest.UsageError(f"--shard: {err}") from None
+    if not config.getoption("--run-id"):
+        raise pytest.UsageError("--shard needs --run-id: every shard must write into the same run folder")
+    return found
 
 
 def rerun_expression(config: pytest.Config) -> str | None:

@@ -18,7 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from peftcore.report.build import DEFAULT_RESULTS, build_report, check_run_count, newest_run, resolve_run
+from peftcore.report.build import (
+    DEFAULT_RESULTS,
+    ReportError,
+    build_report,
+    check_run_count,
+    newest_run,
+    resolve_run,
+)
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -33,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--results-dir",
-        type=Path,
-        default=DEFAULT_RESULTS,
-        help="where runs are looked up (default: %(default)s)",
+        default=str(DEFAULT_RESULTS),
+        help="where runs are looked up: a folder or an fsspec URL such as s3://bucket/runs "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--out",
@@ -51,11 +58,25 @@ def default_out(run_dirs: Sequence[Path]) -> Path:
     return DEFAULT_REPORTS / (names[-1] if len(names) == 1 else f"{names[-1]}-vs-{names[0]}")
 
 
+def local_results(location: str) -> Path:
+    """The local folder of a results location; a URL's records are pulled into its mirror first."""
+    from peftcore.results.remote import LocationError, RemoteResults, split_location
+
+    url, local = split_location(location)
+    if url is not None:
+        try:
+            RemoteResults(url, local).pull()
+        except LocationError as err:
+            raise ReportError(str(err)) from None
+    return local
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the report, say what was written, and warn about record files that could not be read."""
     if args.runs:  # none: the newest run
         check_run_count(args.runs)  # before any lookup, so that three runs is not "no run 'c'"
-    run_dirs = [resolve_run(r, args.results_dir) for r in args.runs] or [newest_run(args.results_dir)]
+    results_dir = local_results(str(args.results_dir))
+    run_dirs = [resolve_run(r, results_dir) for r in args.runs] or [newest_run(results_dir)]
     written = build_report(run_dirs, args.out or default_out(run_dirs))
     records = written.run.records
     failed = sum(r["status"] != "finished" for r in records)
@@ -63,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {written.out_dir}/: {', '.join(written.files)} "
         f"({len(records)} cases of {written.run.run_id}: {len(records) - failed} finished, {failed} not)"
     )
+    grid = written.run.grid
+    if grid is not None and (grid.missing or grid.shards_not_started):
+        not_started = (
+            f"; shard(s) not started: {', '.join(grid.shards_not_started)}" if grid.shards_not_started else ""
+        )
+        print(
+            f"missing {len(grid.missing)} of the {len(grid.expected)} cases of the grid{not_started}: "
+            + ", ".join(grid.missing)
+        )
     if written.comparison is not None and written.reference is not None:
         c = written.comparison
         print(

@@ -103,6 +103,24 @@ def unreadable(run: Run, reference: Run | None) -> list[str]:
     return [*run.problems, *(reference.problems if reference is not None else ())]
 
 
+MISSING_LEAD = (
+    "{n} case(s) of the grid that the run's sessions (shards) selected have no record: a shard "
+    "still running, not started, or stopped. Run the same command (same --run-id, same --shard) to "
+    "fill them in."
+)
+
+
+def missing_cases(run: Run) -> list[str]:
+    """Lines on what the run's grid manifests expect and no record holds: the shards that never
+    started, then the missing case ids (nothing for a run without manifests, or a complete one)."""
+    grid = run.grid
+    if grid is None:
+        return []
+    lines = [f"shard {shard} has not started" for shard in grid.shards_not_started]
+    lines += [f"{case_id}: no record" for case_id in grid.missing]
+    return lines
+
+
 def failed_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The records that did not finish, by case id."""
     return sorted((r for r in records if r["status"] != "finished"), key=lambda r: str(r["case_id"]))

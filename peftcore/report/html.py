@@ -14,7 +14,14 @@ from typing import Any
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
 from peftcore.report.explorer import LEAD as EXPLORER_LEAD
-from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
+from peftcore.report.facts import (
+    MISSING_LEAD,
+    failed_records,
+    missing_cases,
+    reason_line,
+    run_facts,
+    unreadable,
+)
 from peftcore.report.formats import DASH
 from peftcore.report.off_task import LEAD as OFF_TASK_LEAD
 from peftcore.report.off_task import OffTaskTable, off_task_tables
@@ -219,6 +226,9 @@ def report_html(
     ]
     if failed:
         sections.append(("failed", "Failed cases"))
+    missing = missing_cases(run)
+    if missing:
+        sections.append(("missing", "Missing cases"))
     problems = unreadable(run, reference)
     if problems:
         sections.append(("problems", "Unreadable records"))
@@ -306,6 +316,13 @@ def report_html(
                 f'<td class="reason" title="{_e(r.get("reason") or "")}">{_e(reason_line(r))}</td></tr>'
             )
         out.append("</tbody></table></section>")
+    if missing:
+        lead = MISSING_LEAD.format(n=len(run.grid.missing) if run.grid else 0)
+        out.append(
+            f'<section id="missing"><h2>Missing cases</h2><p class="lead">{_e(lead)}</p><ul class="problems">'
+        )
+        out.extend(f"<li>{_e(line)}</li>" for line in missing)
+        out.append("</ul></section>")
     if problems:
         out.append('<section id="problems"><h2>Record files that could not be read</h2><ul class="problems">')
         out.extend(f"<li>{_e(p)}</li>" for p in problems)

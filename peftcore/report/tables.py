@@ -16,7 +16,14 @@ from typing import Any
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
 from peftcore.report.deploy import deploy_md
-from peftcore.report.facts import failed_records, reason_line, run_facts, unreadable
+from peftcore.report.facts import (
+    MISSING_LEAD,
+    failed_records,
+    missing_cases,
+    reason_line,
+    run_facts,
+    unreadable,
+)
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
@@ -129,6 +136,11 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
                 [False, False, False],
             )
         )
+        lines.append("")
+    missing = missing_cases(run)
+    if missing:
+        lines += ["## Missing cases", "", MISSING_LEAD.format(n=len(run.grid.missing) if run.grid else 0), ""]
+        lines.extend(f"- {_md(line)}" for line in missing)
         lines.append("")
     problems = unreadable(run, reference)
     if problems:

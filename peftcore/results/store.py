@@ -4,6 +4,7 @@ Layout::
 
     <results>/<run-id>/cases/<case-id>.json     a record (peftcore.results.record), written atomically
     <results>/<run-id>/adapters/<case-id>/      its trained adapter (PeftModel.from_pretrained)
+    <results>/<run-id>/grid/<K>-of-<N>.json      what each session (shard) selected (results.manifest)
 
 Everything that reads stored results reads them here: resuming and adopting cached cases
 (:class:`History`), the report (:func:`list_runs`, :func:`read_run`), the planner's quality
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from peftcore.errors import PeftcoreError
+from peftcore.results.manifest import GridStatus, grid_status
 from peftcore.results.record import (
     REQUIRED_KEYS,
     STATUSES,
@@ -112,6 +114,9 @@ class Run:
     run_dir: Path
     records: tuple[Record, ...]
     problems: tuple[str, ...]  # record files that could not be read, each "path: why"
+    # What the sessions that wrote the run selected, and which of it has no record (read by
+    # read_run for the report; None for a run without grid manifests).
+    grid: GridStatus | None = None
 
     @property
     def run_id(self) -> str:
@@ -139,7 +144,8 @@ def read_run(run_dir: Path) -> Run:
     if not run.records:
         why = f"; {len(run.problems)} unreadable, first: {run.problems[0]}" if run.problems else ""
         raise RunError(f"run {run_dir} has no readable case records{why}")
-    return run
+    grid = grid_status(run_dir, (str(r["case_id"]) for r in run.records))
+    return Run(run.run_dir, run.records, run.problems + (grid.problems if grid else ()), grid)
 
 
 def _run_dirs(results_dir: Path) -> list[Path]:
