@@ -146,7 +146,7 @@ def load_tolerances(path: Path) -> Tolerances:
 EXACT = ("training.trainable_params", "training.adapter_bytes")
 # Peak memory moves with what the allocator kept from earlier cases: relative, with a floor.
 MEMORY = "training.peak_memory_bytes"
-MEMORY_FLOOR_PERCENT = 10.0
+MEMORY_FLOOR_PERCENT = 20.0
 # Metrics of an untrained case reproduce exactly in fp32; this absorbs last-digit noise only
 # (BERTScore moves by about 1e-9 between processes), relative to the metric's size (a perplexity
 # of 30 carries float32 summation noise of about 1e-6 when the thread count changes).
