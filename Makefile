@@ -40,9 +40,9 @@ browser:
 		&& apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium not installed: the report's browser check will be skipped"
 
-# CI gate: the smoke profile against a committed real smoke run (seed 0's records), each case
+# CI gate: the smoke profile against a committed real smoke run (pytest-benchmark JSON), each case
 # allowed the spread its metrics showed over training seeds 0, 1, 2 (README, Measured here).
-SMOKE_BASELINE ?= reports/baselines/smoke
+SMOKE_BASELINE ?= reports/baselines/smoke.json
 SMOKE_TOLERANCES ?= reports/baselines/smoke-tolerances.yaml
 
 test: setup
