@@ -72,6 +72,9 @@ class Tolerances(Mapping[str, Tolerance]):
     def __len__(self) -> int:
         return len(self.default)
 
+    def __bool__(self) -> bool:  # a file of per-case tables only is not "no tolerances"
+        return bool(self.default) or any(self.cases.values())
+
 
 def _quantity_label(name: str, where: str) -> str:
     try:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.manifest import Shard, parse_shard
 from peftcore.spec import DEFAULT_PROFILE
+
+if TYPE_CHECKING:
+    from peftcore.gates.tolerances import Tolerances
 
 _RUN_ID = pytest.StashKey[str]()
 
@@ -205,15 +208,16 @@ def seeds(config: pytest.Config) -> list[int] | None:
     return found
 
 
-def tolerances(config: pytest.Config) -> dict[str, Any] | None:
-    """``--metric-compare-fail``, read; a malformed value is a usage error."""
+def tolerances(config: pytest.Config) -> Tolerances | None:
+    """``--metric-compare-fail``, read (its per-case tables too); a malformed value is a usage
+    error."""
     text = config.getoption("--metric-compare-fail")
     if not text:
         return None
     from peftcore.gates.tolerances import parse_tolerances
 
     try:
-        return dict(parse_tolerances(text))
+        return parse_tolerances(text)  # a Tolerances, never dict(): that keeps only its default
     except PeftcoreError as err:
         message = str(err)
         if not message.startswith("--metric-compare-fail"):
