@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_llama import tiny_base
 
 from peftcore.deploy.variants import GGUF_TYPES, NOT_MERGEABLE_TUNERS, parse_variant
 from peftcore.errors import SpecError
-from peftcore.models.load import load_tokenizer
 from peftcore.results.variants import variant_rows, with_variants
 from peftcore.spec import SpecStore, TrainingBudget, expand
 
@@ -133,22 +133,10 @@ def store() -> SpecStore:
 def tiny(store: SpecStore) -> tuple[Any, Any]:
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(1)
-    tokenizer = load_tokenizer(store.get("models", "smollm2-135m"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval(), tokenizer
+    base = tiny_base(store.get("models", "smollm2-135m"))
+    return base.model, base.tokenizer
 
 
 def _ids(tokenizer: Any) -> Any:

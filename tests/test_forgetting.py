@@ -15,13 +15,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tiny_llama import tiny_base
 
-from peftcore.models.load import LoadedBase, load_tokenizer
+from peftcore.models.load import LoadedBase
 from peftcore.pipeline import off_task
 from peftcore.pipeline.off_task import general_text_figures, load_off_task_data, score_off_task
 from peftcore.results.record import Record
 from peftcore.score.general_text import mean_token_loss, truncated_requests
-from peftcore.spec import BaseOptions, Case, SpecStore, expand
+from peftcore.spec import Case, SpecStore, expand
 from peftcore.train.prompting import PromptFormat
 
 torch = pytest.importorskip("torch")
@@ -109,24 +110,8 @@ def store() -> SpecStore:
 
 @pytest.fixture(scope="module")
 def tiny(store: SpecStore) -> LoadedBase:
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, as a loaded base variant."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    spec = store.get("models", "smollm2-135m")
-    tokenizer = load_tokenizer(spec)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return LoadedBase(spec, BaseOptions(), model, tokenizer, 0.0, 0, "tiny-llama", "cpu")
+    """The tiny Llama (tests/tiny_llama.py) as a loaded base variant."""
+    return tiny_base(store.get("models", "smollm2-135m"))
 
 
 @pytest.fixture

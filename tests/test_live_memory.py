@@ -14,6 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tiny_llama import tiny_config  # noqa: E402
+
 from peftcore.errors import DivergenceError  # noqa: E402
 from peftcore.spec import SpecStore  # noqa: E402
 
@@ -22,21 +24,12 @@ SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
     from peftcore.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(SPECS.get("models", "smollm2-135m"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
+    config = tiny_config(tokenizer)
     torch.manual_seed(0)
     return tokenizer, lambda: AutoModelForCausalLM.from_config(config)
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_llama import tiny_base
 
 from peftcore.errors import SpecError
-from peftcore.models.load import LoadedBase, load_tokenizer
+from peftcore.models.load import LoadedBase
 from peftcore.pipeline.execute import CaseContext, run_case
 from peftcore.pipeline.identity import Identity
-from peftcore.spec import BaseOptions, SpecStore, expand
+from peftcore.spec import SpecStore, expand
 
 torch = pytest.importorskip("torch")
 
@@ -42,25 +43,9 @@ eval: {{batch_size: 4}}
 
 @pytest.fixture(scope="module")
 def tiny() -> LoadedBase:
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, as a loaded base variant."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    spec = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs").get(
-        "models", "smollm2-135m"
-    )
-    tokenizer = load_tokenizer(spec)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    return LoadedBase(spec, BaseOptions(), LlamaForCausalLM(config).eval(), tokenizer, 0.0, 0, "tiny", "cpu")
+    """The tiny Llama (tests/tiny_llama.py) as a loaded base variant."""
+    specs = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
+    return tiny_base(specs.get("models", "smollm2-135m"))
 
 
 def _run(tracker: str, specs: Path, tiny: LoadedBase, tmp_path: Path) -> dict[str, Any]:
