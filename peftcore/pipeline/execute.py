@@ -146,31 +146,9 @@ def record_early_failure(case: Case, ctx: CaseContext, stage: str, error: Except
     """The record of a case that failed before it could run (its data or model could not be
     had): status ``failed``, the one-line reason naming the stage, no figures. Written like any."""
     reason = str(error) if isinstance(error, PeftcoreError) else one_line(error)
-    record: Record = {
-        "format": RECORD_FORMAT,
-        "run_id": ctx.run_id,
-        "case_id": case.case_id,
-        "profile": case.profile,
-        "method": case.method.name,
-        "model": case.model.name,
-        "task": case.task.name,
-        "seed": case.training.seed,
-        "status": "failed",
-        "reason": f"{stage}: {reason}",
-        "spec": case.resolved(),
-        "training": None,
-        "metrics": {},
-        "inference": None,
-        "provenance": {
-            "versions": package_versions(),
-            **git_state(ctx.repo_root),  # type: ignore[typeddict-item]
-            "host": platform.node(),
-            "started_at": now(),
-            "finished_at": now(),
-        },
-        "adapter_dir": None,
-        "reused_training_from": None,
-    }
+    record = _blank_record(case, ctx, {})
+    record["reason"] = f"{stage}: {reason}"
+    record["provenance"]["finished_at"] = now()
     with contextlib.suppress(OSError):
         write_record(ctx.run_dir, record)
     ctx.keep(record)
@@ -213,13 +191,14 @@ class _CaseState:
     trackers: Any = None  # the case's open tracker runs (training.report_to), until closed
 
 
-def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> Record:
+def _blank_record(case: Case, ctx: CaseContext, provenance: dict[str, Any]) -> Record:
+    """A case's record before anything is known of how it went: its identity and resolved spec,
+    status ``failed`` until the case says otherwise, no figures; ``provenance`` adds to the
+    versions, git state and host."""
     return {
         "format": RECORD_FORMAT,
         "run_id": ctx.run_id,
         "case_id": case.case_id,
-        "case_hash": ctx.identity.case_hash,
-        "training_hash": ctx.identity.training_hash,
         "profile": case.profile,
         "method": case.method.name,
         "model": case.model.name,
@@ -228,18 +207,13 @@ def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) 
         "status": "failed",
         "reason": None,
         "spec": case.resolved(),
-        "base_model": cast(Any, base.describe()),
         "training": None,
         "metrics": {},
         "inference": None,
         "provenance": {
             "versions": package_versions(),
-            "device": device_info(ctx.device),
-            "model_sha256": base.sha256,
-            "data_sha256": data.data_sha256,
-            "split_sha256": data.split_sha256,
-            "split_sizes": {"train": len(data.train), "held_out": len(data.held_out), "seen": len(data.seen)},
-            **git_state(ctx.repo_root),  # type: ignore[typeddict-item]
+            **provenance,  # type: ignore[typeddict-item]
+            **git_state(ctx.repo_root),
             "host": platform.node(),
             "started_at": now(),
             "finished_at": None,
@@ -247,6 +221,24 @@ def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) 
         "adapter_dir": None,
         "reused_training_from": None,
     }
+
+
+def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> Record:
+    record = _blank_record(
+        case,
+        ctx,
+        {
+            "device": device_info(ctx.device),
+            "model_sha256": base.sha256,
+            "data_sha256": data.data_sha256,
+            "split_sha256": data.split_sha256,
+            "split_sizes": {"train": len(data.train), "held_out": len(data.held_out), "seen": len(data.seen)},
+        },
+    )
+    record["case_hash"] = ctx.identity.case_hash
+    record["training_hash"] = ctx.identity.training_hash
+    record["base_model"] = cast(Any, base.describe())
+    return record
 
 
 def _train_and_score(
