@@ -266,6 +266,13 @@ def _train_and_score(
             lm=case.task.type == "language_modeling",
             data_key=f"{data.data_sha256}:{data.split_sha256}",
         )
+    peak_flops = None
+    if trains_now:  # measured before the memory window: its matrices are not the case's
+        from peftcore.device import resolve_precision
+        from peftcore.train.flops import peak_matmul_flops
+
+        state.stage = "measuring the device's matmul peak"
+        peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
     with state.memory:
         from transformers import set_seed
 
@@ -303,6 +310,7 @@ def _train_and_score(
                         case_id=case.case_id,
                         outcome=state.outcome,
                         trackers=state.trackers,
+                        peak_flops=peak_flops,
                     )
 
                 outcome = ctx.timer("training", fit)
@@ -318,6 +326,8 @@ def _train_and_score(
                     "train_tokens": outcome.train_tokens,
                     "padded_tokens": outcome.padded_tokens,
                     "padding_fraction": round(outcome.padding_fraction, 4),
+                    "labeled_tokens": outcome.labeled_tokens,
+                    "lm_head_positions": outcome.lm_head_positions,
                     "tokens_per_second": round(outcome.tokens_per_second, 2),
                     "precision": outcome.precision,
                     "final_loss": outcome.final_loss,

@@ -66,6 +66,7 @@ def table_columns(rows: Sequence[Row]) -> list[Column]:
     columns = [
         _column("Peak train memory", Quantity("training", "peak_memory_bytes"), fmt_bytes),
         _column("Train time", Quantity("training", "train_seconds"), fmt_seconds),
+        _column("MFU", Quantity("training", "mfu"), lambda stat: fmt_percent(100 * stat.mean)),
         _column("Adapter size", Quantity("training", "adapter_bytes"), fmt_bytes),
         Column("Trainable params", Quantity("training", "trainable_params"), _params_cell),
     ]

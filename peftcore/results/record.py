@@ -62,6 +62,20 @@ class TrainingFigures(TypedDict, total=False):
     padded_tokens: int  # all positions of the batches, padding included
     padding_fraction: float
     tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second
+    labeled_tokens: int  # tokens the loss is on
+    # Speed levers as they applied (training.lm_head, training.fast_dropout): labeled | all, the
+    # reason a labeled-only head was not possible, dropout modules swapped for FastDropout.
+    lm_head: str
+    lm_head_reason: str
+    lm_head_positions: int  # positions the LM head computed
+    fast_dropout_modules: int
+    # Model FLOPs utilization (peftcore/train/flops.py): the loss's FLOPs over the run, per
+    # second, and as a fraction of the device's matmul peak measured in the same process.
+    model_flops: int
+    flops_per_second: int
+    peak_flops_per_second: int
+    mfu: float
+    mfu_unavailable: str  # why not (a config the FLOP count does not know)
     precision: str  # bf16 | fp16 | fp32 (autocast) as resolved on the device
     final_loss: Annotated[float | None, Figure("loss", LOWER)]
     loss_curve: list[list[float]]  # [[step, loss], ...], every logged step

@@ -53,6 +53,13 @@ class TrainingBudget:
     # figure that shows what a method allocates, where the resident peak shows the allocator).
     # Off by default: those steps run 5-27x slower (README, "What the figures mean").
     live_memory_steps: int = at_least(0, 0)
+    # Speed levers (README, "Where the training time goes"); neither changes what is computed.
+    # labeled: the LM head and loss only at positions whose next token is labeled (answer-only
+    # loss skips the prompt's 49k-way logits); all: at every position, as the model does alone.
+    lm_head: Literal["labeled", "all"] = "labeled"
+    # On a CPU, dropout masks from 31-bit integers instead of torch's slower bernoulli_
+    # (peftcore/train/fast_dropout.py); same distribution, another random stream.
+    fast_dropout: bool = True
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ class TrainOutcome:
     train_seconds: float = 0.0
     train_tokens: int = 0  # real tokens (no padding) the model trained on
     padded_tokens: int = 0  # all positions in the batches, padding included
+    lm_head_positions: int = 0  # positions the LM head computed (training.lm_head)
+    labeled_tokens: int = 0  # tokens the loss is on
+    squared_lengths: int = 0  # sum over sequences of their real length squared
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,18 +75,58 @@ class _CountingCollator:
     """Pads a batch with the library collator and counts the positions it produced.
 
     The ``length`` column is only for the length-grouped sampler; it is dropped here.
+
+    With ``labeled_only``, the batch also tells the model to compute its LM head only where a
+    label is set (``training.lm_head: labeled``): ``logits_to_keep`` holds the positions whose
+    next token is labeled in any row, and ``shift_labels`` the targets there. transformers'
+    causal LMs take both (``logits_to_keep`` as an index tensor; the loss reads ``shift_labels``
+    instead of shifting ``labels``), and the Trainer counts the loss's tokens from
+    ``shift_labels``, so the loss is the same sum over the same tokens, without the logits of
+    prompt positions: with answer-only loss most of a 49k-vocabulary projection, its float
+    upcast and its softmax.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, *, labeled_only: bool = False) -> None:
         from transformers import DataCollatorForSeq2Seq
 
         self.inner = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        self.positions = 0
+        self.labeled_only = labeled_only
+        self.positions = 0  # every position of every batch, padding included
+        self.lm_head_positions = 0  # positions the LM head computed
+        self.labeled_tokens = 0  # tokens with a loss (the Trainer's own count, shifted labels)
+        self.squared_lengths = 0  # sum of each sequence's real length squared (attention FLOPs)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner([{k: v for k, v in row.items() if k != "length"} for row in rows])
         self.positions += int(batch["input_ids"].numel())
+        self.squared_lengths += int((batch["attention_mask"].sum(dim=1) ** 2).sum())
+        targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+        self.labeled_tokens += int((targets != -100).sum())
+        if not self.labeled_only:
+            self.lm_head_positions += int(batch["input_ids"].numel())
+            return batch
+        keep = (targets != -100).any(dim=0).nonzero().squeeze(1)
+        batch["logits_to_keep"] = keep
+        batch["shift_labels"] = targets[:, keep].contiguous()
+        self.lm_head_positions += int(keep.numel()) * int(batch["input_ids"].shape[0])
         return batch
+
+
+def lm_head_on_labeled_positions(model: Any) -> str | None:
+    """Why ``model`` must compute its LM head everywhere (None when it can skip unlabeled positions).
+
+    Prompt-learning tuners put virtual tokens before the input, which moves every position;
+    a model whose forward has no ``logits_to_keep`` cannot be told which positions to keep.
+    """
+    import inspect
+
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return f"{config.peft_type.value.lower()} adds virtual tokens before the input"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return f"{type(base).__name__}.forward takes no logits_to_keep"
+    return None
 
 
 def _callbacks(outcome: TrainOutcome, method: MethodSpec, case_id: str, max_steps: int) -> list[Any]:
@@ -157,6 +200,37 @@ def _callbacks(outcome: TrainOutcome, method: MethodSpec, case_id: str, max_step
     return callbacks
 
 
+def _utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flops: float) -> None:
+    """Model FLOPs, achieved FLOP/s and MFU into ``outcome.extra`` (module peftcore.train.flops)."""
+    from peftcore.train import flops
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        shape = flops.Shape.of(base.config)
+    except AttributeError as err:  # a config without the fields of a gated-MLP decoder
+        outcome.extra["mfu_unavailable"] = f"{type(base.config).__name__}: {err}"
+        return
+    full = method.tuner == "full"
+    adapter = 0 if full else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = flops.training_flops(
+        shape,
+        tokens=outcome.train_tokens,
+        labeled_tokens=outcome.labeled_tokens,
+        squared_lengths=outcome.squared_lengths,
+        adapter_params=adapter,
+        full=full,
+    )
+    achieved = total / outcome.train_seconds if outcome.train_seconds > 0 else 0.0
+    outcome.extra.update(
+        {
+            "model_flops": total,
+            "flops_per_second": round(achieved),
+            "peak_flops_per_second": round(peak_flops),
+            "mfu": round(achieved / peak_flops, 4),
+        }
+    )
+
+
 def train(
     model: Any,
     tokenizer: Any,
@@ -169,6 +243,7 @@ def train(
     case_id: str = "case",
     outcome: TrainOutcome | None = None,
     trackers: Trackers | None = None,
+    peak_flops: float | None = None,
 ) -> TrainOutcome:
     """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
 
@@ -176,15 +251,23 @@ def train(
     ``prompting.tokenized_train_set``). Raises DivergenceError on a NaN/inf loss. ``outcome``,
     when given, is filled as training goes, so a caller still has the curve of a case that
     diverged or was interrupted. ``trackers`` (the case's open tracker runs) adds their
-    integration callbacks: the loss curve goes to each tracker as it is logged.
+    integration callbacks: the loss curve goes to each tracker as it is logged. ``peak_flops``
+    (the device's measured matmul peak, :func:`peftcore.train.flops.peak_matmul_flops`) adds
+    the run's model FLOPs and MFU to ``outcome.extra``.
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from peftcore.train import fast_dropout
 
     precision = resolve_precision(budget.precision, device)
     outcome = outcome if outcome is not None else TrainOutcome()
     outcome.precision = precision
     tokenizer.padding_side = "right"
-    collator = _CountingCollator(tokenizer)
+    full_head = "training.lm_head: all" if budget.lm_head == "all" else lm_head_on_labeled_positions(model)
+    collator = _CountingCollator(tokenizer, labeled_only=full_head is None)
+    outcome.extra["lm_head"] = "labeled" if full_head is None else "all"
+    if full_head is not None and budget.lm_head == "labeled":
+        outcome.extra["lm_head_reason"] = full_head
     args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=budget.max_steps,
@@ -236,7 +319,9 @@ def train(
     trainer.remove_callback(PrinterCallback)  # it prints every log dict: floods captured output
     start = time.perf_counter()
     try:
-        trainer.train()
+        with fast_dropout.installed(model, device if budget.fast_dropout else "off") as swapped:
+            outcome.extra["fast_dropout_modules"] = swapped
+            trainer.train()
     finally:
         # accelerate wraps the model's forward in its mixed-precision autocast for training and
         # leaves the wrapper on: scoring would then run in the training precision (bf16), not in
@@ -248,6 +333,11 @@ def train(
         outcome.steps = int(trainer.state.global_step)
         outcome.train_tokens = int(trainer.state.num_input_tokens_seen)
         outcome.padded_tokens = collator.positions
+        outcome.lm_head_positions = collator.lm_head_positions
+        outcome.labeled_tokens = collator.labeled_tokens
+        outcome.squared_lengths = collator.squared_lengths
+    if peak_flops:
+        _utilization(model, method, outcome, peak_flops)
     if method.tuner == "adalora":
         config = model.peft_config[model.active_adapter]
         pattern = config.rank_pattern or {}
