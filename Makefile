@@ -53,6 +53,12 @@ test: setup
 bench: setup
 	$(PY) -m pytest benchmarks
 
+# Benchmarks of minutes to an hour (pytest-benchmark; never timed assertions): training throughput
+# against TRL, scoring precision, generation batching, planner against measured, collection speed.
+PERF ?= tests/perf
+perf: setup
+	$(PY) -m pytest $(PERF) --benchmark-only -s
+
 # Gemma 3 270M for the model axis (238 MB; accept the Gemma Terms of Use first):
 #   make gemma && .venv/bin/pytest benchmarks --profile families
 gemma: setup
