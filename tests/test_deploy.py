@@ -57,6 +57,11 @@ def _profile(specs: Path, variants: str, compare: str = "[]") -> Path:
          "compare[0].case", "prompt_tuning cannot merge"),
         ("[merged]", "[{metric: accuracy, case: lora@nf4, baseline: lora, max_drop: 0.1}]",
          "compare[0].case", "variant 'nf4' is not in deploy.variants"),
+        ("[merged], methods: [dora]", "[]", "deploy.methods[0]", "'dora' is not in the profile's grid"),
+        ("[merged], tasks: [sst2, arc]", "[]", "deploy.tasks[1]", "'arc' is not in the profile's grid"),
+        ("[merged], methods: [prompt_tuning]",
+         "[{metric: accuracy, case: lora@merged, baseline: lora, max_drop: 0.1}]",
+         "compare[0].case", "deploy.methods (prompt_tuning) does not give lora variants"),
     ],
 )  # fmt: skip
 def test_bad_deploy_specs_fail_at_load_in_one_line(
@@ -85,6 +90,14 @@ def test_deploy_settings_reach_every_case_and_leave_the_case_hash_alone(specs: P
     data: Any = type("D", (), {"data_sha256": "d", "split_sha256": "s", "train": []})()
     hashes = [identify(c, "m", data, {}).case_hash for c in (cases[0], fewer[0])]
     assert hashes[0] == hashes[1]  # a variant more does not rerun the case
+
+
+def test_deploy_methods_and_tasks_pick_the_cases_that_get_variants(specs: Path) -> None:
+    _profile(specs, "[merged, nf4], methods: [lora], tasks: [sst2]")
+    cases = {c.method.name: c for c in expand(SpecStore(specs), "dep")}
+    assert cases["lora"].deploy.variants == ("merged", "nf4")
+    assert cases["lora"].deploy.methods == ()  # the case keeps the variants, not the filter
+    assert cases["prompt_tuning"].deploy.variants == ()
 
 
 def test_not_mergeable_tuners_are_peft_prompt_learning_types() -> None:

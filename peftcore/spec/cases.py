@@ -168,7 +168,12 @@ def expand(
                     sizes_from="command line" if data_overrides else str(profile.file),
                     general_text=general_text,
                     also_score=tuple(t for t in also_score if t.name != task),
-                    deploy=profile.deploy,
+                    # The case keeps the variants, not the profile's choice of cases.
+                    deploy=(
+                        dataclasses.replace(profile.deploy, methods=(), tasks=())
+                        if profile.deploy.applies(method, task)
+                        else DeploySettings()
+                    ),
                 )
             )
     cases.sort(key=_order)
@@ -240,6 +245,13 @@ def _deployed_cells(
                     f"{name!r}: {methods[method].tuner} cannot merge (virtual tokens), so {method} has "
                     "no deployment variants; name a mergeable method",
                 )
+            chosen = profile.deploy.methods
+            if variant is not None and chosen and method not in chosen:
+                raise SpecError(
+                    profile.file,
+                    f"compare[{rule.index}].{key}",
+                    f"{name!r}: deploy.methods ({', '.join(chosen)}) does not give {method} variants",
+                )
             if variant is not None and variant not in variants:
                 raise SpecError(
                     profile.file,
@@ -247,10 +259,18 @@ def _deployed_cells(
                     f"{name!r}: variant {variant!r} is not in deploy.variants; "
                     + suggest(variant, variants or ["(none listed)"]),
                 )
+    for key, names, known in (
+        ("deploy.methods", profile.deploy.methods, {method for _, method, _ in cells}),
+        ("deploy.tasks", profile.deploy.tasks, {task for _, _, task in cells}),
+    ):
+        for index, name in enumerate(names):
+            if name not in known:
+                hint = suggest(name, known)
+                raise SpecError(profile.file, f"{key}[{index}]", f"{name!r} is not in the profile's grid; {hint}")
     return [
         (model, variant_method(method, variant), task)
         for model, method, task in cells
-        if mergeable(methods[method].tuner)
+        if mergeable(methods[method].tuner) and profile.deploy.applies(method, task)
         for variant in variants
     ]
 

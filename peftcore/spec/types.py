@@ -117,6 +117,18 @@ class DeploySettings:
     prompts: int = at_least(1, 8)
     threads: int = at_least(1, 2)
     keep_files: bool = False  # keep the merged folder and GGUF files under the run folder
+    # Which trained cases get the variants: every one, unless these name methods and/or tasks
+    # of the profile (e.g. methods: [dora], tasks: [sst2]: one case's variants, for CI).
+    methods: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+
+    def applies(self, method: str, task: str) -> bool:
+        """Whether the case of ``method`` on ``task`` gets the variants."""
+        return (
+            bool(self.variants)
+            and (not self.methods or method in self.methods)
+            and (not self.tasks or task in self.tasks)
+        )
 
 
 # --------------------------------------------------------------------------- models
