@@ -265,8 +265,8 @@ def _deployed_cells(
     ):
         for index, name in enumerate(names):
             if name not in known:
-                hint = suggest(name, known)
-                raise SpecError(profile.file, f"{key}[{index}]", f"{name!r} is not in the profile's grid; {hint}")
+                expected = f"{name!r} is not in the profile's grid; {suggest(name, known)}"
+                raise SpecError(profile.file, f"{key}[{index}]", expected)
     return [
         (model, variant_method(method, variant), task)
         for model, method, task in cells
