@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +110,6 @@ class Launched:
     total_params: int
     launch_seconds: float  # the whole torchrun run: start-up, loading, training, saving
     trained: Path
-    ranks: list[dict[str, Any]] = field(default_factory=list)  # each rank's own figures
 
     def trained_model(self, base: LoadedBase, method: Any) -> Any:
         """The trained weights on a fresh copy of ``base`` (a peft adapter), or the fully
@@ -193,12 +192,12 @@ def train_across_processes(
             start_new_session=True,  # its own process group: killed as one on a stall
         )
         try:
-            code = _watch(proc, files, budget.stall_timeout_seconds, outcome)
+            code = _watch(proc, files, budget.stall_timeout_seconds)
         finally:
             if proc.poll() is None:  # a stall, Ctrl-C, or an error here: no process outlives the case
                 _kill(proc, files, processes)
+            _read_progress(files, outcome)  # rank 0's curve so far, whatever happened
     launch_seconds = time.perf_counter() - start
-    _read_progress(files, outcome)
     if code != 0 or not files.outcome.is_file():
         raise _failure(files, processes, code)
     return _launched(files, processes, launch_seconds)
@@ -224,7 +223,7 @@ def _stall_limit(stall_timeout_seconds: int) -> float:
     return stall_timeout_seconds + min(stall_timeout_seconds, 60)
 
 
-def _watch(proc: subprocess.Popen[bytes], files: Scratch, stall_timeout_seconds: int, outcome: Any) -> int:
+def _watch(proc: subprocess.Popen[bytes], files: Scratch, stall_timeout_seconds: int) -> int:
     """Wait for torchrun; raise RankFailed after a stall (the caller kills the processes)."""
     started = time.time()
     limit = _stall_limit(stall_timeout_seconds)
@@ -238,7 +237,10 @@ def _watch(proc: subprocess.Popen[bytes], files: Scratch, stall_timeout_seconds:
         except OSError:
             last = started
         if time.time() - last > limit:
-            stage = _read_progress(files, outcome).get("stage", "starting")
+            try:
+                stage = json.loads(files.progress.read_text()).get("stage", "starting")
+            except (OSError, ValueError):
+                stage = "starting"
             raise RankFailed(
                 f"no progress for {time.time() - last:.0f} s (while {stage}; "
                 f"training.stall_timeout_seconds {stall_timeout_seconds}); every process was stopped"
@@ -332,5 +334,4 @@ def _launched(files: Scratch, processes: int, launch_seconds: float) -> Launched
         total_params=data["total_params"],
         launch_seconds=launch_seconds,
         trained=files.trained,
-        ranks=ranks,
     )
