@@ -37,11 +37,12 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 ASSETS = Path(__file__).resolve().parent / "fault_assets"
-STEPS = 4
-# The same 16 examples, 4 per optimizer step, in both runs. What differs is only the arithmetic:
-# each rank pads its half of a batch to its own longest sequence, the two halves' gradients are
-# summed by gloo, and the logged loss is the mean of the ranks' scaled losses.
-LOSS_TOLERANCE = 1e-4  # measured: 1.9e-6 at most, on losses of 10.8 to 9.96
+STEPS = 8
+# The same 16 examples, 4 per optimizer step, twice over (the length-grouped order of the second
+# epoch too), in both runs. What differs is only the arithmetic: each rank pads its half of a
+# batch to its own longest sequence, gloo sums the two halves' gradients, and the logged loss is
+# the mean of the ranks' scaled losses.
+LOSS_TOLERANCE = 1e-4  # measured: 9.5e-7 at most, on losses of 10.83 down to 9.87
 ADAPTER_TOLERANCE = 1e-3  # relative to each saved tensor's norm
 PROFILE = """\
 description: tests/test_distributed.py
@@ -57,7 +58,7 @@ training:
   processes: {processes}
   max_length: 48
   precision: fp32
-  learning_rate: 0.01
+  learning_rate: 0.002
   lr_scheduler: constant
   warmup_ratio: 0.0
   stall_timeout_seconds: {stall}
@@ -137,7 +138,7 @@ def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> Non
     print(f"\nloss, one process:   {losses_one}\nloss, two processes: {losses_two}")
     print(f"max |difference| {max(differences):.3g}")
     assert max(differences) <= LOSS_TOLERANCE, differences
-    # Training did something: a learning rate of 0.01 on the same 16 examples moves the loss.
+    # Training did something: the loss moved far more than the runs differ.
     assert abs(losses_one[-1] - losses_one[0]) > 100 * LOSS_TOLERANCE
     # The adapters the two runs saved (and scored) agree as closely.
     from safetensors.torch import load_file
@@ -150,12 +151,12 @@ def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> Non
     lora_b = [key for key in adapters[0] if "lora_B" in key]
     assert lora_b and any(bool(adapters[1][key].abs().max() > 0) for key in lora_b)  # trained: B left 0
     # Adam's first steps move every weight by about the learning rate whatever its gradient's
-    # size, so a weight whose gradient is near 0 can move apart on rounding alone (measured: one
-    # of 2048 by 3.5e-4): each tensor is compared as a whole, relative to its norm (measured:
-    # at most 1.0e-4).
-    for key, tensor in adapters[0].items():
-        relative = float((adapters[1][key] - tensor).norm() / tensor.norm())
-        assert relative <= ADAPTER_TOLERANCE, (key, relative)
+    # size, so a weight whose gradient is near 0 can move apart on rounding alone (at a learning
+    # rate of 0.01, one of 2048 did, by 3.5e-4): each tensor is compared as a whole, relative to
+    # its norm (measured: 8.3e-6 at most).
+    relative = {key: float((adapters[1][key] - t).norm() / t.norm()) for key, t in adapters[0].items()}
+    print(f"adapters: largest difference relative to the tensor's norm {max(relative.values()):.3g}")
+    assert max(relative.values()) <= ADAPTER_TOLERANCE, relative
 
 
 def test_the_record_counts_every_rank(runs: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
 from peftcore.device import device_info, scoring_precision
@@ -38,6 +38,9 @@ from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures
 from peftcore.results.store import Earlier, adapter_path, write_record
 from peftcore.spec.cases import Case
 from peftcore.storage import atomic_folder
+
+if TYPE_CHECKING:
+    from peftcore.train.launch import Launched
 
 T = TypeVar("T")
 # Runs ``fn`` once and returns its result; ``what`` is "training" or "scoring". The pytest plugin
@@ -269,14 +272,15 @@ def _train_and_score(
             data_key=f"{data.data_sha256}:{data.split_sha256}",
         )
     peak_flops = None
-    if trains_now and not across_processes:  # before the memory window: its matrices are not the
-        # case's (the ranks of a multi-process case measure their own)
+    # Measured before the memory window: its matrices are not the case's. (The ranks of a case
+    # trained over several processes measure their own.)
+    if trains_now and not across_processes:
         from peftcore.device import resolve_precision
         from peftcore.train.flops import peak_matmul_flops
 
         state.stage = "measuring the device's matmul peak"
         peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
-    launched = None
+    launched: Launched | None = None
     with state.memory:
         from transformers import set_seed
 
@@ -402,7 +406,7 @@ def _train_and_score(
 
 def _train_across_processes(
     case: Case, train_set: Any, ctx: CaseContext, state: _CaseState, scratch: Path
-) -> Any:
+) -> Launched:
     """Train the case over ``training.processes`` processes (peftcore.train.launch), timed as
     its training; the trained weights are in ``scratch`` until it is removed."""
     import peftcore.train.trainer as train
@@ -411,7 +415,7 @@ def _train_across_processes(
     state.stage = "training"
     state.outcome = train.TrainOutcome()  # rank 0's loss curve as it goes, for a case that stops
 
-    def fit() -> Any:
+    def fit() -> Launched:
         return train_across_processes(
             case, train_set, device=ctx.device, scratch=scratch, outcome=state.outcome
         )
@@ -419,7 +423,7 @@ def _train_across_processes(
     return ctx.timer("training", fit)
 
 
-def _across_processes_figures(launched: Any) -> TrainingFigures:
+def _across_processes_figures(launched: Launched) -> TrainingFigures:
     """The figures only a multi-process case has; its peak memory is the largest rank's."""
     peaks = launched.peak_memory_bytes_per_rank
     reserved = [r for r in launched.peak_reserved_bytes_per_rank if r is not None]

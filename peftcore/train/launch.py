@@ -5,7 +5,8 @@ case's resolved spec and its tokenized training set into a scratch folder and ru
 
     python -m torch.distributed.run --standalone --nproc_per_node P -m peftcore.train.distributed <scratch>
 
-``--standalone`` has torchrun pick a free port on localhost itself. Every rank
+(with ``--max_restarts=0``, and each rank's output in its own log file under the scratch
+folder). ``--standalone`` has torchrun pick a free port on localhost itself. Every rank
 (:mod:`peftcore.train.distributed`) loads the base, applies the method and calls the same
 :func:`peftcore.train.trainer.train`; the Trainer runs DDP by itself under torchrun. Rank 0 saves
 the trained weights and writes the outcome (every rank's counts and peak memory); this process
@@ -36,6 +37,7 @@ from peftcore.storage import atomic_write_json
 
 if TYPE_CHECKING:
     from peftcore.models.load import LoadedBase
+    from peftcore.spec import MethodSpec
     from peftcore.spec.cases import Case
     from peftcore.train.trainer import TrainOutcome
 
@@ -111,7 +113,7 @@ class Launched:
     launch_seconds: float  # the whole torchrun run: start-up, loading, training, saving
     trained: Path
 
-    def trained_model(self, base: LoadedBase, method: Any) -> Any:
+    def trained_model(self, base: LoadedBase, method: MethodSpec) -> Any:
         """The trained weights on a fresh copy of ``base`` (a peft adapter), or the fully
         fine-tuned model read back, on ``base``'s device."""
         from peftcore.train.methods import load_trained
@@ -120,7 +122,7 @@ class Launched:
             return load_trained(base.fresh(), self.trained, method)
         from transformers import AutoModelForCausalLM
 
-        from peftcore.models.load import torch_dtype
+        from peftcore.models.load import detach_from_file, torch_dtype
 
         model = AutoModelForCausalLM.from_pretrained(
             self.trained,
@@ -128,6 +130,7 @@ class Launched:
             device_map={"": base.device},
             use_safetensors=True,
         )
+        detach_from_file(model)  # the scratch folder goes once the model is loaded
         return model.eval()
 
 
@@ -137,10 +140,10 @@ def train_across_processes(
     """Train ``case`` over ``case.training.processes`` processes; return what they measured.
 
     ``train_set`` is the tokenized training set (``prompting.tokenized_train_set``); ``outcome``
-    is filled with rank 0's loss curve as it goes, so a case that fails or is interrupted keeps
-    it. Raises :class:`RankFailed` naming the first rank that failed and its error (an
-    allocation failure is kept as its cause, so the case is classified as out of memory), or
-    :class:`DivergenceError` when the ranks stopped at a NaN loss.
+    is given rank 0's loss curve and steps when the launch ends, however it ends, so a case that
+    fails or is interrupted keeps them. Raises :class:`RankFailed` naming the first rank that
+    failed and its error (an allocation failure is kept as its cause, so the case is classified
+    as out of memory), or :class:`DivergenceError` when the ranks stopped at a NaN loss.
     """
     budget = case.training
     processes = budget.processes
@@ -148,7 +151,7 @@ def train_across_processes(
         import torch
 
         if torch.cuda.device_count() < processes:
-            raise RankFailed(
+            raise PeftcoreError(
                 f"training.processes {processes} needs {processes} GPUs, one per process; "
                 f"{torch.cuda.device_count()} visible (CUDA_VISIBLE_DEVICES)"
             )
@@ -260,7 +263,11 @@ def _kill(proc: subprocess.Popen[bytes], files: Scratch, processes: int) -> None
         proc.wait()
     for rank in range(processes):
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(files.pid(rank).read_text()), signal.SIGKILL)
+            pid = int(files.pid(rank).read_text())
+            # Only a process that is still this launch's rank (its command line names the scratch
+            # folder): the id of one that ended may belong to another process by now.
+            if str(files.root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 def _read_progress(files: Scratch, outcome: Any) -> dict[str, Any]:
