@@ -177,6 +177,12 @@ def test_the_record_counts_every_rank(runs: dict[str, Any]) -> None:
     assert two["trainable_params"] == one["trainable_params"] > 0
     assert two["launch_seconds"] > two["train_seconds"] > 0
     assert runs["two"]["metrics"]["held_out"] and runs["two"]["spec"]["training"]["processes"] == 2
+    from peftcore.results.frame import records_frame
+
+    frame = records_frame([runs["one"], runs["two"]])  # the report's and load_results' table
+    processes = frame["training.processes"]
+    assert processes.isna().tolist() == [True, False] and processes[1] == 2
+    assert frame["training.launch_seconds"][1] == two["launch_seconds"]
     print(
         f"\none process: {runs['one_seconds']:.1f} s, {one['tokens_per_second']} tokens/s;"
         f" two processes: {runs['two_seconds']:.1f} s (launch {two['launch_seconds']} s),"
@@ -281,6 +287,25 @@ def test_ranks_that_all_stall_are_killed_by_the_launcher(
     assert [s for s, _ in executed.record["training"]["loss_curve"]] == [1]
     assert len(list(faults.glob("rank-*.pid"))) == 2 and _alive(faults) == []
     print(f"\nfailed in {seconds:.1f} s: {reason}")
+
+
+def test_processes_is_part_of_the_case_and_the_stall_timeout_is_not(shipped_specs: Path) -> None:
+    """A case trained over two processes is another case (its numbers differ in rounding); how
+    long a stalled one may wait changes nothing it measures, so it is not in the identity."""
+    from types import SimpleNamespace
+
+    from peftcore.pipeline.identity import identify
+
+    case = next(c for c in expand(SpecStore(shipped_specs), "smoke") if c.method.name == "lora")
+    data: Any = SimpleNamespace(data_sha256="d", split_sha256="s", train=())
+
+    def identity(**training: Any) -> Identity:
+        budget = dataclasses.replace(case.training, **training)
+        return identify(dataclasses.replace(case, training=budget), "m", data, {})
+
+    assert identity(stall_timeout_seconds=60) == identity()
+    assert identity(processes=2).case_hash != identity().case_hash
+    assert identity(processes=2).training_hash != identity().training_hash
 
 
 def test_a_rank_rebuilds_the_spec_it_is_sent(shipped_specs: Path) -> None:
