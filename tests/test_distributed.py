@@ -289,6 +289,38 @@ def test_ranks_that_all_stall_are_killed_by_the_launcher(
     print(f"\nfailed in {seconds:.1f} s: {reason}")
 
 
+def test_an_interrupted_case_stops_every_process_and_is_recorded_as_cancelled(
+    tmp_path: Path, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the ranks train (here: once rank 0 has logged step 1, and every rank sleeps):
+    the processes are stopped, the record says how far it got, and the interrupt goes on."""
+    import json
+
+    from peftcore.train import launch
+
+    def interrupted_watch(proc: Any, files: launch.Scratch, stall_timeout_seconds: int) -> int:
+        """Ctrl-C in the session while it waits for torchrun, once rank 0 has logged step 1."""
+        while proc.poll() is None:
+            try:
+                if json.loads(files.progress.read_text()).get("loss_curve"):
+                    raise KeyboardInterrupt
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError("torchrun ended before step 1 was logged")
+
+    monkeypatch.setattr(launch, "_watch", interrupted_watch)
+    with pytest.raises(KeyboardInterrupt):
+        _faulty(tmp_path, tiny_folder, monkeypatch, "hang-all")
+    [path] = (tmp_path / "runs" / "r1" / "cases").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "cancelled"
+    assert record["reason"] == f"interrupted during training at step 1 of {STEPS}"
+    assert [s for s, _ in record["training"]["loss_curve"]] == [1]
+    faults = tmp_path / "faults"
+    assert len(list(faults.glob("rank-*.pid"))) == 2 and _alive(faults) == []
+
+
 def test_processes_is_part_of_the_case_and_the_stall_timeout_is_not(shipped_specs: Path) -> None:
     """A case trained over two processes is another case (its numbers differ in rounding); how
     long a stalled one may wait changes nothing it measures, so it is not in the identity."""
