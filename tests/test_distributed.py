@@ -253,6 +253,10 @@ def test_a_rank_that_raises_fails_the_case_with_its_error(
     ), record["reason"]
     # Rank 0 logged step 1 before rank 1 raised; the record keeps it.
     assert [s for s, _ in record["training"]["loss_curve"]] == [1]
+    # The ranks' logs are kept in the run folder: rank 1's stderr ends with its traceback.
+    logs = tmp_path / "runs" / "r1" / "ranks" / record["case_id"]
+    assert "RuntimeError: injected failure in rank 1" in (logs / "rank-1.stderr.log").read_text()
+    assert {"torchrun.log", "error-1.json", "rank-0.stderr.log"} <= {p.name for p in logs.iterdir()}
     assert len(list(faults.glob("rank-*.pid"))) == 2 and _alive(faults) == []
     # The other rank was stopped by torchrun, not left to wait: no timeout was involved.
     assert seconds < 300, seconds

@@ -417,7 +417,12 @@ def _train_across_processes(
 
     def fit() -> Launched:
         return train_across_processes(
-            case, train_set, device=ctx.device, scratch=scratch, outcome=state.outcome
+            case,
+            train_set,
+            device=ctx.device,
+            scratch=scratch,
+            outcome=state.outcome,
+            logs_to=ctx.run_dir / "ranks" / case.case_id,  # kept when the launch does not finish
         )
 
     return ctx.timer("training", fit)

@@ -135,7 +135,13 @@ class Launched:
 
 
 def train_across_processes(
-    case: Case, train_set: Any, *, device: str, scratch: Path, outcome: TrainOutcome
+    case: Case,
+    train_set: Any,
+    *,
+    device: str,
+    scratch: Path,
+    outcome: TrainOutcome,
+    logs_to: Path | None = None,
 ) -> Launched:
     """Train ``case`` over ``case.training.processes`` processes; return what they measured.
 
@@ -144,6 +150,8 @@ def train_across_processes(
     fails or is interrupted keeps them. Raises :class:`RankFailed` naming the first rank that
     failed and its error (an allocation failure is kept as its cause, so the case is classified
     as out of memory), or :class:`DivergenceError` when the ranks stopped at a NaN loss.
+    A launch that does not finish leaves its logs in ``logs_to``: torchrun's output, each rank's
+    stdout and stderr (``rank-<k>.stderr.log``) and each failed rank's error (``error-<k>.json``).
     """
     budget = case.training
     processes = budget.processes
@@ -185,6 +193,7 @@ def train_across_processes(
         str(files.root),
     ]
     start = time.perf_counter()
+    code: int | None = None
     with open(files.root / "torchrun.log", "wb") as log:
         proc = subprocess.Popen(
             command,
@@ -200,10 +209,27 @@ def train_across_processes(
             if proc.poll() is None:  # a stall, Ctrl-C, or an error here: no process outlives the case
                 _kill(proc, files, processes)
             _read_progress(files, outcome)  # rank 0's curve so far, whatever happened
+            if (code != 0 or not files.outcome.is_file()) and logs_to is not None:
+                _keep_logs(files, logs_to)
     launch_seconds = time.perf_counter() - start
     if code != 0 or not files.outcome.is_file():
         raise _failure(files, processes, code)
     return _launched(files, processes, launch_seconds)
+
+
+def _keep_logs(files: Scratch, target: Path) -> None:
+    """Copy what the ranks and torchrun wrote into ``target`` (atomically; a failure to copy is
+    not the case's error, so it is ignored)."""
+    import shutil
+
+    from peftcore.storage import atomic_folder
+
+    with contextlib.suppress(OSError), atomic_folder(target) as tmp:
+        for path in [files.root / "torchrun.log", *files.root.glob("error-*.json")]:
+            if path.is_file():
+                shutil.copy2(path, tmp / path.name)
+        for path in files.logs.rglob("std*.log"):  # <run>/attempt_0/<local rank>/stderr.log
+            shutil.copy2(path, tmp / f"rank-{path.parent.name}.{path.name}")
 
 
 def _rank_environment(processes: int) -> dict[str, str]:
