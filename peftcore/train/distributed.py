@@ -24,11 +24,15 @@ import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftcore.errors import DivergenceError
 from peftcore.storage import atomic_write_json
 from peftcore.train.launch import Scratch
+
+if TYPE_CHECKING:
+    from peftcore.spec import MethodSpec
+    from peftcore.train.trainer import TrainOutcome
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -204,7 +208,7 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
         dist.destroy_process_group()
 
 
-def _over_ranks(outcome: Any, ranks: list[dict[str, Any]]) -> Any:
+def _over_ranks(outcome: TrainOutcome, ranks: list[dict[str, Any]]) -> TrainOutcome:
     """Rank 0's outcome made the run's: positions and labeled tokens summed over the ranks, the
     slowest rank's training time. The real-token count is already every rank's (the Trainer
     gathers ``num_input_tokens_seen``), and the loss it logs is the mean over the ranks."""
@@ -219,7 +223,7 @@ def _over_ranks(outcome: Any, ranks: list[dict[str, Any]]) -> Any:
     )
 
 
-def _utilization(model: Any, method: Any, outcome: Any, ranks: list[dict[str, Any]]) -> None:
+def _utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, ranks: list[dict[str, Any]]) -> None:
     """MFU over every rank: the run's FLOPs against the sum of the peaks the ranks measured at
     the same moment (on a shared CPU, each its share)."""
     from peftcore.train.trainer import utilization
