@@ -221,6 +221,43 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "data.train",
         "0 examples to train on, but lora train",
     ),
+    (
+        "processes: 0",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {processes: 0}\n",
+        "profiles/p.yaml",
+        "training.processes",
+        "expected at least 1, got 0",
+    ),
+    (
+        "processes: 2 on a method that does not train",
+        "methods/base.yaml",
+        "tuner: none",
+        "tuner: none\ntraining: {processes: 2}",
+        "methods/base.yaml",
+        "training.processes",
+        "2 processes, but tuner none does not train",
+    ),
+    (
+        "processes: 2 on an untrained variant",
+        "profiles/p.yaml",
+        None,
+        "methods: [base2]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "variants: {base2: {include: base, training: {processes: 2}}}\n",
+        "profiles/p.yaml",
+        "variants.base2.training.processes",
+        "2 processes, but tuner none does not train",
+    ),
+    (
+        "parallelism: fsdp",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {processes: 2, parallelism: fsdp}\n",
+        "profiles/p.yaml",
+        "training.parallelism",
+        "fsdp is not built yet",
+    ),
 ]
 
 
@@ -260,6 +297,23 @@ def test_a_spec_mistake_is_one_line_before_any_model_loads(
     if key is not None:
         assert f"key {key!r}" in message
     assert words in message
+
+
+def test_trackers_with_several_processes_are_not_built(specs: Path) -> None:
+    """report_to and processes > 1 may come from different files: refused where the budget is
+    resolved (the profile), in one line."""
+    pytest.importorskip("tensorboard")  # a tracker that is not installed is refused first
+    (specs / "methods" / "lora.yaml").write_text(
+        (specs / "methods" / "lora.yaml").read_text() + "training: {processes: 2}\n"
+    )
+    (specs / "profiles" / "p.yaml").write_text(ONE + "training: {report_to: [tensorboard]}\n")
+    with pytest.raises(SpecError) as raised:
+        expand(SpecStore(specs), "p")
+    assert str(raised.value) == (
+        f"{specs / 'profiles' / 'p.yaml'}: key 'training.report_to': tensorboard with training.processes 2 "
+        "is not built yet (the trackers log from the session's process, which does not train then); "
+        "drop one of the two"
+    )
 
 
 # --------------------------------------------------------------------------- data files

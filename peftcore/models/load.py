@@ -91,7 +91,7 @@ def _keep_4bit_weights_dequantizable(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _detach_from_file(model: Any) -> None:
+def detach_from_file(model: Any) -> None:
     """Copy memory-mapped weights into process memory.
 
     safetensors tensors are mapped from the checkpoint file; the first case to copy them would
@@ -145,7 +145,7 @@ def load_base(spec: ModelSpec, options: BaseOptions, device: str) -> LoadedBase:
                 "offline, point source.kind: local at a downloaded folder instead"
             ) from None
         raise
-    _detach_from_file(model)
+    detach_from_file(model)
     _keep_4bit_weights_dequantizable(model)
     model.eval()
     tokenizer = load_tokenizer(spec, where)

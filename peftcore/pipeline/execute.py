@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
 from peftcore.device import device_info, scoring_precision
@@ -38,6 +38,9 @@ from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures
 from peftcore.results.store import Earlier, adapter_path, write_record
 from peftcore.spec.cases import Case
 from peftcore.storage import atomic_folder
+
+if TYPE_CHECKING:
+    from peftcore.train.launch import Launched
 
 T = TypeVar("T")
 # Runs ``fn`` once and returns its result; ``what`` is "training" or "scoring". The pytest plugin
@@ -257,6 +260,8 @@ def _train_and_score(
         state.trackers = Trackers(budget.report_to, case.case_id, case.resolved(), ctx.run_dir)
     train_set = None
     trains_now = case.method.trains and ctx.reuse is None
+    # Trained over several processes under torchrun (peftcore.train.launch), not in this one.
+    across_processes = trains_now and budget.processes > 1
     if trains_now:
         state.stage = "tokenization"
         train_set = prompting.tokenized_train_set(
@@ -267,12 +272,15 @@ def _train_and_score(
             data_key=f"{data.data_sha256}:{data.split_sha256}",
         )
     peak_flops = None
-    if trains_now:  # measured before the memory window: its matrices are not the case's
+    # Measured before the memory window: its matrices are not the case's. (The ranks of a case
+    # trained over several processes measure their own.)
+    if trains_now and not across_processes:
         from peftcore.device import resolve_precision
         from peftcore.train.flops import peak_matmul_flops
 
         state.stage = "measuring the device's matmul peak"
         peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
+    launched: Launched | None = None
     with state.memory:
         from transformers import set_seed
 
@@ -281,9 +289,17 @@ def _train_and_score(
         if ctx.reuse is not None:
             state.model = methods.load_trained(base.fresh(), ctx.reuse.adapter(), case.method)
             record["reused_training_from"] = ctx.reuse.trained_in
+        elif across_processes:
+            with tempfile.TemporaryDirectory(prefix="peftcore-ranks-") as scratch:
+                launched = _train_across_processes(case, train_set, ctx, state, Path(scratch))
+                state.stage = "loading the trained weights"
+                state.model = launched.trained_model(base, case.method)
         else:
             state.model = methods.apply_method(base.fresh(), case.method, budget)
-        trainable, total = methods.parameter_counts(state.model)
+        if launched is not None:  # counted as trained (the adapter loaded for scoring is frozen)
+            trainable, total = launched.trainable_params, launched.total_params
+        else:
+            trainable, total = methods.parameter_counts(state.model)
         training: TrainingFigures = {
             "trainable_params": trainable,
             "total_params": total,
@@ -294,26 +310,29 @@ def _train_and_score(
             training = cast(TrainingFigures, {**earlier, **training})
             record["adapter_dir"] = os.path.relpath(ctx.reuse.adapter() or "", ctx.run_dir.resolve())
         elif trains_now:
-            state.stage = "training"
-            with tempfile.TemporaryDirectory(prefix="peftcore-trainer-") as scratch:
-                state.outcome = train.TrainOutcome()
+            if launched is not None:
+                outcome = launched.outcome
+            else:
+                state.stage = "training"
+                with tempfile.TemporaryDirectory(prefix="peftcore-trainer-") as scratch:
+                    state.outcome = train.TrainOutcome()
 
-                def fit() -> train.TrainOutcome:
-                    return train.train(
-                        state.model,
-                        base.tokenizer,
-                        train_set,
-                        budget,
-                        case.method,
-                        device=ctx.device,
-                        output_dir=Path(scratch),
-                        case_id=case.case_id,
-                        outcome=state.outcome,
-                        trackers=state.trackers,
-                        peak_flops=peak_flops,
-                    )
+                    def fit() -> train.TrainOutcome:
+                        return train.train(
+                            state.model,
+                            base.tokenizer,
+                            train_set,
+                            budget,
+                            case.method,
+                            device=ctx.device,
+                            output_dir=Path(scratch),
+                            case_id=case.case_id,
+                            outcome=state.outcome,
+                            trackers=state.trackers,
+                            peak_flops=peak_flops,
+                        )
 
-                outcome = ctx.timer("training", fit)
+                    outcome = ctx.timer("training", fit)
             state.stage = "saving the adapter"
             adapter_bytes, adapter_dir = save_adapter(
                 state.model, case, ctx.run_dir, keep_full=ctx.keep_full_models
@@ -344,6 +363,8 @@ def _train_and_score(
                 "memory_method": state.memory.method,
             }
         )
+    if launched is not None:  # the ranks trained: their memory, not this process's
+        training.update(_across_processes_figures(launched))
     record["training"] = training
     state.stage = "scoring"
     precision = scoring_precision(case.eval.precision)
@@ -381,6 +402,44 @@ def _train_and_score(
         state.stage = "logging to the trackers"
         state.trackers.finish(record_numbers(record), step=int(training.get("steps") or 0))
         state.trackers = None
+
+
+def _train_across_processes(
+    case: Case, train_set: Any, ctx: CaseContext, state: _CaseState, scratch: Path
+) -> Launched:
+    """Train the case over ``training.processes`` processes (peftcore.train.launch), timed as
+    its training; the trained weights are in ``scratch`` until it is removed."""
+    import peftcore.train.trainer as train
+    from peftcore.train.launch import train_across_processes
+
+    state.stage = "training"
+    state.outcome = train.TrainOutcome()  # rank 0's loss curve as it goes, for a case that stops
+
+    def fit() -> Launched:
+        return train_across_processes(
+            case,
+            train_set,
+            device=ctx.device,
+            scratch=scratch,
+            outcome=state.outcome,
+            logs_to=ctx.run_dir / "ranks" / case.case_id,  # kept when the launch does not finish
+        )
+
+    return ctx.timer("training", fit)
+
+
+def _across_processes_figures(launched: Launched) -> TrainingFigures:
+    """The figures only a multi-process case has; its peak memory is the largest rank's."""
+    peaks = launched.peak_memory_bytes_per_rank
+    reserved = [r for r in launched.peak_reserved_bytes_per_rank if r is not None]
+    return {
+        "processes": launched.processes,
+        "peak_memory_bytes": max(peaks),
+        "peak_memory_bytes_per_rank": peaks,
+        "peak_reserved_bytes": max(reserved) if reserved else None,
+        "memory_method": launched.memory_method,
+        "launch_seconds": round(launched.launch_seconds, 3),
+    }
 
 
 def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) -> None:

@@ -46,6 +46,8 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
     # Deployment variants are built after the case and reused one by one (each carries its own
     # variant_hash, peftcore.pipeline.deploy): listing one more must not rerun the case.
     spec.pop("deploy", None)
+    # How long a multi-process case may stall before it is stopped changes nothing it measures.
+    spec["training"].pop("stall_timeout_seconds", None)
     return spec
 
 

@@ -57,11 +57,12 @@ class TrainingFigures(TypedDict, total=False):
     total_params: Annotated[int, Figure("params", None)]  # 4-bit weights counted unpacked
     trainable_percent: Annotated[float, Figure("percent", LOWER)]
     steps: Annotated[int, Figure("steps", None)]  # optimizer steps taken
-    train_seconds: Annotated[float, Figure("seconds", LOWER)]  # wall time of trainer.train()
+    # wall time of trainer.train() (over several processes: the slowest rank's)
+    train_seconds: Annotated[float, Figure("seconds", LOWER)]
     train_tokens: Annotated[int, Figure("tokens", None)]  # real (non-padding) tokens trained on
     padded_tokens: int  # all positions of the batches, padding included
     padding_fraction: float
-    tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second
+    tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second (all ranks)
     labeled_tokens: int  # tokens the loss is on
     # Speed levers as they applied (training.lm_head, training.fast_dropout): labeled | all, the
     # reason a labeled-only head was not possible, dropout modules swapped for FastDropout.
@@ -83,6 +84,13 @@ class TrainingFigures(TypedDict, total=False):
     peak_memory_bytes: Annotated[int, Figure("bytes", LOWER)]  # above the level before the case
     peak_reserved_bytes: Annotated[int | None, Figure("bytes", LOWER)]  # CUDA allocator only
     memory_method: str  # cuda-max-allocated | cpu-rss-hwm | cpu-rss-sampled
+    # Trained over several processes (training.processes > 1, DDP under torchrun): how many; each
+    # rank's peak above its level before it loaded the base (peak_memory_bytes is the largest;
+    # the counts above are over every rank); and the whole launch's wall time (start-up, each
+    # rank loading the base, training, saving), of which train_seconds is the training.
+    processes: int
+    peak_memory_bytes_per_rank: list[int]
+    launch_seconds: Annotated[float, Figure("seconds", LOWER)]
     # The live-tensor peak of the first live_tracked_steps steps (torch's MemTracker): what the
     # method allocates, without what the allocator keeps; and its parts by kind.
     live_peak_bytes: Annotated[int, Figure("bytes", LOWER)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftcore.errors import SpecError, suggest
-from peftcore.spec.checks import check_sizes
+from peftcore.spec.checks import check_budget, check_sizes
 from peftcore.spec.gates import matches
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
@@ -100,7 +100,10 @@ def resolve_training(
     for layer in layers:
         merged = deep_merge(merged, {k: v for k, v in layer.items() if v is not None})
     where = profile.file if profile is not None else method.file
-    return build(TrainingBudget, merged, where, "training")
+    budget: TrainingBudget = build(TrainingBudget, merged, where, "training")
+    if method.trains:
+        check_budget(budget, where)
+    return budget
 
 
 def expand(

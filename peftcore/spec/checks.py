@@ -24,6 +24,14 @@ def check_spec(kind: str, spec: Any) -> None:
     if kind == "methods":
         peft_keywords.check_adapter(spec.tuner, spec.adapter, file)
         _check_training(file, spec.training)
+        processes = spec.training.get("processes")
+        if not spec.trains and isinstance(processes, int) and processes > 1:
+            raise SpecError(
+                file,
+                "training.processes",
+                f"{processes} processes, but tuner none does not train; processes is for a method "
+                "that trains (remove the key)",
+            )
         if spec.tuner == "full" and spec.base.quantization != "none":
             raise SpecError(
                 file,
@@ -140,6 +148,26 @@ def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
     for kind in ("optimizer", "lr_scheduler"):
         check_trainer_name(kind, budget.get(kind), file)
     check_report_to(budget.get("report_to"), file)
+    if budget.get("parallelism") == "fsdp":
+        raise SpecError(
+            file,
+            "training.parallelism",
+            "fsdp is not built yet; ddp (every process holds the whole model) is: remove the key",
+        )
+
+
+def check_budget(budget: TrainingBudget, file: str | Path | None) -> None:
+    """Rules of a resolved budget whose keys may come from different files (``file`` is where
+    the budget was resolved: the profile)."""
+    if budget.parallelism == "fsdp":  # set where no file is checked alone (defaults.yaml)
+        raise SpecError(file, "training.parallelism", "fsdp is not built yet; ddp is: remove the key")
+    if budget.processes > 1 and budget.report_to:
+        raise SpecError(
+            file,
+            "training.report_to",
+            f"{', '.join(budget.report_to)} with training.processes {budget.processes} is not built yet "
+            "(the trackers log from the session's process, which does not train then); drop one of the two",
+        )
 
 
 # training.report_to: the experiment trackers peftcore logs a case to, and the module each needs.

@@ -35,6 +35,8 @@ class TrainingBudget:
     """How much a case trains. Set in defaults/profile; a task or method may override keys."""
 
     max_steps: int = at_least(1, 30)
+    # Examples per process and micro-batch: a case trained over several processes (``processes``)
+    # takes processes x batch_size x gradient_accumulation_steps examples per optimizer step.
     batch_size: int = at_least(1, 4)
     gradient_accumulation_steps: int = at_least(1, 1)
     max_length: int = at_least(1, 256)
@@ -60,6 +62,17 @@ class TrainingBudget:
     # On a CPU, dropout masks from 31-bit integers instead of torch's slower bernoulli_
     # (peftcore/train/fast_dropout.py); same distribution, another random stream.
     fast_dropout: bool = True
+    # Data-parallel processes the case trains over (DDP under torchrun: gloo on a CPU, NCCL on
+    # GPUs, one GPU each), every process holding the whole model and its own share of each
+    # global batch (peftcore/train/launch.py). 1: trained in the session's own process.
+    processes: int = at_least(1, 1)
+    # How the processes split the work. Only ddp is built; fsdp (each process holding a shard
+    # of the model, for one that does not fit a device) is refused at load.
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    # processes > 1: a rank waiting this long in one collective fails the case (the process
+    # group's timeout), and the launcher kills every process when the ranks report no progress
+    # for twice as long (at most this plus a minute). Not part of the case's identity.
+    stall_timeout_seconds: int = at_least(1, 1800)
 
 
 @dataclass(frozen=True)

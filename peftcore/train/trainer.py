@@ -17,6 +17,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,8 +201,12 @@ def _callbacks(outcome: TrainOutcome, method: MethodSpec, case_id: str, max_step
     return callbacks
 
 
-def _utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flops: float) -> None:
-    """Model FLOPs, achieved FLOP/s and MFU into ``outcome.extra`` (module peftcore.train.flops)."""
+def utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flops: float) -> None:
+    """Model FLOPs, achieved FLOP/s and MFU into ``outcome.extra`` (module peftcore.train.flops).
+
+    ``outcome``'s counts and ``peak_flops`` must cover the same processes: a data-parallel run
+    passes every rank's counts and the sum of the ranks' peaks (peftcore.train.distributed).
+    """
     from peftcore.train import flops
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -244,6 +249,7 @@ def train(
     outcome: TrainOutcome | None = None,
     trackers: Trackers | None = None,
     peak_flops: float | None = None,
+    extra_callbacks: Sequence[Any] = (),
 ) -> TrainOutcome:
     """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
 
@@ -253,7 +259,8 @@ def train(
     diverged or was interrupted. ``trackers`` (the case's open tracker runs) adds their
     integration callbacks: the loss curve goes to each tracker as it is logged. ``peak_flops``
     (the device's measured matmul peak, :func:`peftcore.train.flops.peak_matmul_flops`) adds
-    the run's model FLOPs and MFU to ``outcome.extra``.
+    the run's model FLOPs and MFU to ``outcome.extra``. ``extra_callbacks`` are more TrainerCallbacks
+    (a rank's progress heartbeat, peftcore.train.distributed).
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -300,7 +307,7 @@ def train(
         disable_tqdm=True,
         **(trackers.training_arguments() if trackers is not None else {}),
     )
-    callbacks = _callbacks(outcome, method, case_id, budget.max_steps)
+    callbacks = [*_callbacks(outcome, method, case_id, budget.max_steps), *extra_callbacks]
     live = None
     if budget.live_memory_steps > 0:
         from peftcore.train.live_memory import live_memory_callback
@@ -337,7 +344,7 @@ def train(
         outcome.labeled_tokens = collator.labeled_tokens
         outcome.squared_lengths = collator.squared_lengths
     if peak_flops:
-        _utilization(model, method, outcome, peak_flops)
+        utilization(model, method, outcome, peak_flops)
     if method.tuner == "adalora":
         config = model.peft_config[model.active_adapter]
         pattern = config.rank_pattern or {}
