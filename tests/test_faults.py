@@ -515,6 +515,8 @@ def test_an_evaluation_setting_rescores_the_earlier_adapter(r5: Run, r6: Run) ->
     assert rescored["reused_training_from"] == "r2"  # trained by r3, which resumed r2
     assert rescored.get("cached_from") is None
     assert rescored["training"]["loss_curve"] == earlier["training"]["loss_curve"]
+    # The reloaded adapter is frozen; the record keeps what trained (it said 0 before).
+    assert rescored["training"]["trainable_params"] == earlier["training"]["trainable_params"] > 0
     assert (r6.run_dir / rescored["adapter_dir"]).resolve() == (r5.run_dir / earlier["adapter_dir"]).resolve()
     assert set(rescored["metrics"]) == {"held_out", "seen"}
     assert "lora-1" not in r6.applied  # loaded from the adapter, not trained

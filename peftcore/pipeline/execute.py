@@ -307,7 +307,9 @@ def _train_and_score(
         }
         if ctx.reuse is not None:
             earlier = ctx.reuse.record.get("training") or {}
-            training = cast(TrainingFigures, {**earlier, **training})
+            # The adapter reloaded for scoring is frozen (0 trainable): the counts are the
+            # training's, as the earlier record has them.
+            training = cast(TrainingFigures, {**training, **earlier})
             record["adapter_dir"] = os.path.relpath(ctx.reuse.adapter() or "", ctx.run_dir.resolve())
         elif trains_now:
             if launched is not None:
