@@ -313,3 +313,29 @@ def test_the_report_has_a_row_per_variant_with_its_drop() -> None:
     csv_lines = summary_csv(with_variants([record])).splitlines()
     assert len(csv_lines) == 3 and "deployment.size_bytes" in csv_lines[0]
     assert csv_lines[2].split(",")[1] == "lora-m-sst2@nf4"
+
+
+def test_the_html_report_plots_each_variant_against_size_and_latency(tmp_path: Path) -> None:
+    from peftcore.report.html import report_html
+    from peftcore.report.plots import draw_plots
+    from peftcore.results.store import Run
+
+    def variant(brier: float, size: int, latency: float) -> dict[str, Any]:
+        return {
+            "status": "finished",
+            "metrics": {"held_out": {"brier_score": brier}},
+            "size_bytes": size,
+            "inference": {"latency_ms_per_example": latency},
+        }
+
+    variants = {"merged": variant(0.25, 2**29, 300.0), "nf4": variant(0.30, 2**27, 430.0)}
+    record = _record("lora", 0.25, variants)
+    record["inference"] = {"latency_ms_per_example": 680.0}
+    run = Run(tmp_path / "r", (record,), ())
+    plots = draw_plots(run)
+    assert [p.id for p in plots["deploy"]] == ["plot-deploy-sst2-m"]
+    assert plots["deploy"][0].png.startswith(b"\x89PNG")
+    page = report_html(run, plots)
+    assert '<section id="deploy">' in page and 'id="plot-deploy-sst2-m"' in page
+    assert "<td>lora@nf4</td><td class=num>0.3</td><td class=num>+0.0500</td>" in page
+    assert "Deployment variants" not in report_html(Run(tmp_path / "r", (_record("lora", 0.25),), ()), {})

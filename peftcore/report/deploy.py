@@ -12,6 +12,7 @@ with the reason. summary.csv carries one row per variant
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from peftcore.report.formats import DASH
@@ -36,70 +37,106 @@ def _cell(value: float | None, kind: str) -> str:
     return f"{value:.4g}"
 
 
-def deploy_md(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Markdown lines of the deployment section (none when no record has variants)."""
+HEADER = (
+    "Case",
+    "Metric",
+    "Δ",
+    "Size on disk",
+    "Load s",
+    "ms/example",
+    "examples/s",
+    "Inference peak",
+    "llama.cpp tokens/s",
+)
+
+
+@dataclass(frozen=True)
+class DeployPoint:
+    """One row's numbers for the plot: the case as trained (``variant`` None) or a variant."""
+
+    method: str  # the case's method (the color in the plot)
+    variant: str | None
+    metric: float | None
+    size_bytes: float | None  # variants only: what ships
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class DeployTable:
+    """The variants of every case of one (model, task): table cells, plot points, and notes on
+    variants that were not built."""
+
+    model: str
+    task: str
+    metric: str
+    rows: list[list[str]]
+    points: list[DeployPoint]
+    notes: list[str]
+
+    @property
+    def title(self) -> str:
+        return f"{self.task} · {self.model} (held-out {self.metric})"
+
+
+def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
+    """One table per (model, task) whose finished records carry deployment variants, in order."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for record in records:
         if record.get("status") == "finished" and record.get("deploy"):
             groups.setdefault((str(record["model"]), str(record["task"])), []).append(record)
-    if not groups:
-        return []
-    lines = [
-        "## Deployment variants",
-        "",
-        "Each variant is built from the case's saved adapter (merged, then quantized or exported) and "
-        "scored on the same held-out examples; Δ is against the case as trained (the unmerged adapter).",
-        "",
-    ]
-    header = [
-        "Case",
-        "Metric",
-        "Δ",
-        "Size on disk",
-        "Load s",
-        "ms/example",
-        "examples/s",
-        "Inference peak",
-        "llama.cpp tokens/s",
-    ]
+    tables = []
     for (model, task), cases in sorted(groups.items()):
         metric = primary_metric(cases[0]) or ""
-        lines += [f"### {task} · {model} (held-out {metric})", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|---|" + "---:|" * (len(header) - 1))
-        notes = []
+        rows, points, notes = [], [], []
         for record in cases:
             own = _num((record.get("metrics") or {}).get("held_out"), metric)
-            rows = [
-                (str(record["method"]), record, None),
-                *((r["method"], r, r) for r in variant_rows(record)),
-            ]
-            for name, row, variant in rows:
+            for row, variant in [(record, None), *((r, r) for r in variant_rows(record))]:
                 value = _num((row.get("metrics") or {}).get("held_out"), metric)
                 deployment = (variant or {}).get("deployment") or {}
                 inference = row.get("inference") or {}
                 delta = value - own if variant is not None and value is not None and own is not None else None
-                lines.append(
-                    "| "
-                    + " | ".join(
-                        [
-                            name,
-                            format_value(metric, value),
-                            _cell(delta, "signed"),
-                            _cell(_num(deployment, "size_bytes"), "bytes"),
-                            _cell(_num(deployment, "load_seconds"), "number"),
-                            _cell(_num(inference, "latency_ms_per_example"), "number"),
-                            _cell(_num(inference, "examples_per_second"), "number"),
-                            _cell(_num(inference, "peak_memory_bytes"), "bytes"),
-                            _cell(_num(deployment, "generation_tokens_per_second"), "number"),
-                        ]
-                    )
-                    + " |"
+                latency = _num(inference, "latency_ms_per_example")
+                rows.append(
+                    [
+                        str(row["method"]),
+                        format_value(metric, value),
+                        _cell(delta, "signed"),
+                        _cell(_num(deployment, "size_bytes"), "bytes"),
+                        _cell(_num(deployment, "load_seconds"), "number"),
+                        _cell(latency, "number"),
+                        _cell(_num(inference, "examples_per_second"), "number"),
+                        _cell(_num(inference, "peak_memory_bytes"), "bytes"),
+                        _cell(_num(deployment, "generation_tokens_per_second"), "number"),
+                    ]
                 )
+                name = str(row["method"]).partition("@")[2] if variant is not None else None
+                size = _num(deployment, "size_bytes")
+                points.append(DeployPoint(str(record["method"]), name, value, size, latency))
             for variant_name, status, reason in unbuilt_variants(record):
                 notes.append(f"{record['method']}@{variant_name}: {status.replace('_', ' ')} ({reason})")
+        tables.append(DeployTable(model, task, metric, rows, points, notes))
+    return tables
+
+
+LEAD = (
+    "Each variant is built from the case's saved adapter (merged, then quantized or exported) and "
+    "scored on the same held-out examples; Δ is against the case as trained (the unmerged adapter)."
+)
+
+
+def deploy_md(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of the deployment section (none when no record has variants)."""
+    tables = deploy_tables(records)
+    if not tables:
+        return []
+    lines = ["## Deployment variants", "", LEAD, ""]
+    for table in tables:
+        lines += [f"### {table.title}", ""]
+        lines.append("| " + " | ".join(HEADER) + " |")
+        lines.append("|---|" + "---:|" * (len(HEADER) - 1))
+        lines += ["| " + " | ".join(cells) + " |" for cells in table.rows]
         lines.append("")
-        lines.extend(f"- {note}" for note in notes)
-        if notes:
+        lines.extend(f"- {note}" for note in table.notes)
+        if table.notes:
             lines.append("")
     return lines

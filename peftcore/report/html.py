@@ -13,6 +13,9 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
+from peftcore.report.deploy import HEADER as DEPLOY_HEADER
+from peftcore.report.deploy import LEAD as DEPLOY_LEAD
+from peftcore.report.deploy import DeployTable, deploy_tables
 from peftcore.report.explorer import LEAD as EXPLORER_LEAD
 from peftcore.report.facts import (
     MISSING_LEAD,
@@ -104,6 +107,31 @@ def _value_html(text: str) -> str:
         return _e(text)
     mean, std, unit = (_e(g) for g in match.groups())
     return f'{mean}<span class="sd"> ± {std}</span>{unit}'
+
+
+def _num_class(column: int) -> str:
+    return "" if column == 0 else " class=num"  # the first column names, the others are numbers
+
+
+def _deploy_html(tables: Sequence[DeployTable], plots: Sequence[Plot]) -> str:
+    """The deployment section: per (model, task), the plot of its variants and their table."""
+    by_id = {p.id: p for p in plots}
+    out = [f'<section id="deploy"><h2>Deployment variants</h2><p class="lead">{_e(DEPLOY_LEAD)}</p>']
+    for table in tables:
+        out.append(f"<h3>{_e(table.title)}</h3>")
+        plot = next((p for pid, p in by_id.items() if pid.endswith(f"-{table.task}-{table.model}")), None)
+        if plot is not None:
+            out.append('<div class="plots">' + _figure_html(plot, wide=True) + "</div>")
+        head = "".join(f"<th{_num_class(i)}>{_e(h)}</th>" for i, h in enumerate(DEPLOY_HEADER))
+        body = "".join(
+            "<tr>" + "".join(f"<td{_num_class(i)}>{_e(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+            for row in table.rows
+        )
+        out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        if table.notes:
+            out.append('<ul class="problems">' + "".join(f"<li>{_e(n)}</li>" for n in table.notes) + "</ul>")
+    out.append("</section>")
+    return "".join(out)
 
 
 def _table_html(group: GroupSummary) -> str:
@@ -214,6 +242,7 @@ def report_html(
     summaries = summarize(group_rows(run.records))
     failed = failed_records(run.records)
     off_task = off_task_tables(group_rows(run.records))  # none unless the profile asked for them
+    deployed = deploy_tables(run.records)  # none unless the profile has a deploy: block
     sections = [
         ("highlights", "Highlights"),
         *([("explore", "Compare interactively")] if explorer else []),
@@ -222,6 +251,7 @@ def report_html(
         ("loss", "Loss curves"),
         ("generalization", "Held-out vs seen"),
         *([("off-task", "Beyond the task")] if off_task else []),
+        *([("deploy", "Deployment variants")] if deployed else []),
         ("tables", "Tables"),
     ]
     if failed:
@@ -293,6 +323,8 @@ def report_html(
         out.append("</section>")
     if off_task:
         out.append(_off_task_html(off_task, plots.get("off_task", [])))
+    if deployed:
+        out.append(_deploy_html(deployed, plots.get("deploy", [])))
     out.append('<section id="tables"><h2>Tables</h2>')
     out.append(
         '<p class="lead">Bold: the best value of the column. ◆: on the quality/memory Pareto front. '

@@ -25,6 +25,7 @@ from peftcore.report.canvas import (
     png_bytes,
     style_axes,
 )
+from peftcore.report.deploy import DeployTable, deploy_tables
 from peftcore.report.formats import fmt_seconds
 from peftcore.report.rows import (
     Groups,
@@ -346,6 +347,55 @@ def plot_held_out_vs_seen(page: _Page) -> Plot | None:
     )
 
 
+def plot_deploy(table: DeployTable, colors: Mapping[str, str]) -> Plot | None:
+    """Held-out metric of each deployment variant against its size on disk and against its
+    latency per example; each case's own score (the unmerged adapter) is a dashed line in its
+    color, and its own latency a hollow point. None when no variant has a score."""
+    variants = [p for p in table.points if p.variant is not None and p.metric is not None]
+    if not variants:
+        return None
+    fig = new_figure(10.5, 4.2)
+    size_ax, latency_ax = fig.subplots(1, 2, sharey=True)
+    for ax in (size_ax, latency_ax):
+        style_axes(ax)
+    for case in (p for p in table.points if p.variant is None and p.metric is not None):
+        color = colors.get(case.method, BASE_COLOR)
+        for ax in (size_ax, latency_ax):
+            ax.axhline(case.metric, color=color, linestyle="--", linewidth=1.1, zorder=1)
+        if case.latency_ms is not None:
+            latency_ax.plot(case.latency_ms, case.metric, "o", markerfacecolor="white", color=color, zorder=3)
+            latency_ax.annotate(
+                f"{case.method} (adapter)", (case.latency_ms, case.metric), xytext=(6, 4),
+                textcoords="offset points", fontsize=7.5, color="#444444",
+            )  # fmt: skip
+    for point in variants:
+        color = colors.get(point.method, BASE_COLOR)
+        label = f"{point.method}@{point.variant}"
+        for ax, x in ((size_ax, point.size_bytes), (latency_ax, point.latency_ms)):
+            if x is None:
+                continue
+            x = x / dict(BINARY_UNITS)["MiB"] if ax is size_ax else x
+            ax.plot(x, point.metric, "o", color=color, markeredgecolor="white", zorder=3)
+            ax.annotate(label, (x, point.metric), xytext=(6, 4), textcoords="offset points", fontsize=7.5)
+    from matplotlib.ticker import FuncFormatter
+
+    size_ax.set_xscale("log")
+    for axis in (size_ax.xaxis.set_major_formatter, size_ax.xaxis.set_minor_formatter):
+        axis(FuncFormatter(lambda value, _: f"{value:g}"))  # 200, not 2 x 10^2
+    size_ax.set_xlabel("size on disk (MiB, log scale)")
+    latency_ax.set_xlabel("latency per example (ms)")
+    better = direction_words(table.metric)
+    size_ax.set_ylabel(f"held-out {table.metric}" + (f" ({better})" if better else ""))
+    fig.suptitle(
+        f"{table.title}: deployment variants (dashed: the unmerged adapter)", x=0.01, ha="left", fontsize=11
+    )
+    return Plot(
+        f"plot-deploy-{_slug(f'{table.task}-{table.model}')}",
+        f"{table.title}: each deployment variant's score against size on disk and latency",
+        png_bytes(fig),
+    )
+
+
 def draw_plots(run: Run) -> dict[str, list[Plot]]:
     """Every figure of the page, by section; sections without data have no plot."""
     groups = group_rows(run.records)
@@ -358,5 +408,6 @@ def draw_plots(run: Run) -> dict[str, list[Plot]]:
         "cost": [plot_train_time(page), plot_adapter_size(all_rows, colors)],
         "loss": [plot_loss_curves(page)],
         "generalization": [plot_held_out_vs_seen(page)],
+        "deploy": [plot_deploy(table, colors) for table in deploy_tables(run.records)],
     }
     return {name: [p for p in plots if p is not None] for name, plots in sections.items()}
