@@ -250,13 +250,13 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "2 processes, but tuner none does not train",
     ),
     (
-        "parallelism: fsdp",
+        "parallelism: fsdp in one process",
         "profiles/p.yaml",
         None,
-        ONE + "training: {processes: 2, parallelism: fsdp}\n",
+        ONE + "training: {parallelism: fsdp}\n",
         "profiles/p.yaml",
         "training.parallelism",
-        "fsdp is not built yet",
+        "fsdp shards the model over training.processes, which is 1; expected processes 2 or more",
     ),
 ]
 

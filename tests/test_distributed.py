@@ -1,5 +1,6 @@
-"""One case across processes (``training.processes`` > 1): DDP under torchrun, 2 CPU processes
-over gloo, run by the pipeline itself (:func:`peftcore.pipeline.execute.run_case`).
+"""One case across processes (``training.processes`` > 1): DDP, and FSDP
+(``training.parallelism: fsdp``), under torchrun, 2 CPU processes over gloo, run by the pipeline
+itself (:func:`peftcore.pipeline.execute.run_case`).
 
 The model is the tiny Llama (tests/tiny_llama.py) saved into a folder that a ``local`` model
 spec points at, so every rank loads it from the spec as it would a real model; LoRA without
@@ -44,6 +45,7 @@ STEPS = 8
 # the mean of the ranks' scaled losses.
 LOSS_TOLERANCE = 1e-4  # measured: 9.5e-7 at most, on losses of 10.83 down to 9.87
 ADAPTER_TOLERANCE = 1e-3  # relative to each saved tensor's norm
+UPDATE_TOLERANCE = 1e-3  # full fine-tuning, relative to each weight's update from the base (measured: 5.7e-6)
 PROFILE = """\
 description: tests/test_distributed.py
 methods: [{method}]
@@ -56,6 +58,7 @@ training:
   max_steps: {steps}
   batch_size: {batch_size}
   processes: {processes}
+  parallelism: {parallelism}
   max_length: 48
   precision: fp32
   learning_rate: 0.002
@@ -78,7 +81,14 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _specs(
-    root: Path, tiny_folder: Path, *, processes: int, batch_size: int, stall: int = 600, method: str = "lora0"
+    root: Path,
+    tiny_folder: Path,
+    *,
+    processes: int,
+    batch_size: int,
+    stall: int = 600,
+    method: str = "lora0",
+    parallelism: str = "ddp",
 ) -> Path:
     """A copy of the shipped specs with the tiny model and one profile, ``dist``."""
     import shutil
@@ -90,33 +100,73 @@ def _specs(
         f"description: the tiny Llama (tests/tiny_llama.py)\nsource: {{kind: local, path: {tiny_folder}}}\n"
     )
     (specs / "profiles" / "dist.yaml").write_text(
-        PROFILE.format(steps=STEPS, batch_size=batch_size, processes=processes, stall=stall, method=method)
+        PROFILE.format(
+            steps=STEPS,
+            batch_size=batch_size,
+            processes=processes,
+            stall=stall,
+            method=method,
+            parallelism=parallelism,
+        )
     )
     return specs
 
 
-def _run(root: Path, tiny_folder: Path, **training: Any) -> Executed:
+def _run(root: Path, tiny_folder: Path, keep_full: bool = False, **training: Any) -> Executed:
     from peftcore.data.tasks import load_task
     from peftcore.models.load import load_base
 
     [case] = expand(SpecStore(_specs(root, tiny_folder, **training)), "dist")
     base = load_base(case.model, case.method.base, "cpu")
-    ctx = CaseContext(root / "runs" / "r1", "r1", "cpu", root, Identity("c" * 64, "t" * 64))
+    ctx = CaseContext(
+        root / "runs" / "r1", "r1", "cpu", root, Identity("c" * 64, "t" * 64), keep_full_models=keep_full
+    )
     return run_case(case, base, load_task(case.task, case.data), ctx)
 
 
-def _one_and_two(tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path, method: str) -> dict[str, Any]:
-    """The same case in one process (batch 4) and in two (batch 2 each), and how long each took."""
-    out: dict[str, Any] = {}
-    for name, processes, batch_size in (("one", 1, 4), ("two", 2, 2)):
-        root = tmp_path_factory.mktemp(f"{method}-{name}")
-        start = time.perf_counter()
-        executed = _run(root, tiny_folder, processes=processes, batch_size=batch_size, method=method)
-        assert executed.error is None, executed.record.get("reason")
-        out[name] = dict(executed.record)
-        out[f"{name}_seconds"] = time.perf_counter() - start
-        out[f"{name}_run_dir"] = root / "runs" / "r1"
-    return out
+def _timed(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_folder: Path,
+    name: str,
+    method: str,
+    *,
+    processes: int,
+    batch_size: int,
+    parallelism: str = "ddp",
+    keep_full: bool = False,
+) -> dict[str, Any]:
+    """One run of the case: its record, how long it took and its run folder, under ``name``
+    (``keep_full``: a fully fine-tuned model is kept in the run folder, as the adapter is)."""
+    root = tmp_path_factory.mktemp(f"{method}-{parallelism}-{name}")
+    start = time.perf_counter()
+    executed = _run(
+        root,
+        tiny_folder,
+        keep_full,
+        processes=processes,
+        batch_size=batch_size,
+        method=method,
+        parallelism=parallelism,
+    )
+    assert executed.error is None, executed.record.get("reason")
+    return {
+        name: dict(executed.record),
+        f"{name}_seconds": time.perf_counter() - start,
+        f"{name}_run_dir": root / "runs" / "r1",
+    }
+
+
+def _one_and_two(
+    tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path, method: str, parallelism: str = "ddp"
+) -> dict[str, Any]:
+    """The same case in one process (batch 4) and in two (batch 2 each, ``parallelism``), and how
+    long each took."""
+    return {
+        **_timed(tmp_path_factory, tiny_folder, "one", method, processes=1, batch_size=4),
+        **_timed(
+            tmp_path_factory, tiny_folder, "two", method, processes=2, batch_size=2, parallelism=parallelism
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +179,9 @@ def _losses(record: dict[str, Any]) -> list[float]:
     return [float(loss) for _, loss in record["training"]["loss_curve"]]
 
 
-def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> None:
+def _same_curve_and_adapter(runs: dict[str, Any]) -> tuple[float, float]:
+    """Asserts the two runs' loss curves and saved adapters (or whole models) agree; returns the
+    largest loss difference and the largest weight difference relative to the tensor's norm."""
     one, two = runs["one"], runs["two"]
     assert one["status"] == two["status"] == "finished"
     assert [s for s, _ in two["training"]["loss_curve"]] == list(range(1, STEPS + 1))
@@ -143,13 +195,14 @@ def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> Non
     # The adapters the two runs saved (and scored) agree as closely.
     from safetensors.torch import load_file
 
+    folders = [runs[f"{name}_run_dir"] / runs[name]["adapter_dir"] for name in ("one", "two")]
     adapters = [
-        load_file(str(runs[f"{name}_run_dir"] / runs[name]["adapter_dir"] / "adapter_model.safetensors"))
-        for name in ("one", "two")
+        {k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(str(f)).items()} for d in folders
     ]
-    assert adapters[0].keys() == adapters[1].keys()
-    lora_b = [key for key in adapters[0] if "lora_B" in key]
-    assert lora_b and any(bool(adapters[1][key].abs().max() > 0) for key in lora_b)  # trained: B left 0
+    assert adapters[0] and adapters[0].keys() == adapters[1].keys()
+    if one["spec"]["method"]["tuner"] != "full":
+        lora_b = [key for key in adapters[0] if "lora_B" in key]
+        assert lora_b and any(bool(adapters[1][key].abs().max() > 0) for key in lora_b)  # trained: B left 0
     # Adam's first steps move every weight by about the learning rate whatever its gradient's
     # size, so a weight whose gradient is near 0 can move apart on rounding alone (at a learning
     # rate of 0.01, one of 2048 did, by 3.5e-4): each tensor is compared as a whole, relative to
@@ -157,6 +210,37 @@ def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> Non
     relative = {key: float((adapters[1][key] - t).norm() / t.norm()) for key, t in adapters[0].items()}
     print(f"adapters: largest difference relative to the tensor's norm {max(relative.values()):.3g}")
     assert max(relative.values()) <= ADAPTER_TOLERANCE, relative
+    return max(differences), max(relative.values())
+
+
+def test_two_processes_follow_the_loss_curve_of_one(runs: dict[str, Any]) -> None:
+    _same_curve_and_adapter(runs)
+
+
+def test_fsdp_over_two_processes_follows_the_loss_curve_of_one(
+    runs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path
+) -> None:
+    """parallelism: fsdp, each rank holding half of every decoder layer's weights: the same
+    curve as one process, and rank 0 saves the whole adapter (gathered from the shards)."""
+    fsdp = _timed(
+        tmp_path_factory, tiny_folder, "two", "lora0", processes=2, batch_size=2, parallelism="fsdp"
+    )
+    both = {**{k: v for k, v in runs.items() if k.startswith("one")}, **fsdp}
+    _same_curve_and_adapter(both)
+    two = fsdp["two"]
+    assert two["training"]["processes"] == 2 and two["spec"]["training"]["parallelism"] == "fsdp"
+    assert two["training"]["trainable_params"] == runs["one"]["training"]["trainable_params"]
+    for figure in ("train_tokens", "labeled_tokens", "model_flops"):  # over every rank's share
+        assert two["training"][figure] == runs["one"]["training"][figure] > 0, figure
+    # Sharded: each rank held about half of the model's parameters, together all of them.
+    held, total = two["training"]["parameters_held_per_rank"], two["training"]["total_params"]
+    print(f"parameters held per rank {held} of {total}")
+    assert len(held) == 2 and sum(held) == total and max(held) < 0.6 * total, (held, total)
+    assert (
+        two["metrics"]["held_out"]
+        and two["metrics"]["held_out"].keys() == runs["one"]["metrics"]["held_out"].keys()
+    )
+    print(f"fsdp, two processes: {fsdp['two_seconds']:.1f} s (DDP: {runs['two_seconds']:.1f} s)")
 
 
 def test_the_record_counts_every_rank(runs: dict[str, Any]) -> None:
@@ -205,6 +289,62 @@ def test_full_fine_tuning_follows_the_loss_curve_of_one(
     assert two["adapter_bytes"] == one["adapter_bytes"] > 0  # the whole model, saved for its size
     assert runs["two"]["adapter_dir"] is None  # not kept (keep_full_models is off)
     assert runs["two"]["metrics"]["held_out"].keys() == runs["one"]["metrics"]["held_out"].keys()
+
+
+def test_full_fine_tuning_with_fsdp_follows_the_loss_curve_of_one(
+    tmp_path_factory: pytest.TempPathFactory, tiny_folder: Path
+) -> None:
+    """Every weight trained, sharded over two processes; rank 0 saves the whole model (gathered
+    from the shards), kept here in both runs to compare it weight for weight."""
+    runs = {
+        **_timed(tmp_path_factory, tiny_folder, "one", "full", processes=1, batch_size=4, keep_full=True),
+        **_timed(
+            tmp_path_factory,
+            tiny_folder,
+            "two",
+            "full",
+            processes=2,
+            batch_size=2,
+            parallelism="fsdp",
+            keep_full=True,
+        ),
+    }
+    _same_curve_and_adapter(runs)
+    one, two = runs["one"]["training"], runs["two"]["training"]
+    assert two["trainable_params"] == one["trainable_params"] == one["total_params"]
+    held = two["parameters_held_per_rank"]
+    print(f"parameters held per rank {held} of {two['total_params']}")
+    assert len(held) == 2 and sum(held) == two["total_params"] and max(held) < 0.6 * two["total_params"]
+    assert runs["two"]["metrics"]["held_out"] == runs["one"]["metrics"]["held_out"]
+    # At full fine-tuning's learning rate (2e-5) 8 steps move a weight by at most about 1.6e-4, so
+    # the whole weights agree whether or not the runs trained alike: their updates from the base
+    # are compared instead, each relative to its norm.
+    from safetensors.torch import load_file
+
+    base = load_file(str(tiny_folder / "model.safetensors"))
+    saved = [
+        load_file(str(runs[f"{name}_run_dir"] / runs[name]["adapter_dir"] / "model.safetensors"))
+        for name in ("one", "two")
+    ]
+    updates = [{key: model[key] - base[key] for key in base} for model in saved]
+    assert all(float(u.norm()) > 0 for u in updates[0].values())  # every tensor trained
+    relative = {key: float((updates[1][key] - u).norm() / u.norm()) for key, u in updates[0].items()}
+    print(f"updates: largest difference relative to the update's norm {max(relative.values()):.3g}")
+    assert max(relative.values()) <= UPDATE_TOLERANCE, relative
+
+
+def test_fsdp_shards_by_the_models_decoder_layer_class() -> None:
+    from types import SimpleNamespace
+
+    from peftcore.train.trainer import fsdp_arguments
+
+    llama: Any = SimpleNamespace(_no_split_modules=["LlamaDecoderLayer"])
+    assert fsdp_arguments(llama) == {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]},
+    }
+    with pytest.raises(ValueError, match=r"fsdp needs .* SimpleNamespace names none"):
+        fsdp_arguments(SimpleNamespace(_no_split_modules=None))
 
 
 def _faulty(

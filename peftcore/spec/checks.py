@@ -148,19 +148,19 @@ def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
     for kind in ("optimizer", "lr_scheduler"):
         check_trainer_name(kind, budget.get(kind), file)
     check_report_to(budget.get("report_to"), file)
-    if budget.get("parallelism") == "fsdp":
-        raise SpecError(
-            file,
-            "training.parallelism",
-            "fsdp is not built yet; ddp (every process holds the whole model) is: remove the key",
-        )
 
 
 def check_budget(budget: TrainingBudget, file: str | Path | None) -> None:
     """Rules of a resolved budget whose keys may come from different files (``file`` is where
     the budget was resolved: the profile)."""
-    if budget.parallelism == "fsdp":  # set where no file is checked alone (defaults.yaml)
-        raise SpecError(file, "training.parallelism", "fsdp is not built yet; ddp is: remove the key")
+    if budget.parallelism == "fsdp" and budget.processes < 2:
+        # One process has no one to share the model with: refused rather than quietly run whole.
+        raise SpecError(
+            file,
+            "training.parallelism",
+            f"fsdp shards the model over training.processes, which is {budget.processes}; "
+            "expected processes 2 or more, or remove the key",
+        )
     if budget.processes > 1 and budget.report_to:
         raise SpecError(
             file,

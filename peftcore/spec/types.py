@@ -66,8 +66,8 @@ class TrainingBudget:
     # GPUs, one GPU each), every process holding the whole model and its own share of each
     # global batch (peftcore/train/launch.py). 1: trained in the session's own process.
     processes: int = at_least(1, 1)
-    # How the processes split the work. Only ddp is built; fsdp (each process holding a shard
-    # of the model, for one that does not fit a device) is refused at load.
+    # How the processes split the work. ddp: each holds the whole model. fsdp: each holds a shard
+    # of it (FSDP2 by decoder layer, for a model that does not fit a device); needs processes > 1.
     parallelism: Literal["ddp", "fsdp"] = "ddp"
     # processes > 1: a rank waiting this long in one collective fails the case (the process
     # group's timeout), and the launcher kills every process when the ranks report no progress

@@ -4,8 +4,10 @@
 process group (gloo on a CPU, NCCL on a GPU of its own, with the budget's stall timeout), load
 the base from the model spec, apply the method with the case's seed, and train with the same
 :func:`peftcore.train.trainer.train` as a single process (the Trainer wraps the model in DDP,
-and gives each rank its part of every global batch). Then every rank's counts and peak memory
-are gathered to rank 0, which saves the trained weights and writes the outcome.
+or with ``training.parallelism: fsdp`` shards it with FSDP2, and gives each rank its part of
+every global batch). Then every rank's counts and peak memory are gathered to rank 0, which saves
+the trained weights (under FSDP, the full state dict every rank helped gather) and writes the
+outcome.
 
 A rank that raises writes its error (type, message, where, when) before it exits, so the launcher
 can tell the first failure from the ranks that failed because of it.
@@ -161,6 +163,8 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
             trainable, total = methods.parameter_counts(model)
             dataset = datasets.load_from_disk(str(files.train_set))
             progress.outcome = outcome = TrainOutcome()
+            # FSDP: the model's own state_dict() is this rank's shards; the gathered whole comes here.
+            full_state: dict[str, Any] | None = {} if budget.parallelism == "fsdp" else None
             progress.enter("training")
             with tempfile.TemporaryDirectory(prefix=f"peftcore-rank{rank}-") as scratch:
                 train(
@@ -174,6 +178,7 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
                     case_id=job["case_id"],
                     outcome=outcome,
                     extra_callbacks=[progress.callback()],
+                    full_state_dict=full_state,
                 )
         mine = {
             "rank": rank,
@@ -186,14 +191,17 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
             "lm_head_positions": outcome.lm_head_positions,
             "labeled_tokens": outcome.labeled_tokens,
             "squared_lengths": outcome.squared_lengths,
+            "parameters_held": _parameters_held(model),
         }
         ranks: list[Any] = [None] * world
         progress.enter("gathering the ranks' figures")
         dist.all_gather_object(ranks, mine)
         if rank == 0:
             progress.enter("saving the trained weights")
-            methods.save_trained(model, files.trained, method)
+            methods.save_trained(model, files.trained, method, full_state)
             total_outcome = _over_ranks(outcome, ranks)
+            if budget.parallelism == "fsdp":
+                total_outcome.extra["parameters_held_per_rank"] = [r["parameters_held"] for r in ranks]
             _utilization(model, method, total_outcome, ranks)
             atomic_write_json(
                 files.outcome,
@@ -206,6 +214,12 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
             )
     finally:
         dist.destroy_process_group()
+
+
+def _parameters_held(model: Any) -> int:
+    """The parameters this rank holds: all of them under DDP, its shards under FSDP (whose
+    parameters are DTensors, each rank's ``to_local()`` part of the whole)."""
+    return sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
 
 
 def _over_ranks(outcome: TrainOutcome, ranks: list[dict[str, Any]]) -> TrainOutcome:

@@ -97,8 +97,11 @@ def apply_method(model: Any, method: MethodSpec, budget: TrainingBudget) -> Any:
         raise SpecError(method.file, "adapter", f"peft could not apply {method.tuner}: {message}") from None
 
 
-def save_trained(model: Any, folder: Any, method: MethodSpec) -> None:
-    """``save_pretrained`` in safetensors; a peft model writes only its adapter."""
+def save_trained(
+    model: Any, folder: Any, method: MethodSpec, state_dict: dict[str, Any] | None = None
+) -> None:
+    """``save_pretrained`` in safetensors; a peft model writes only its adapter. ``state_dict``:
+    the weights to write instead of the model's own (the full one gathered from FSDP shards)."""
     import warnings
 
     with warnings.catch_warnings():
@@ -106,7 +109,10 @@ def save_trained(model: Any, folder: Any, method: MethodSpec) -> None:
             # AdaLoRA prunes some modules to rank 0, which is its point; peft's save check
             # reads the zero-sized tensors as an unsynchronised ZeRO-3/FSDP shard and warns.
             warnings.filterwarnings("ignore", message=r"Adapter .* LoRA tensor\(s\) have invalid shape")
-        model.save_pretrained(folder, safe_serialization=True)
+        if state_dict is None:
+            model.save_pretrained(folder, safe_serialization=True)
+        else:
+            model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
 
 
 def load_trained(base_model: Any, folder: Any, method: MethodSpec) -> Any:

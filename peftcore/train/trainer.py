@@ -236,6 +236,78 @@ def utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flop
     )
 
 
+def fsdp_arguments(model: Any) -> dict[str, Any]:
+    """TrainingArguments that shard ``model`` over the ranks with FSDP2 (torch's ``fully_shard``,
+    accelerate's FSDP plugin): each decoder layer (the classes transformers will not split,
+    ``_no_split_modules``) a unit of its own, its parameters all-gathered for its forward and
+    backward and freed after; the gradients reduce-scattered, each rank updating its shard.
+
+    Raises ValueError for a model that names no decoder layer class.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = list(getattr(base, "_no_split_modules", None) or [])
+    if not layers:
+        raise ValueError(
+            f"training.parallelism: fsdp needs the model's decoder layer class to shard by, and "
+            f"{type(base).__name__} names none (transformers' _no_split_modules is empty)"
+        )
+    return {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": layers},
+    }
+
+
+def gathered_state_dict(model: Any) -> dict[str, Any]:
+    """The whole state dict of a model sharded with FSDP2, on rank 0 (on the CPU); empty on the
+    other ranks. A collective: every rank must call it.
+
+    torch's own gather (``get_model_state_dict`` with ``full_state_dict``), not
+    ``Accelerator.get_state_dict``: on CPU ranks, with the plugin put back by
+    :func:`_fsdp_on_cpu_trainer`, that one returned the ranks' DTensor shards (accelerate 1.15),
+    which cannot be saved.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return dict(get_model_state_dict(model, options=options))
+
+
+def _fsdp_on_cpu_trainer() -> Any:
+    """transformers' Trainer, with its FSDP plugin also applied to ranks on CPUs.
+
+    accelerate 1.15 keeps the plugin only for accelerator processes (``AcceleratorState`` sets
+    ``DistributedType.FSDP`` for MULTI_GPU, MULTI_XPU, ... but not MULTI_CPU) and otherwise drops
+    it without a word: the ranks then train whole models under DDP. torch's FSDP2 itself shards
+    on CPUs over gloo, so after the Trainer makes its accelerator, this puts the plugin back on
+    the shared accelerator state as accelerate would have (``prepare`` then shards the model
+    with ``fully_shard``). Raises RuntimeError when the Trainer was given no FSDP arguments.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    class FsdpOnCpuTrainer(Trainer):
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            state = self.accelerator.state
+            if self.args.fsdp_plugin_args is None:
+                raise RuntimeError("FsdpOnCpuTrainer without fsdp arguments (fsdp_arguments)")
+            if getattr(state, "fsdp_plugin", None) is not None:  # accelerate kept it: a GPU rank
+                return
+            if state.distributed_type != DistributedType.MULTI_CPU:
+                raise RuntimeError(
+                    f"training.parallelism: fsdp: accelerate set up {state.distributed_type}, not FSDP, "
+                    "and this is not a multi-process CPU run the plugin can be put back on"
+                )
+            plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            if state.mixed_precision != "no":
+                plugin.set_mixed_precision(state.mixed_precision)
+            state.fsdp_plugin = plugin
+            state.distributed_type = DistributedType.FSDP
+            self.is_fsdp_enabled = True
+
+    return FsdpOnCpuTrainer
+
+
 def train(
     model: Any,
     tokenizer: Any,
@@ -250,6 +322,7 @@ def train(
     trackers: Trackers | None = None,
     peak_flops: float | None = None,
     extra_callbacks: Sequence[Any] = (),
+    full_state_dict: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` (already made trainable by ``methods.apply_method``) on ``dataset``.
 
@@ -261,6 +334,11 @@ def train(
     (the device's measured matmul peak, :func:`peftcore.train.flops.peak_matmul_flops`) adds
     the run's model FLOPs and MFU to ``outcome.extra``. ``extra_callbacks`` are more TrainerCallbacks
     (a rank's progress heartbeat, peftcore.train.distributed).
+
+    With ``training.parallelism: fsdp`` under torchrun, the Trainer shards the model over the
+    ranks (:func:`fsdp_arguments`); every rank must then pass a ``full_state_dict`` to fill:
+    after training it receives the whole trained state dict (gathered from the shards; on rank
+    0, empty on the others), which the model's own ``state_dict()`` no longer is.
     """
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -306,6 +384,7 @@ def train(
         report_to="none",
         disable_tqdm=True,
         **(trackers.training_arguments() if trackers is not None else {}),
+        **(fsdp_arguments(model) if budget.parallelism == "fsdp" else {}),
     )
     callbacks = [*_callbacks(outcome, method, case_id, budget.max_steps), *extra_callbacks]
     live = None
@@ -316,7 +395,8 @@ def train(
         callbacks.append(live)
     if trackers is not None:
         callbacks.extend(trackers.callbacks())
-    trainer = Trainer(
+    trainer_class = _fsdp_on_cpu_trainer() if budget.parallelism == "fsdp" else Trainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -329,6 +409,8 @@ def train(
         with fast_dropout.installed(model, device if budget.fast_dropout else "off") as swapped:
             outcome.extra["fast_dropout_modules"] = swapped
             trainer.train()
+        if full_state_dict is not None:
+            full_state_dict.update(gathered_state_dict(model))
     finally:
         # accelerate wraps the model's forward in its mixed-precision autocast for training and
         # leaves the wrapper on: scoring would then run in the training precision (bf16), not in
