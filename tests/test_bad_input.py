@@ -258,6 +258,16 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "training.parallelism",
         "fsdp shards the model over training.processes, which is 1; expected processes 2 or more",
     ),
+    (
+        "parallelism: fsdp with prompt tuning",
+        "profiles/p.yaml",
+        None,
+        "methods: [prompt_tuning]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "training: {processes: 2, parallelism: fsdp}\n",
+        "profiles/p.yaml",
+        "training.parallelism",
+        "fsdp with tuner prompt_tuning fails in training (its virtual-token embedding",
+    ),
 ]
 
 

@@ -102,7 +102,7 @@ def resolve_training(
     where = profile.file if profile is not None else method.file
     budget: TrainingBudget = build(TrainingBudget, merged, where, "training")
     if method.trains:
-        check_budget(budget, where)
+        check_budget(budget, where, method.tuner)
     return budget
 
 

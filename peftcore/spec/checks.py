@@ -150,9 +150,27 @@ def _check_training(file: Path | None, training: Mapping[str, Any]) -> None:
     check_report_to(budget.get("report_to"), file)
 
 
-def check_budget(budget: TrainingBudget, file: str | Path | None) -> None:
+# Tuners that fail in training with training.parallelism: fsdp (peftcore 2 CPU processes, torch
+# 2.13, peft 0.21), and the error each raised.
+FSDP_FAILS = {
+    "prompt_tuning": "its virtual-token embedding is outside the sharded layers: "
+    "'aten.embedding.default got mixed torch.Tensor and DTensor'",
+    "prefix_tuning": "its virtual-token embedding is outside the sharded layers: "
+    "'aten.embedding.default got mixed torch.Tensor and DTensor'",
+    "adalora": "its rank allocation reads the sharded weights as whole ones: "
+    "'The size of tensor a (16) must match the size of tensor b (32)'",
+}
+
+
+def check_budget(budget: TrainingBudget, file: str | Path | None, tuner: str | None = None) -> None:
     """Rules of a resolved budget whose keys may come from different files (``file`` is where
-    the budget was resolved: the profile)."""
+    the budget was resolved: the profile), for a method with ``tuner``."""
+    if budget.parallelism == "fsdp" and tuner in FSDP_FAILS:
+        raise SpecError(
+            file,
+            "training.parallelism",
+            f"fsdp with tuner {tuner} fails in training ({FSDP_FAILS[tuner]}); use parallelism ddp",
+        )
     if budget.parallelism == "fsdp" and budget.processes < 2:
         # One process has no one to share the model with: refused rather than quietly run whole.
         raise SpecError(
