@@ -82,7 +82,8 @@ def _budget(method):
     )
 
 
-def run_training(case: Case, base, data, tmp_path: Path):
+def run_training(case: Case, base, data, tmp_path: Path, **train_options):
+    """Tokenize, apply the method and train as the pipeline does; ``train_options`` go to train()."""
     fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
     dataset = prompting.tokenized_train_set(
         data.train, fmt, case.training.max_length, lm=False, data_key=data.split_sha256
@@ -97,6 +98,7 @@ def run_training(case: Case, base, data, tmp_path: Path):
         case.method,
         device="cpu",
         output_dir=tmp_path / "trainer",
+        **train_options,
     )
     return model, outcome, dataset
 

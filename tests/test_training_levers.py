@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import doctest
 import math
 
@@ -112,6 +111,8 @@ def test_fast_dropout_replaces_dropout_for_training_only_and_only_on_a_cpu():
     assert model[1] is original
     with fast_dropout.installed(model, "cuda:0") as swapped:
         assert swapped == 0 and model[1] is original
+    with fast_dropout.installed(model, "cpu", enabled=False) as swapped:  # training.fast_dropout: false
+        assert swapped == 0 and model[1] is original
 
 
 # ---------------------------------------------------------------- MFU
@@ -123,19 +124,8 @@ def test_flop_count_examples():
 
 def test_every_training_run_reports_mfu_against_the_measured_peak(bases, fixed_batch, tmp_path):
     case = make_case("lora", precision="fp32")
-    base = bases(case.method.base)
-    from peftcore.train import methods, prompting
-
-    fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
-    dataset = prompting.tokenized_train_set(
-        fixed_batch.train, fmt, case.training.max_length, lm=False, data_key=fixed_batch.split_sha256
-    )
-    model = methods.apply_method(base.fresh(), case.method, dataclasses.replace(case.training))
     peak = flops.peak_matmul_flops("cpu", "fp32")
-    outcome = train.train(
-        model, base.tokenizer, dataset, case.training, case.method, device="cpu",
-        output_dir=tmp_path, peak_flops=peak,
-    )  # fmt: skip
+    _, outcome, _ = run_training(case, bases(case.method.base), fixed_batch, tmp_path, peak_flops=peak)
     extra = outcome.extra
     # LoRA on SmolLM2: about 4 x 106M decoder FLOPs a token, plus the head on labeled tokens.
     assert extra["model_flops"] > 4 * 106e6 * outcome.train_tokens

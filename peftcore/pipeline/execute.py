@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import device_info, scoring_precision
+from peftcore.device import device_info, resolve_precision, scoring_precision
 from peftcore.errors import DivergenceError, PeftcoreError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
@@ -275,7 +275,6 @@ def _train_and_score(
     # Measured before the memory window: its matrices are not the case's. (The ranks of a case
     # trained over several processes measure their own.)
     if trains_now and not across_processes:
-        from peftcore.device import resolve_precision
         from peftcore.train.flops import peak_matmul_flops
 
         state.stage = "measuring the device's matmul peak"

@@ -28,7 +28,7 @@ from peftcore.report.facts import (
 from peftcore.report.formats import DASH
 from peftcore.report.off_task import LEAD as OFF_TASK_LEAD
 from peftcore.report.off_task import OffTaskTable, off_task_tables
-from peftcore.report.plots import Plot
+from peftcore.report.plots import Plot, deploy_plot_id
 from peftcore.report.rows import SEEDS_NOTE, group_rows
 from peftcore.report.summary import GroupSummary, best_method, summarize
 from peftcore.results.store import Run
@@ -119,7 +119,7 @@ def _deploy_html(tables: Sequence[DeployTable], plots: Sequence[Plot]) -> str:
     out = [f'<section id="deploy"><h2>Deployment variants</h2><p class="lead">{_e(DEPLOY_LEAD)}</p>']
     for table in tables:
         out.append(f"<h3>{_e(table.title)}</h3>")
-        plot = next((p for pid, p in by_id.items() if pid.endswith(f"-{table.task}-{table.model}")), None)
+        plot = by_id.get(deploy_plot_id(table))
         if plot is not None:
             out.append('<div class="plots">' + _figure_html(plot, wide=True) + "</div>")
         head = "".join(f"<th{_num_class(i)}>{_e(h)}</th>" for i, h in enumerate(DEPLOY_HEADER))

@@ -347,6 +347,11 @@ def plot_held_out_vs_seen(page: _Page) -> Plot | None:
     )
 
 
+def deploy_plot_id(table: DeployTable) -> str:
+    """The element id of a (model, task)'s deployment plot (the page places it by this id)."""
+    return f"plot-deploy-{_slug(f'{table.task}-{table.model}')}"
+
+
 def plot_deploy(table: DeployTable, colors: Mapping[str, str]) -> Plot | None:
     """Held-out metric of each deployment variant against its size on disk and against its
     latency per example; each case's own score (the unmerged adapter) is a dashed line in its
@@ -390,7 +395,7 @@ def plot_deploy(table: DeployTable, colors: Mapping[str, str]) -> Plot | None:
         f"{table.title}: deployment variants (dashed: the unmerged adapter)", x=0.01, ha="left", fontsize=11
     )
     return Plot(
-        f"plot-deploy-{_slug(f'{table.task}-{table.model}')}",
+        deploy_plot_id(table),
         f"{table.title}: each deployment variant's score against size on disk and latency",
         png_bytes(fig),
     )

@@ -50,11 +50,12 @@ class FastDropout(nn.Module):
 
 
 @contextmanager
-def installed(model: Any, device: str) -> Iterator[int]:
+def installed(model: Any, device: str, *, enabled: bool = True) -> Iterator[int]:
     """Every ``nn.Dropout`` of ``model`` replaced by a :class:`FastDropout` on a CPU, for the
-    ``with`` block; yields how many were replaced (0 on other devices or without dropout)."""
+    ``with`` block; yields how many were replaced (0 when not ``enabled``, on other devices, or
+    without dropout)."""
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    if device == "cpu":
+    if enabled and device == "cpu":
         for parent in model.modules():
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Dropout and child.p > 0 and not child.inplace:

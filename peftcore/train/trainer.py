@@ -215,8 +215,10 @@ def utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flop
     except AttributeError as err:  # a config without the fields of a gated-MLP decoder
         outcome.extra["mfu_unavailable"] = f"{type(base.config).__name__}: {err}"
         return
+    from peftcore.train.methods import parameter_counts
+
     full = method.tuner == "full"
-    adapter = 0 if full else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapter = 0 if full else parameter_counts(model)[0]
     total = flops.training_flops(
         shape,
         tokens=outcome.train_tokens,
@@ -406,7 +408,7 @@ def train(
     trainer.remove_callback(PrinterCallback)  # it prints every log dict: floods captured output
     start = time.perf_counter()
     try:
-        with fast_dropout.installed(model, device if budget.fast_dropout else "off") as swapped:
+        with fast_dropout.installed(model, device, enabled=budget.fast_dropout) as swapped:
             outcome.extra["fast_dropout_modules"] = swapped
             trainer.train()
         if full_state_dict is not None:
