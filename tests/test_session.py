@@ -504,6 +504,22 @@ def test_a_reused_record_is_kept_in_memory_and_gated_like_a_new_one(
     assert failure.startswith(f"{case.case_id}: held-out accuracy = 0.1 is below min 0.35")
 
 
+def test_a_deployment_variant_that_failed_to_build_fails_the_case(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path
+) -> None:
+    """Its rules cannot reach it (a failed variant has no row): the case itself fails."""
+    case, _ = smoke[LORA_SST2]
+    record = _record("r1", case.case_id)
+    record["deploy"] = {
+        "nf4": {"status": "failed", "reason": "quantizing: boom"},
+        "merged": {"status": "not_mergeable", "reason": "virtual tokens"},
+        "gguf-q8_0": {"status": "skipped", "reason": "llama-cpp-python is not installed"},
+    }
+    assert _session(tmp_path).gate_failures(case, record) == [
+        f"{case.case_id}@nf4: the deployment variant failed: quantizing: boom"
+    ]
+
+
 # --------------------------------------------------------------------------- a full disk
 
 

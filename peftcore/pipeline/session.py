@@ -227,7 +227,7 @@ class BenchmarkSession:
         """Broken gates this case takes part in: its task's and profile's bounds, and the
         profile's rules between this case and any other case of the session."""
         from peftcore import gates
-        from peftcore.results.variants import variant_rows, with_variants
+        from peftcore.results.variants import unbuilt_variants, variant_rows, with_variants
 
         # The case and its deployment variants (lora@nf4: peftcore.results.variants), each gated
         # like a case.
@@ -243,4 +243,11 @@ class BenchmarkSession:
             )
             ids = {str(row["case_id"]) for row in rows}
             failures += [f for f in between if ids & {f.case_id, f.baseline_id}]
-        return [str(failure) for failure in failures]
+        # A variant that failed to build has no row, so no rule reaches it: it fails the case
+        # itself (not_mergeable and skipped are expected, and reported, not failures).
+        broken = [
+            f"{record['case_id']}@{name}: the deployment variant failed: {reason}"
+            for name, status, reason in unbuilt_variants(record)
+            if status == "failed"
+        ]
+        return [str(failure) for failure in failures] + broken
