@@ -38,7 +38,7 @@ from peftcore.data.example import TaskData
 from peftcore.deploy.variants import Variant, parse_variant
 from peftcore.measure import release_freed_memory
 from peftcore.pipeline.failures import one_line
-from peftcore.results.record import Record
+from peftcore.results.record import Record, keep_scores
 from peftcore.results.store import write_record
 from peftcore.spec.cases import Case
 
@@ -250,16 +250,16 @@ def _score(case: Case, model: Any, tokenizer: Any, data: TaskData, device: str) 
 
     fmt = PromptFormat.for_model(tokenizer, case.model.chat_template)
     precision = scoring_precision(case.eval.precision)
-    metrics, inference = {}, None
+    block: dict[str, Any] = {"metrics": {}, "inference": None}
     for split in ("held_out", "seen"):
         examples = data.split(split)
         if not examples:
             continue
         result = scoring.score(model, fmt, examples, case.task, case.eval, device=device, precision=precision)
-        metrics[split] = result.metrics
+        keep_scores(block, split, result)
         if split == "held_out":
-            inference = result.inference
-    return {"metrics": metrics, "inference": inference}
+            block["inference"] = result.inference
+    return block
 
 
 def _llama_cpp(case: Case, path: Path, data: TaskData) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from peftcore.pipeline.identity import Identity
 from peftcore.pipeline.off_task import OffTaskData, score_off_task
 from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
-from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures
+from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures, keep_scores
 from peftcore.results.store import Earlier, adapter_path, write_record
 from peftcore.spec.cases import Case
 from peftcore.storage import atomic_folder
@@ -388,7 +388,7 @@ def _train_and_score(
     # An untrained or re-scored case is timed by its scoring: the work it does.
     results = score_splits() if trains_now else ctx.timer("scoring", score_splits)
     for split, result in results.items():
-        record["metrics"][split] = result.metrics
+        keep_scores(record, split, result)
     if case.eval.judge is not None and case.task.type == "generation":
         state.stage = "judging"
         _judge(case, data, results, record)

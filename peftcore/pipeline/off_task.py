@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from peftcore.data.example import TaskData
 from peftcore.errors import SizeError, SpecError
 from peftcore.models.load import LoadedBase
-from peftcore.results.record import OOD_PREFIX, GeneralTextFigures, Record
+from peftcore.results.record import OOD_PREFIX, GeneralTextFigures, Record, keep_scores
 from peftcore.spec import DataSizes
 from peftcore.spec.cases import Case
 from peftcore.train.prompting import PromptFormat
@@ -119,7 +119,7 @@ def score_off_task(
         if task.name in data.ood:
             examples = data.ood[task.name].held_out
             result = scoring.score(model, fmt, examples, task, case.eval, device=device, precision=precision)
-            record["metrics"][OOD_PREFIX + task.name] = result.metrics
+            keep_scores(record, OOD_PREFIX + task.name, result)
 
 
 def general_text_figures(

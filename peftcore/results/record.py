@@ -148,6 +148,27 @@ class DeploymentFigures(TypedDict, total=False):
     generation_tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # llama.cpp, wall clock
 
 
+class MetricUncertainty(TypedDict, total=False):
+    """How a metric varies with the examples it was scored on (peftcore.score.uncertainty)."""
+
+    stderr: float
+    ci_low: float
+    ci_high: float
+    confidence: float  # 0.95
+    method: str  # wilson | normal | bootstrap
+    n: int  # examples counted
+    resamples: int  # bootstrap only
+    seed: int  # bootstrap only
+
+
+def keep_scores(into: Any, split: str, result: Any) -> None:
+    """Put a scored split's metrics, their uncertainty and its per-example scores into ``into``
+    (a record, or a deployment variant's block) under ``split``."""
+    into.setdefault("metrics", {})[split] = result.metrics
+    into.setdefault("uncertainty", {})[split] = result.uncertainty
+    into.setdefault("examples", {})[split] = result.examples
+
+
 class DeployFigures(TypedDict, total=False):
     """One deployment variant of a case (profile ``deploy:``, peftcore.pipeline.deploy)."""
 
@@ -165,6 +186,8 @@ class DeployFigures(TypedDict, total=False):
     build_seconds: float
     footprint_bytes: int
     metrics: dict[str, dict[str, float]]  # held_out, seen: the case's evaluator and settings
+    uncertainty: dict[str, dict[str, MetricUncertainty]]  # as the record's
+    examples: dict[str, dict[str, Any]]  # as the record's
     inference: InferenceFigures | None
     llama_cpp: dict[str, Any]  # status, tokens_per_second, llama.cpp's own counters, ...
 
@@ -209,6 +232,11 @@ class Record(_RecordKeys, total=False):
     # {"held_out": {name: value}, "seen": {...}}, and one "ood.<task>" per other task the profile
     # scores every case on (eval.also_score: that task's held-out split, its own metrics)
     metrics: dict[str, dict[str, float]]
+    # Per split and metric: its standard error and 95% interval (peftcore.score.uncertainty).
+    uncertainty: dict[str, dict[str, MetricUncertainty]]
+    # Per split: every example's uid and per-example scores (peftcore.score.evaluator.ExampleScores),
+    # what paired comparisons and the statistical baseline gate pair on; read by load_examples.
+    examples: dict[str, dict[str, Any]]
     general_text: GeneralTextFigures  # eval.forgetting only
     inference: InferenceFigures | None
     predictions: dict[str, list[dict[str, Any]]]  # {"held_out": the first 20 predictions}

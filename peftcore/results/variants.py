@@ -36,6 +36,8 @@ def variant_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "case_id": f"{record['case_id']}@{name}",
                 "method": variant_method(str(record["method"]), name),
                 "metrics": dict(block.get("metrics") or {}),
+                "uncertainty": dict(block.get("uncertainty") or {}),
+                "examples": dict(block.get("examples") or {}),
                 "inference": block.get("inference"),
                 "deployment": deployment,
                 "variant_of": record["case_id"],

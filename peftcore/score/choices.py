@@ -14,7 +14,16 @@ from typing import Any
 
 from peftcore.data.example import Example
 from peftcore.score.batching import batches, empty_context_token, pad_token_id, padding_fraction, right_padded
-from peftcore.score.evaluator import Evaluator, Metrics, Predictions, RawOutputs, ScoringRun, metric_names
+from peftcore.score.evaluator import (
+    Evaluator,
+    ExampleScores,
+    Metrics,
+    Predictions,
+    RawOutputs,
+    ScoringRun,
+    evaluate_metrics,
+    metric_names,
+)
 from peftcore.score.loglikelihood import TokenRequest, sum_logprobs, token_loglikelihoods
 from peftcore.score.metric_registry import TASK_INPUTS
 from peftcore.score.metrics import resolve_metric
@@ -209,7 +218,7 @@ def _tied(values: Sequence[float]) -> bool:
 
 def _finish_choices(
     run: ScoringRun, examples: Sequence[Example], raw: RawOutputs
-) -> tuple[Metrics, Predictions]:
+) -> tuple[Metrics, Predictions, ExampleScores]:
     chosen, chosen_norm, chosen_bytes, gold, predictions = [], [], [], [], []
     ties = ties_norm = 0
     for example, lls in zip(examples, raw.values, strict=True):
@@ -234,14 +243,18 @@ def _finish_choices(
             }
         )
     by_metric = {"accuracy_norm": chosen_norm, "accuracy_bytes": chosen_bytes}
-    metrics = {}
-    for name in metric_names(run.task, CHOICE_INPUTS, CHOICE_METRICS):
-        metric = resolve_metric(name)
-        given = raw.values if metric.inputs == "choice_loglikelihoods" else by_metric.get(name, chosen)
-        metrics[name] = float(metric(given, gold))
+
+    def inputs(name: str) -> tuple[Any, ...]:
+        takes_lls = resolve_metric(name).inputs == "choice_loglikelihoods"
+        return (raw.values if takes_lls else by_metric.get(name, chosen), gold)
+
+    names = metric_names(run.task, CHOICE_INPUTS, CHOICE_METRICS)
+    metrics, kept = evaluate_metrics(names, inputs, examples)
+    if "macro_f1" in metrics:  # corpus-level: recomputed from the labels on a resample
+        kept.corpus["macro_f1"] = {"predicted": chosen, "gold": gold}
     # Exact ties in the top score: the prediction there is the tie-break's, not the model's.
     raw.stats.update(tied_predictions=ties, tied_predictions_norm=ties_norm)
-    return metrics, predictions
+    return metrics, predictions, kept
 
 
 CHOICES = Evaluator(CHOICE_INPUTS, CHOICE_METRICS, _infer_choices, _finish_choices)

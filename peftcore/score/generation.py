@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING
 
 from peftcore.data.example import Example
 from peftcore.score.decoding import generate_token_ids, generation_contexts
-from peftcore.score.evaluator import Evaluator, Metrics, Predictions, RawOutputs, ScoringRun, metric_names
-from peftcore.score.metrics import resolve_metric
+from peftcore.score.evaluator import (
+    Evaluator,
+    ExampleScores,
+    Metrics,
+    Predictions,
+    RawOutputs,
+    ScoringRun,
+    evaluate_metrics,
+    metric_names,
+)
 from peftcore.score.number_metrics import extract_number
 
 if TYPE_CHECKING:
@@ -87,19 +95,19 @@ def _infer_generation(run: ScoringRun, examples: Sequence[Example]) -> RawOutput
 
 def _finish_generation(
     run: ScoringRun, examples: Sequence[Example], raw: RawOutputs
-) -> tuple[Metrics, Predictions]:
+) -> tuple[Metrics, Predictions, ExampleScores]:
     how = run.task.generation.extract
     answers = [extract_answer(text, how) for text in raw.values]
     references = [list(example.answers) for example in examples]
     # abs_diff leaves out answers without a number; report how many.
     extra = ("number_unparseable_rate",) if "abs_diff" in run.task.metrics else ()
     names = [*metric_names(run.task, ("texts",)), *extra]
-    metrics = {name: float(resolve_metric(name)(answers, references)) for name in names}
+    metrics, kept = evaluate_metrics(names, lambda _: (answers, references), examples)
     predictions = [
         {"uid": e.uid, "generated": text, "answer": answer}
         for e, text, answer in zip(examples, raw.values, answers, strict=True)
     ]
-    return metrics, predictions
+    return metrics, predictions, kept
 
 
 GENERATION = Evaluator(("texts",), (), _infer_generation, _finish_generation)

@@ -13,9 +13,20 @@ from peftcore.score.metric_inputs import check_pairs, mean
 from peftcore.score.metric_registry import register
 
 
+def correct(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> list[float]:
+    """1.0 where ``predicted`` equals ``gold``, else 0.0: accuracy's per-example scores.
+
+    >>> correct([0, 2, 1], [0, 1, 1])
+    [1.0, 0.0, 1.0]
+    """
+    check_pairs(predicted, gold)
+    return [float(p == g) for p, g in zip(predicted, gold, strict=True)]
+
+
 @register(
     "accuracy",
     higher_is_better=True,
+    per_example=correct,
     description="fraction of examples whose chosen label is the gold label",
     inputs="indices",
 )
@@ -25,6 +36,7 @@ from peftcore.score.metric_registry import register
     description="accuracy when each choice's log-likelihood is divided by its length in characters "
     "(lm-evaluation-harness acc_norm)",
     inputs="indices",
+    per_example=correct,
 )
 @register(
     "accuracy_bytes",
@@ -32,6 +44,7 @@ from peftcore.score.metric_registry import register
     description="accuracy when each choice's log-likelihood is divided by its length in UTF-8 bytes "
     "(lm-evaluation-harness acc_bytes)",
     inputs="indices",
+    per_example=correct,
 )
 def accuracy(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
     """Fraction of positions where ``predicted`` equals ``gold``.
@@ -73,12 +86,30 @@ def macro_f1(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
     return mean(scores)
 
 
+def brier_terms(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) -> list[float]:
+    """Each example's squared distance between the softmax over its choices' log-likelihoods
+    and the gold one-hot: the Brier score's per-example terms.
+
+    >>> brier_terms([[0.0, 0.0], [0.0, math.log(3)]], [1, 1])
+    [0.5, 0.125]
+    """
+    check_pairs(loglikelihoods, gold)
+    terms = []
+    for lls, label in zip(loglikelihoods, gold, strict=True):
+        top = max(lls)
+        weights = [math.exp(ll - top) for ll in lls]
+        total = math.fsum(weights)
+        terms.append(math.fsum((w / total - (i == label)) ** 2 for i, w in enumerate(weights)))
+    return terms
+
+
 @register(
     "brier_score",
     higher_is_better=False,
     description="mean squared distance between the softmax over the choices' log-likelihoods and the "
     "gold one-hot (lm-evaluation-harness brier_score; 0 is certain and right, 2 certain and wrong)",
     inputs="choice_loglikelihoods",
+    per_example=brier_terms,
 )
 def brier_score(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) -> float:
     """Brier score of the choice distribution, as lm-evaluation-harness computes it.
@@ -91,11 +122,4 @@ def brier_score(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) 
     >>> round(brier_score([[0.0, math.log(3)]], [1]), 6)  # 25/75, right: 0.25**2 + 0.25**2
     0.125
     """
-    check_pairs(loglikelihoods, gold)
-    scores = []
-    for lls, label in zip(loglikelihoods, gold, strict=True):
-        top = max(lls)
-        weights = [math.exp(ll - top) for ll in lls]
-        total = math.fsum(weights)
-        scores.append(math.fsum((w / total - (i == label)) ** 2 for i, w in enumerate(weights)))
-    return mean(scores)
+    return mean(brier_terms(loglikelihoods, gold))

@@ -1,15 +1,18 @@
 """The metric registry: every built-in metric by the name task specs use, with its direction.
 
 ``METRICS`` maps a name to a :class:`Metric`; ``register`` adds a function under a name and
-rejects a name given twice. The metric functions register themselves from their own modules
-(``text_metrics``, ``number_metrics``, ...); :mod:`peftcore.score.metrics` imports them all, so
+rejects a name given twice. A metric that is a mean over examples also registers the function
+giving each example's score (``per_example``): scoring keeps those scores, so the metric's
+standard error and paired comparisons between cases come from them (:mod:`peftcore.stats`).
+The metric functions register themselves from their own modules (``text_metrics``, ``number_metrics``, ...); :mod:`peftcore.score.metrics` imports them all, so
 the registry is complete once that module is imported. This module imports nothing of them,
 which is what lets them import ``register`` from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,11 +36,23 @@ class Metric:
     higher_is_better: bool
     description: str
     inputs: MetricInputs = "texts"
+    # Each example's score, the metric being their mean (nan: an example the metric leaves out,
+    # e.g. abs_diff's answers without a number). None: a corpus-level metric (macro F1, perplexity).
+    per_example: Callable[..., Sequence[float]] | None = None
 
     def __call__(self, *args: Any) -> float:
         if self.fn is None:
             raise PeftcoreError(f"metric {self.name!r} is not computed from predictions ({self.inputs})")
         return self.fn(*args)
+
+    def evaluate(self, *args: Any) -> tuple[float, list[float] | None]:
+        """The metric's value and, for a mean over examples, each example's score (computed
+        once: the value is their mean over the examples scored, nan when none is)."""
+        if self.per_example is None:
+            return float(self(*args)), None
+        scores = [float(s) for s in self.per_example(*args)]
+        kept = [s for s in scores if not math.isnan(s)]
+        return (math.fsum(kept) / len(kept) if kept else math.nan), scores
 
 
 class MetricError(PeftcoreError):
@@ -48,12 +63,18 @@ METRICS: dict[str, Metric] = {}
 
 
 def register(
-    name: str, *, higher_is_better: bool, description: str, inputs: MetricInputs = "texts"
+    name: str,
+    *,
+    higher_is_better: bool,
+    description: str,
+    inputs: MetricInputs = "texts",
+    per_example: Callable[..., Sequence[float]] | None = None,
 ) -> Callable[[Any], Any]:
-    """Decorator adding ``fn`` to ``METRICS`` as ``name``; ``ValueError`` if the name is taken."""
+    """Decorator adding ``fn`` to ``METRICS`` as ``name`` (with its per-example scores, for a
+    mean); ``ValueError`` if the name is taken."""
 
     def decorate(fn: Any) -> Any:
-        add_metric(Metric(name, fn, higher_is_better, description, inputs))
+        add_metric(Metric(name, fn, higher_is_better, description, inputs, per_example))
         return fn
 
     return decorate

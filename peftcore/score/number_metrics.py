@@ -66,10 +66,26 @@ def _gold_numbers(reference: Reference, index: int) -> list[float]:
     return [n for n in map(extract_number, gold_answers(reference, index)) if n is not None]
 
 
+def number_matches(predictions: Sequence[str], references: Sequence[Reference]) -> list[float]:
+    """1.0 where the answer's ``extract_number`` equals some gold answer's, else 0.0.
+
+    >>> number_matches(["so 72 clips.", "none"], ["#### 72", "0"])
+    [1.0, 0.0]
+    """
+    check_pairs(predictions, references)
+    hits = []
+    for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        golds = _gold_numbers(ref, i)
+        value = extract_number(pred)
+        hits.append(float(value is not None and value in golds))
+    return hits
+
+
 @register(
     "number_exact_match",
     higher_is_better=True,
     description="fraction of answers whose extracted number equals a gold number (GSM8K)",
+    per_example=number_matches,
 )
 def number_exact_match(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Fraction of examples whose ``extract_number`` equals that of some gold answer.
@@ -80,13 +96,7 @@ def number_exact_match(predictions: Sequence[str], references: Sequence[Referenc
     >>> number_exact_match(["so 72 clips.", "#### 5", "none"], ["#### 72", "6", "0"])
     0.3333333333333333
     """
-    check_pairs(predictions, references)
-    hits = 0
-    for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
-        golds = _gold_numbers(ref, i)
-        value = extract_number(pred)
-        hits += value is not None and value in golds
-    return hits / len(predictions)
+    return mean(number_matches(predictions, references))
 
 
 def number_parse_counts(predictions: Sequence[str], references: Sequence[Reference]) -> dict[str, int]:
@@ -108,11 +118,27 @@ def number_parse_counts(predictions: Sequence[str], references: Sequence[Referen
     return counts
 
 
+def abs_diffs(predictions: Sequence[str], references: Sequence[Reference]) -> list[float]:
+    """Each example's |predicted - closest gold| number; nan where either side has none.
+
+    >>> abs_diffs(["7 apples", "no idea"], ["#### 10", "4"])
+    [3.0, nan]
+    """
+    check_pairs(predictions, references)
+    diffs = []
+    for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        value = extract_number(pred)
+        golds = _gold_numbers(ref, i)
+        diffs.append(min(abs(value - gold) for gold in golds) if value is not None and golds else math.nan)
+    return diffs
+
+
 @register(
     "abs_diff",
     higher_is_better=False,
     description="mean |predicted - gold| number over answers that contain a number (see "
     "number_unparseable_rate for the others); nan when none does",
+    per_example=abs_diffs,
 )
 def abs_diff(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Mean absolute difference between predicted and closest gold number.
@@ -125,20 +151,21 @@ def abs_diff(predictions: Sequence[str], references: Sequence[Reference]) -> flo
     >>> abs_diff(["7 apples", "no idea", "-1"], ["#### 10", "4", "1"])
     2.5
     """
-    check_pairs(predictions, references)
-    diffs = []
-    for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
-        value = extract_number(pred)
-        golds = _gold_numbers(ref, i)
-        if value is not None and golds:
-            diffs.append(min(abs(value - gold) for gold in golds))
+    diffs = [d for d in abs_diffs(predictions, references) if not math.isnan(d)]
     return mean(diffs) if diffs else math.nan
+
+
+def unparseable(predictions: Sequence[str], references: Sequence[Reference]) -> list[float]:
+    """1.0 where the answer holds no number (references only checked for length)."""
+    check_pairs(predictions, references)
+    return [float(extract_number(pred) is None) for pred in predictions]
 
 
 @register(
     "number_unparseable_rate",
     higher_is_better=False,
     description="fraction of answers with no number in them (the ones abs_diff leaves out)",
+    per_example=unparseable,
 )
 def number_unparseable_rate(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Fraction of predictions ``extract_number`` finds no number in (references only checked

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 
 from peftcore.data.example import Example
 from peftcore.score.batching import pad_token_id
-from peftcore.score.evaluator import Evaluator, Metrics, Predictions, RawOutputs, ScoringRun, metric_names
+from peftcore.score.evaluator import (
+    Evaluator,
+    ExampleScores,
+    Metrics,
+    Predictions,
+    RawOutputs,
+    ScoringRun,
+    metric_names,
+)
 from peftcore.score.loglikelihood import TokenRequest, token_loglikelihoods
 from peftcore.score.metrics import resolve_metric
 
@@ -71,7 +79,7 @@ def _infer_perplexity(run: ScoringRun, examples: Sequence[Example]) -> RawOutput
 
 def _finish_perplexity(
     run: ScoringRun, examples: Sequence[Example], raw: RawOutputs
-) -> tuple[Metrics, Predictions]:
+) -> tuple[Metrics, Predictions, ExampleScores]:
     total_nll = math.fsum(nll for nll, _ in raw.values)
     total_tokens = sum(n for _, n in raw.values)
     metrics = {
@@ -82,7 +90,14 @@ def _finish_perplexity(
         {"uid": e.uid, "nll": round(nll, 4), "tokens": n}
         for e, (nll, n) in zip(examples, raw.values, strict=True)
     ]
-    return metrics, predictions
+    # Perplexity is corpus-level (total NLL over total tokens): kept as each document's NLL and
+    # token count, with the mean loss per token of each document as its per-example score.
+    kept = ExampleScores(
+        [e.uid for e in examples],
+        scores={"document_loss": [nll / max(n, 1) for nll, n in raw.values]},
+        corpus={"perplexity": {"nll": [nll for nll, _ in raw.values], "tokens": [n for _, n in raw.values]}},
+    )
+    return metrics, predictions, kept
 
 
 PERPLEXITY = Evaluator(("nll",), ("perplexity",), _infer_perplexity, _finish_perplexity)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from peftcore.data.example import Example
@@ -26,6 +26,7 @@ from peftcore.score.evaluator import Evaluator, ScoringRun, metric_names
 from peftcore.score.generation import GENERATION
 from peftcore.score.model_capabilities import max_input_length
 from peftcore.score.perplexity import PERPLEXITY
+from peftcore.score.uncertainty import metric_intervals
 from peftcore.train.prompting import PromptFormat
 
 if TYPE_CHECKING:
@@ -52,11 +53,17 @@ class ScoreResult:
       ``examples_per_second``, ``peak_memory_bytes``, ``memory_method`` and details
       (``batch_size``, ``precision``, ``padding_fraction``, ...), measured over the model's
       work only (metric computation such as BERTScore is not inference).
+    - ``examples``: every example's uid and per-example scores
+      (:meth:`peftcore.score.evaluator.ExampleScores.to_dict`).
+    - ``uncertainty``: metric name -> standard error and 95% interval
+      (:func:`peftcore.score.uncertainty.metric_intervals`).
     """
 
     metrics: dict[str, float]
     predictions: list[dict[str, Any]]
     inference: dict[str, Any]
+    examples: dict[str, Any] = field(default_factory=dict)
+    uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +106,7 @@ def score(
     memory = PeakMemory(device)
     with _inference(model, device, precision), memory, stopwatch() as clock:
         raw = evaluator.infer(run, examples)
-    metrics, predictions = evaluator.finish(run, examples, raw)
+    metrics, predictions, kept = evaluator.finish(run, examples, raw)
     seconds = clock["seconds"]
     n = len(examples)
     inference: dict[str, Any] = {
@@ -113,7 +120,13 @@ def score(
         "batch_size": settings.batch_size,
         **raw.stats,
     }
-    return ScoreResult(metrics=metrics, predictions=predictions, inference=inference)
+    return ScoreResult(
+        metrics=metrics,
+        predictions=predictions,
+        inference=inference,
+        examples=kept.to_dict(),
+        uncertainty=metric_intervals(metrics, kept),
+    )
 
 
 @contextlib.contextmanager

@@ -46,18 +46,9 @@ def _sentence_model(path: Path) -> SentenceTransformer:
     return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
-@register(
-    "cosine_similarity",
-    higher_is_better=True,
-    description="cosine of all-MiniLM-L6-v2 sentence embeddings, best reference, mean (-1..1)",
-)
-def cosine_similarity(predictions: Sequence[str], references: Sequence[Reference]) -> float:
-    """Mean over examples of the highest cosine similarity between the prediction's and a
-    gold answer's sentence embedding (all-MiniLM-L6-v2 on the CPU, loaded once, offline).
-
-    >>> cosine_similarity(["Paris is the capital."], [["Paris is the capital."]]) > 0.999
-    True
-    """
+def best_cosines(predictions: Sequence[str], references: Sequence[Reference]) -> list[float]:
+    """Each example's highest cosine similarity between the prediction's and a gold answer's
+    sentence embedding (all-MiniLM-L6-v2 on the CPU, loaded once, offline), clipped to [-1, 1]."""
     check_pairs(predictions, references)
     groups = [gold_answers(ref, i) for i, ref in enumerate(references)]
     texts = sorted({*predictions, *(gold for golds in groups for gold in golds)})
@@ -68,7 +59,22 @@ def cosine_similarity(predictions: Sequence[str], references: Sequence[Reference
         max(float(row[pred] @ row[gold]) for gold in golds)
         for pred, golds in zip(predictions, groups, strict=True)
     ]
-    return mean(min(1.0, max(-1.0, value)) for value in best)
+    return [min(1.0, max(-1.0, value)) for value in best]
+
+
+@register(
+    "cosine_similarity",
+    higher_is_better=True,
+    description="cosine of all-MiniLM-L6-v2 sentence embeddings, best reference, mean (-1..1)",
+    per_example=best_cosines,
+)
+def cosine_similarity(predictions: Sequence[str], references: Sequence[Reference]) -> float:
+    """Mean over examples of :func:`best_cosines`.
+
+    >>> cosine_similarity(["Paris is the capital."], [["Paris is the capital."]]) > 0.999
+    True
+    """
+    return mean(best_cosines(predictions, references))
 
 
 @functools.cache
@@ -80,20 +86,9 @@ def _bert_scorer(path: Path) -> Any:
     return BERTScorer(model_type=str(path), num_layers=6, device="cpu")
 
 
-@register(
-    "bertscore_f1",
-    higher_is_better=True,
-    description="BERTScore F1 with all-MiniLM-L6-v2 (6 layers, not rescaled), best reference, mean",
-)
-def bertscore_f1(predictions: Sequence[str], references: Sequence[Reference]) -> float:
-    """Mean BERTScore F1, the best over each example's gold answers.
-
-    An empty prediction scores 0 and empty gold answers are skipped (bert_score would do the
-    same, with a warning per call).
-
-    >>> round(bertscore_f1(["a cat sat"], [["a cat sat", "dogs bark"]]), 4)
-    1.0
-    """
+def bertscore_f1s(predictions: Sequence[str], references: Sequence[Reference]) -> list[float]:
+    """Each example's BERTScore F1, the best over its gold answers. An empty prediction scores
+    0 and empty gold answers are skipped (bert_score would do the same, with a warning per call)."""
     check_pairs(predictions, references)
     scores = [0.0] * len(predictions)
     todo = []
@@ -107,4 +102,19 @@ def bertscore_f1(predictions: Sequence[str], references: Sequence[Reference]) ->
         )
         for (i, _, _), value in zip(todo, f_scores.tolist(), strict=True):
             scores[i] = value
-    return mean(scores)
+    return scores
+
+
+@register(
+    "bertscore_f1",
+    higher_is_better=True,
+    description="BERTScore F1 with all-MiniLM-L6-v2 (6 layers, not rescaled), best reference, mean",
+    per_example=bertscore_f1s,
+)
+def bertscore_f1(predictions: Sequence[str], references: Sequence[Reference]) -> float:
+    """Mean of :func:`bertscore_f1s`.
+
+    >>> round(bertscore_f1(["a cat sat"], [["a cat sat", "dogs bark"]]), 4)
+    1.0
+    """
+    return mean(bertscore_f1s(predictions, references))

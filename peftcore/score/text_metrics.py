@@ -18,18 +18,25 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 
 
-def mean_best_over_golds(
+def best_over_golds(
     score_pair: Callable[[str, str], float], predictions: Sequence[str], references: Sequence[Reference]
-) -> float:
-    """Mean over examples of the best ``score_pair(prediction, gold)`` over the example's golds.
+) -> list[float]:
+    """Each example's best ``score_pair(prediction, gold)`` over its gold answers.
 
     ``ValueError`` for mismatched or empty inputs, or an example without a gold answer.
     """
     check_pairs(predictions, references)
-    return mean(
+    return [
         max(score_pair(pred, gold) for gold in gold_answers(ref, i))
         for i, (pred, ref) in enumerate(zip(predictions, references, strict=True))
-    )
+    ]
+
+
+def mean_best_over_golds(
+    score_pair: Callable[[str, str], float], predictions: Sequence[str], references: Sequence[Reference]
+) -> float:
+    """Mean over examples of :func:`best_over_golds`."""
+    return mean(best_over_golds(score_pair, predictions, references))
 
 
 # --------------------------------------------------------------------------- SQuAD v1.1
@@ -73,7 +80,12 @@ def exact_match_score(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-@register("f1", higher_is_better=True, description="SQuAD v1.1 token F1, best gold answer, mean (0-1)")
+@register(
+    "f1",
+    higher_is_better=True,
+    description="SQuAD v1.1 token F1, best gold answer, mean (0-1)",
+    per_example=functools.partial(best_over_golds, f1_score),
+)
 def f1(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Mean over examples of the best token F1 against any gold answer.
 
@@ -83,7 +95,12 @@ def f1(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     return mean_best_over_golds(f1_score, predictions, references)
 
 
-@register("exact_match", higher_is_better=True, description="SQuAD v1.1 exact match, any gold answer (0-1)")
+@register(
+    "exact_match",
+    higher_is_better=True,
+    description="SQuAD v1.1 exact match, any gold answer (0-1)",
+    per_example=functools.partial(best_over_golds, exact_match_score),
+)
 def exact_match(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Fraction of examples equal to some gold answer after ``normalize_answer``.
 
@@ -108,7 +125,12 @@ def _rouge_l_fmeasure(prediction: str, gold: str) -> float:
     return float(_rouge_l_scorer().score(gold, prediction)["rougeL"].fmeasure)
 
 
-@register("rouge_l", higher_is_better=True, description="ROUGE-L F-measure, best reference, mean (0-1)")
+@register(
+    "rouge_l",
+    higher_is_better=True,
+    description="ROUGE-L F-measure, best reference, mean (0-1)",
+    per_example=functools.partial(best_over_golds, _rouge_l_fmeasure),
+)
 def rouge_l(predictions: Sequence[str], references: Sequence[Reference]) -> float:
     """Mean over examples of the best ROUGE-L F-measure (``rouge_score``, no stemmer).
 

@@ -1,0 +1,87 @@
+"""Each metric of a scored split with its standard error and 95% interval, from the split's
+per-example scores (:class:`peftcore.score.evaluator.ExampleScores`).
+
+- A mean over examples (accuracy, Brier score, token F1, exact match, cosine similarity, ...):
+  the closed form, sample standard deviation over sqrt(n) as lm-evaluation-harness's
+  ``mean_stderr``; the Wilson interval when every score is 0 or 1, else the normal interval.
+  Examples the metric leaves out (nan, e.g. ``abs_diff`` without a number) are not counted.
+- A corpus-level metric (macro F1, perplexity): a seeded bootstrap over examples, vectorised
+  (:mod:`peftcore.stats`); the number of resamples and the seed are recorded.
+- Any other metric (an ``evaluate`` metric, a judged one): no interval; it is left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from peftcore.score.evaluator import ExampleScores
+
+CONFIDENCE = 0.95
+RESAMPLES = 1000
+SEED = 0
+
+
+def _corpus_statistic(name: str, inputs: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+    from peftcore import stats
+
+    if name == "macro_f1":
+        return stats.macro_f1_statistic(inputs["predicted"], inputs["gold"])
+    if name == "perplexity":
+        return stats.ratio_perplexity(inputs["nll"], inputs["tokens"])
+    return None
+
+
+def corpus_statistic(name: str, examples: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The vectorised statistic of corpus metric ``name`` over a split's stored ``examples``
+    block (``corpus`` inputs), or None when the block cannot recompute it."""
+    inputs = (examples.get("corpus") or {}).get(name)
+    return _corpus_statistic(name, inputs) if isinstance(inputs, Mapping) else None
+
+
+def metric_intervals(
+    metrics: Mapping[str, float], kept: ExampleScores | Mapping[str, Any], *, confidence: float = CONFIDENCE
+) -> dict[str, dict[str, Any]]:
+    """Metric name -> ``{"stderr", "ci_low", "ci_high", "confidence", "method", "n", ...}`` for
+    every metric of ``metrics`` that ``kept`` has per-example scores or corpus inputs for."""
+    from peftcore import stats
+
+    block = kept.to_dict() if hasattr(kept, "to_dict") else kept
+    scores: Mapping[str, list[float]] = block.get("scores") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in metrics.items():
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            continue
+        interval = None
+        if name in scores:
+            finite = [s for s in scores[name] if not math.isnan(s)]
+            if len(finite) >= 2:
+                interval = stats.mean_interval(finite, confidence)
+        else:
+            statistic = corpus_statistic(name, block)
+            if statistic is not None:
+                n = len(block.get("uid") or [])
+                interval = stats.bootstrap_interval(
+                    statistic, n, estimate=float(value), confidence=confidence, resamples=RESAMPLES, seed=SEED
+                )
+        if interval is not None:
+            out[name] = _as_record(interval)
+    return out
+
+
+def _as_record(interval: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "stderr": interval.stderr,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "confidence": interval.confidence,
+        "method": interval.method,
+        "n": interval.n,
+    }
+    if interval.resamples is not None:
+        entry.update(resamples=interval.resamples, seed=interval.seed)
+    return entry
