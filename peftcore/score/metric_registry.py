@@ -4,9 +4,10 @@
 rejects a name given twice. A metric that is a mean over examples also registers the function
 giving each example's score (``per_example``): scoring keeps those scores, so the metric's
 standard error and paired comparisons between cases come from them (:mod:`peftcore.stats`).
-The metric functions register themselves from their own modules (``text_metrics``, ``number_metrics``, ...); :mod:`peftcore.score.metrics` imports them all, so
-the registry is complete once that module is imported. This module imports nothing of them,
-which is what lets them import ``register`` from here.
+The metric functions register themselves from their own modules (``text_metrics``,
+``number_metrics``, ...); :mod:`peftcore.score.metrics` imports them all, so the registry is
+complete once that module is imported. This module imports nothing of them, which is what lets
+them import ``register`` from here.
 """
 
 from __future__ import annotations
