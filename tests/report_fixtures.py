@@ -14,7 +14,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,30 @@ def make_record(
             record[block].update(values)
         else:
             record[block] = copy.deepcopy(values)
+    return record
+
+
+def scored(
+    record: dict[str, Any],
+    scores: Mapping[str, Sequence[float]],
+    *,
+    split: str = "held_out",
+    uids: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """``record`` scored on known examples, as peftcore keeps them: ``scores`` are per-example
+    scores by metric (examples ``ex-000``, ``ex-001``, ... unless ``uids``); each metric's value
+    becomes their mean and its ``uncertainty`` the interval peftcore computes for them."""
+    from peftcore.score.uncertainty import metric_intervals
+
+    n = len(next(iter(scores.values())))
+    block = {
+        "uid": list(uids or (f"ex-{i:03d}" for i in range(n))),
+        "scores": {k: list(v) for k, v in scores.items()},
+    }
+    means = {name: sum(values) / len(values) for name, values in scores.items()}
+    record["metrics"].setdefault(split, {}).update(means)
+    record.setdefault("uncertainty", {})[split] = metric_intervals(means, block)
+    record.setdefault("examples", {})[split] = block
     return record
 
 

@@ -9,7 +9,8 @@ separating space, as ``doc_to_choice`` (the harness adds its ``target_delimiter`
 Each choice's summed log-likelihood must agree within ``LL_TOLERANCE`` (nats; the two batch
 and pad differently, which moves fp32 sums in the last digits); the chosen answer must agree
 wherever the top two choices are further apart than that; so must ``acc`` and ``acc_norm``
-(characters) and ``acc_bytes``. The full-split comparison and its figures are in the README
+(characters) and ``acc_bytes``, and the standard errors of ``acc`` and ``acc_norm``
+(``acc_stderr``, ``acc_norm_stderr``). The full-split comparison and its figures are in the README
 (``PEFTCORE_LM_EVAL_FULL=1`` runs every example).
 """
 
@@ -127,6 +128,16 @@ def test_choice_scores_agree_with_lm_evaluation_harness(
         ("accuracy_bytes", "acc_bytes,none"),
     ):
         assert ours.metrics[ours_name] == pytest.approx(got[theirs_name], abs=allowed), ours_name
+    # Standard errors: the harness's acc_stderr / acc_norm_stderr (sample sd over sqrt(n)) of the
+    # same examples. With no near ties the accuracies, and so their standard errors, are equal.
+    if near_ties == 0:
+        for ours_name, theirs_name in (
+            ("accuracy", "acc_stderr,none"),
+            ("accuracy_norm", "acc_norm_stderr,none"),
+        ):
+            assert ours.uncertainty[ours_name]["stderr"] == pytest.approx(got[theirs_name], rel=1e-9), (
+                ours_name
+            )
     print(
         f"\n[{task_name}] {len(examples)} examples: peftcore acc {ours.metrics['accuracy']:.4f} "
         f"acc_norm {ours.metrics['accuracy_norm']:.4f} acc_bytes {ours.metrics['accuracy_bytes']:.4f}; "

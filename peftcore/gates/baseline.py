@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peftcore.errors import suggest
+from peftcore.gates.noise import Drop, Noise, NoiseModel, paired_drop
 from peftcore.gates.tolerances import GateError, Tolerances
 from peftcore.results.quantities import (
     RECORD_FIGURES,
@@ -46,6 +47,11 @@ class ComparisonRow:
     higher_is_better: bool | None
     tolerance: Tolerance | None
     verdict: Verdict
+    # The statistical gate (peftcore.gates.noise): the noise the drop is set against, and the
+    # Holm-adjusted one-sided p-value of a drop this large.
+    noise_sd: float | None = None
+    p_value: float | None = None
+    noise: str | None = None
 
     @property
     def delta(self) -> float:
@@ -109,7 +115,7 @@ class ComparisonResult:
                 allowed = (
                     f"{format_value(row.quantity, row.tolerance.allowed(row.baseline))} ({row.tolerance})"
                     if row.tolerance
-                    else ""
+                    else _noise_words(row)
                 )
                 table.append(
                     (
@@ -128,6 +134,15 @@ class ComparisonResult:
             lines.append(f"not compared: {case_id}: {why}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def _noise_words(row: ComparisonRow) -> str:
+    if row.p_value is None:
+        return ""
+    if row.noise == "exact":
+        return "none (exact)"
+    sd = format_value(row.quantity, row.noise_sd) if row.noise_sd is not None else "?"
+    return f"noise sd {sd} ({row.noise}), Holm p = {row.p_value:.2g}"
 
 
 def _signed(row: ComparisonRow) -> str:
@@ -238,10 +253,89 @@ def _verdict(value: float, reference: float, direction: bool | None, tolerance: 
     return "regressed" if gain < -allowed else "improved" if gain > allowed else "unchanged"
 
 
+def compare_statistical(
+    records: Iterable[Mapping[str, Any]], baseline_records: Iterable[Mapping[str, Any]], model: NoiseModel
+) -> ComparisonResult:
+    """Case by case, each quantity ``model`` measured noise for, against the baseline: regressed
+    when the drop is beyond its floor and the Holm-adjusted one-sided p-value of a drop that large
+    under the measured noise is under ``1 - model.confidence`` (:mod:`peftcore.gates.noise`);
+    improved likewise in the other direction. GateError when a metric lacks per-example scores
+    on either side, or the two were scored on different examples."""
+    from peftcore.stats import holm
+
+    current = newest_by_case(records, finished_only=False)
+    baseline = newest_by_case(baseline_records, finished_only=False)
+    pending: list[tuple[str, CaseKey, Quantity, float, float, Noise, Drop]] = []
+    unavailable, notes = [], []
+    for key in sorted(current.keys() & baseline.keys()):
+        now, then = current[key], baseline[key]
+        case_id = str(now["case_id"])
+        if now["status"] != "finished" or then["status"] != "finished":
+            which = "this run" if now["status"] != "finished" else "the baseline"
+            status = now["status"] if now["status"] != "finished" else then["status"]
+            unavailable.append((case_id, f"{status} in {which}"))
+            continue
+        if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
+            notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
+        for label, noise in model.for_record(now).items():
+            quantity = parse_quantity(label, lenient=True).resolve(now)
+            drop = paired_drop(now, then, quantity, noise)
+            if drop is not None:
+                pending.append(
+                    (
+                        case_id,
+                        key,
+                        quantity,
+                        quantity.value(then) or 0.0,
+                        quantity.value(now) or 0.0,
+                        noise,
+                        drop,
+                    )
+                )
+    alpha = 1 - model.confidence
+    worse: list[float] = list(holm([d.p_worse for *_, d in pending])) if pending else []
+    better: list[float] = list(holm([d.p_better for *_, d in pending])) if pending else []
+    rows = []
+    for (case_id, key, quantity, reference, value, noise, drop), p_worse, p_better in zip(
+        pending, worse, better, strict=True
+    ):
+        if math.isnan(drop.drop) or (not drop.within_floor and p_worse < alpha):
+            verdict: Verdict = "regressed"
+        elif not drop.within_floor and p_better < alpha:
+            verdict = "improved"
+        else:
+            verdict = "unchanged"
+        rows.append(
+            ComparisonRow(
+                case_id,
+                key,
+                quantity.label,
+                reference,
+                value,
+                higher_is_better(quantity.name),
+                None,
+                verdict,
+                noise_sd=drop.noise_sd,
+                p_value=float(p_worse if drop.drop > 0 else p_better),
+                noise=noise.describe(),
+            )
+        )
+    new = sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())
+    missing = sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())
+    matched = sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())
+    notes.append(
+        f"statistical gate: {len(rows)} quantities, Holm at family-wise {model.confidence:.0%} "
+        f"(noise measured in {model.source})"
+    )
+    return ComparisonResult(
+        tuple(rows), tuple(new), tuple(missing), tuple(unavailable), tuple(notes), {}, tuple(matched)
+    )
+
+
 def compare_to_baseline(
     records: Sequence[Mapping[str, Any]],
     baseline_records: Sequence[Mapping[str, Any]],
-    tolerances: Mapping[str, Tolerance],
+    tolerances: Mapping[str, Tolerance] | NoiseModel,
 ) -> ComparisonResult:
     """Regressions of ``records`` against a stored baseline, within per-metric ``tolerances``.
 
@@ -268,7 +362,10 @@ def compare_to_baseline(
                 raise GateError(
                     f"--metric-compare-fail: no case of this session or the baseline reports {quantity.words}"
                 )
-    result = compare_records(records, baseline_records, tolerances)
+    if isinstance(tolerances, NoiseModel):
+        result = compare_statistical(records, baseline_records, tolerances)
+    else:
+        result = compare_records(records, baseline_records, tolerances)
     if records and baseline_records and not result.matched_cases:
         notes = (*result.notes, "no case of this session is in the baseline")
         result = dataclasses.replace(result, notes=notes)

@@ -72,7 +72,9 @@ def _check_pair(
         )
     shown, shown_base = format_value(quantity, value), format_value(quantity, base)
     ok: bool
-    if rule.kind == "beat":
+    if rule.confidence is not None:
+        ok, detail = _check_with_confidence(rule, quantity, record, reference, source_file)
+    elif rule.kind == "beat":
         direction = _direction(rule, quantity, source_file, instead="must: below or above")
         ok = not math.isnan(value) and (value > base if direction else value < base)
         detail = (
@@ -107,6 +109,43 @@ def _check_pair(
         base,
         str(source_file),
         base_id,
+    )
+
+
+def _check_with_confidence(
+    rule: Rule,
+    quantity: Quantity,
+    record: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    source_file: str | Path | None,
+) -> tuple[bool, str]:
+    """``must: beat`` holds when the paired interval of the difference lies wholly on the better
+    side of 0; ``max_drop`` when the interval's worse bound is within the drop allowed. A case
+    without per-example scores, or scored on other examples than its baseline, fails the rule
+    with the reason (never a silently unpaired test)."""
+    from peftcore.results.compare import CompareError, compare
+
+    assert rule.confidence is not None
+    direction = _direction(rule, quantity, source_file, instead="a rule without confidence:")
+    method_base = str(reference["method"])
+    try:
+        result = compare(record, reference, quantity.name, split=quantity.block, confidence=rule.confidence)
+    except CompareError as err:
+        return False, f"cannot be compared with {method_base} at {rule.confidence:.0%} confidence: {err}"
+    # Oriented so that positive is better.
+    low, high = (result.low, result.high) if direction else (-result.high, -result.low)
+    gain = result.difference if direction else -result.difference
+    interval = (
+        f"{'+' if gain >= 0 else ''}{format_value(quantity, gain)}, {rule.confidence:.0%} interval "
+        f"[{format_value(quantity, low)}, {format_value(quantity, high)}] over {result.n} paired examples"
+    )
+    if rule.kind == "beat":
+        return low > 0, f"does not beat {method_base} beyond noise (better by {interval})"
+    assert rule.tolerance is not None
+    allowed = rule.tolerance.allowed(quantity.value(reference) or 0.0)
+    return -low <= rule.tolerance.limit(quantity.value(reference) or 0.0), (
+        f"may be worse than {method_base} by more than max_drop {rule.tolerance} "
+        f"({format_value(quantity, allowed)}): better by {interval}"
     )
 
 

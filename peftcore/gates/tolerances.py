@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -37,6 +37,9 @@ from peftcore.results.quantities import (
 from peftcore.results.record import case_seed
 from peftcore.results.store import Run, read_run, resolve_run
 from peftcore.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from peftcore.gates.noise import NoiseModel
 
 
 class GateError(PeftcoreError, ValueError):
@@ -83,7 +86,7 @@ def _quantity_label(name: str, where: str) -> str:
         raise GateError(f"{where}: {name}: {err}") from None
 
 
-def parse_tolerances(text: str) -> Tolerances:
+def parse_tolerances(text: str) -> Tolerances | NoiseModel:
     """``"f1:2%,accuracy:0.02"`` -> every case alike; a path to a ``.yaml`` file -> its tables.
 
     Names follow the quantity vocabulary of :mod:`peftcore.results.quantities` (``seen.f1``,
@@ -123,16 +126,23 @@ def _table(raw: Any, where: str) -> dict[str, Tolerance]:
     return table
 
 
-def load_tolerances(path: Path) -> Tolerances:
-    """A tolerance file (see the module docstring); GateError naming the file and key."""
+def load_tolerances(path: Path) -> Tolerances | NoiseModel:
+    """A tolerance file (see the module docstring), or a statistical one (``mode: statistical``,
+    :mod:`peftcore.gates.noise`); GateError naming the file and key."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise GateError(f"--metric-compare-fail: cannot read {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise GateError(f"--metric-compare-fail: {path} is not valid YAML: {err}") from None
+    if isinstance(raw, Mapping) and raw.get("mode") == "statistical":
+        from peftcore.gates.noise import noise_model
+
+        return noise_model(raw, path)
+    if isinstance(raw, Mapping) and "mode" in raw:
+        raise GateError(f"{path}: key 'mode': expected statistical, got {raw['mode']!r}")
     if not isinstance(raw, Mapping) or set(raw) - {"default", "cases"}:
-        raise GateError(f"{path}: expected the keys default and cases")
+        raise GateError(f"{path}: expected the keys default and cases (or mode: statistical)")
     cases = raw.get("cases") or {}
     if not isinstance(cases, Mapping):
         raise GateError(f"{path}: key 'cases': expected a mapping of case -> tolerances")
@@ -226,10 +236,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("reports/runs"))
     parser.add_argument("--out", type=Path, required=True, help="tolerance file to write (YAML)")
     parser.add_argument("--margin", type=float, default=1.0, help="spread multiplier (default: %(default)s)")
+    parser.add_argument(
+        "--statistical",
+        action="store_true",
+        help="write the statistical gate's file: each quantity's training noise over the seeds "
+        "(README, 'Gates that know noise') instead of fixed spreads",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=0.95, help="family-wise confidence of the statistical gate"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     measured: Run = read_run(resolve_run(args.run, args.results_dir))
+    if args.statistical:
+        return _write_noise(args, measured)
     tolerances = measured_tolerances(measured.records, margin=args.margin)
     seeds = sorted({case_seed(r) for r in measured.records})
     header = (
@@ -240,4 +261,27 @@ def run(args: argparse.Namespace) -> int:
     )
     atomic_write_text(args.out, tolerances_yaml(tolerances, header))
     print(f"wrote {args.out}: {len(tolerances.cases)} cases from {len(measured.records)} records")
+    return 0
+
+
+def _write_noise(args: argparse.Namespace, measured: Run) -> int:
+    from peftcore.gates.noise import MEMORY_FLOOR_PERCENT, SD_UPPER_CONFIDENCE, measured_noise, noise_yaml
+
+    if not 0 < args.confidence < 1:
+        raise GateError(f"--confidence: expected a number in (0, 1), got {args.confidence!r}")
+    model = measured_noise(measured.records, confidence=args.confidence)
+    seeds = sorted({case_seed(r) for r in measured.records})
+    devices = sorted(
+        {str(((r.get("provenance") or {}).get("device") or {}).get("name")) for r in measured.records}
+    )
+    header = (
+        f"The statistical gate of --metric-compare-fail, measured by `peftcore tolerances {args.run} "
+        f"--statistical`:\nper case, each quantity's training noise: the {SD_UPPER_CONFIDENCE:.0%} upper "
+        f"bound of its standard deviation over training seeds {', '.join(map(str, seeds))} of run "
+        f"{measured.run_id}.\nExact: trainable parameters and fixed-shape adapters' bytes; peak training "
+        f"memory relative, never a regression under {MEMORY_FLOOR_PERCENT:g}%."
+    )
+    info = {"run": measured.run_id, "seeds": seeds, "devices": devices}
+    atomic_write_text(args.out, noise_yaml(model, header, info))
+    print(f"wrote {args.out}: {len(model.cases)} cases from {len(measured.records)} records")
     return 0

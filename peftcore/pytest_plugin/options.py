@@ -13,6 +13,7 @@ from peftcore.results.manifest import Shard, parse_shard
 from peftcore.spec import DEFAULT_PROFILE
 
 if TYPE_CHECKING:
+    from peftcore.gates.noise import NoiseModel
     from peftcore.gates.tolerances import Tolerances
 
 _RUN_ID = pytest.StashKey[str]()
@@ -208,7 +209,7 @@ def seeds(config: pytest.Config) -> list[int] | None:
     return found
 
 
-def tolerances(config: pytest.Config) -> Tolerances | None:
+def tolerances(config: pytest.Config) -> Tolerances | NoiseModel | None:
     """``--metric-compare-fail``, read (its per-case tables too); a malformed value is a usage
     error."""
     text = config.getoption("--metric-compare-fail")

@@ -111,7 +111,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Written
             {**draw_plots(run), "off_task": off_task_plots(run)},
             reference,
             comparison,
-            explorer=explorer_html(explorer_data(records_frame(run.records))),
+            explorer=explorer_html(explorer_data(records_frame(run.records), run.records)),
         ),
     }
     if reference is not None and comparison is not None:

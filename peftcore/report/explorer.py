@@ -4,7 +4,10 @@
 what :func:`peftcore.load_results` returns) into what the page embeds: per (model, task), one point
 per method (the mean over its finished seeds, with their standard deviation), the text shown on
 hover, and the Pareto front of every (x, y) pair, computed here in each quantity's declared
-direction (``frame.attrs["higher_is_better"]``). Cases that did not finish are left out.
+direction (``frame.attrs["higher_is_better"]``). Cases that did not finish are left out. A score
+carries half its 95% interval over the examples (the bars), and, given the records, each plot
+knows which methods a paired test cannot tell from the best (:mod:`peftcore.report.certainty`):
+the page fades them.
 
 :func:`explorer_html` renders it with plotly: plotly.js (its offline bundle, from the ``plotly``
 package) is inlined, so the page fetches nothing. plotly's own dropdowns (``updatemenus``) each
@@ -24,9 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from peftcore.report.canvas import BASE_COLOR
-from peftcore.report.formats import fmt_bytes, fmt_count, fmt_metric, fmt_ms, fmt_seconds
-from peftcore.report.rows import Stat, pareto_front
-from peftcore.results.frame import GROUP_KEYS, figure_column, seed_stats
+from peftcore.report.certainty import indistinct_from_best
+from peftcore.report.formats import decimals, fmt_bytes, fmt_count, fmt_metric, fmt_ms, fmt_seconds
+from peftcore.report.rows import Row, Stat, group_rows, pareto_front
+from peftcore.results.frame import GROUP_KEYS, figure_column, is_uncertainty_column, seed_stats
+from peftcore.results.quantities import Quantity
 from peftcore.results.record import METRIC_BLOCKS, OOD_PREFIX
 from peftcore.units import BINARY_UNITS, byte_unit
 
@@ -101,6 +106,8 @@ def _y_words(column: str) -> str:
 
 
 def _is_y_column(column: str) -> bool:
+    if is_uncertainty_column(column):  # a metric's stderr or interval end: drawn as its bar
+        return False
     return column.partition(".")[0] in METRIC_BLOCKS or column.startswith(OOD_PREFIX) or column == _FORGETTING
 
 
@@ -146,6 +153,7 @@ def _hover(
     case_ids: Sequence[str],
     stats: Mapping[str, Stat],
     y_columns: Sequence[str],
+    half_widths: Mapping[str, float],
 ) -> str:
     e = html.escape
     lines = [f"<b>{e(method)}</b> · {e(model)} · {e(task)}"]
@@ -157,7 +165,9 @@ def _hover(
         stat = stats.get(column)
         if stat is not None:
             words = _X_WORDS.get(column) or _y_words(column)
-            lines.append(f"{e(words)}: {e(_fmt(column, stat))}")
+            width = half_widths.get(column)
+            interval = "" if width is None else f" (95% CI ± {width:.{decimals(stat.mean, 3)}f})"
+            lines.append(f"{e(words)}: {e(_fmt(column, stat))}{interval}")
     return "<br>".join(lines)
 
 
@@ -173,6 +183,34 @@ def _stats(row: Any, columns: Sequence[str]) -> dict[str, Stat]:
         mean, std = float(row[(column, "mean")]), float(row[(column, "std")]) if n > 1 else math.nan
         if math.isfinite(mean):
             out[column] = Stat(mean, std if math.isfinite(std) else None, n)
+    return out
+
+
+def _half_widths(row: Any, columns: Sequence[str]) -> dict[str, float]:
+    """Half the 95% interval of each of ``columns`` in one group of :func:`seed_stats` (the
+    seeds' interval ends averaged), for the columns whose records carry one."""
+    out = {}
+    for column in columns:
+        ends = [_stats(row, [f"{column}.{end}"]).get(f"{column}.{end}") for end in ("ci_low", "ci_high")]
+        low, high = ends
+        if low is not None and high is not None:
+            out[column] = (high.mean - low.mean) / 2
+    return out
+
+
+def _indistinct(
+    rows: Sequence[Row], y_columns: Sequence[str], directions: Mapping[str, bool]
+) -> dict[str, list[str]]:
+    """y column -> the methods a paired test (Holm over the comparisons with the best) cannot
+    tell from the best on it; only metric columns with a direction, and only when some are."""
+    out = {}
+    for column in y_columns:
+        head, _, name = column.rpartition(".")
+        if directions.get(column) is None or not (head in METRIC_BLOCKS or head.startswith(OOD_PREFIX)):
+            continue
+        _, methods = indistinct_from_best(rows, Quantity(head, name))
+        if methods:
+            out[column] = methods
     return out
 
 
@@ -195,15 +233,18 @@ def _fronts(
     return fronts
 
 
-def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
-    """What the page embeds, from a frame of :func:`peftcore.results.frame.records_frame`.
+def explorer_data(frame: pd.DataFrame, records: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """What the page embeds, from a frame of :func:`peftcore.results.frame.records_frame` and,
+    for the paired tests, the ``records`` it was made of.
 
     Returns ``{"x_axes": [...], "y_axes": {column: {...}}, "groups": [...]}``. Each group is one
-    (model, task) with its ``points`` (one per method: ``mean`` and ``std`` by column, ``seeds``,
-    ``case_ids``, ``trains``, ``color``, ``hover``), the ``y_columns`` any point has, its
-    ``primary`` column, and ``fronts``: ``"<x column>|<y column>"`` -> the methods on the front,
-    in order of x (no entry when the y column declares no direction). Only finished cases count;
-    no finished case gives no groups.
+    (model, task) with its ``points`` (one per method: ``mean``, ``std`` and ``ci`` (half the 95%
+    interval) by column, ``seeds``, ``case_ids``, ``trains``, ``color``, ``hover``), the
+    ``y_columns`` any point has, its ``primary`` column, ``fronts``: ``"<x column>|<y column>"``
+    -> the methods on the front, in order of x (no entry when the y column declares no
+    direction), and ``indistinct``: y column -> the methods not distinguishable from the best
+    (empty without ``records`` or per-example scores). Only finished cases count; no finished
+    case gives no groups.
     """
     directions: Mapping[str, bool] = frame.attrs.get("higher_is_better", {})
     finished = frame[frame["status"] == "finished"] if "status" in frame else frame.iloc[0:0]
@@ -214,6 +255,7 @@ def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
     if finished.empty:
         return data
     stats = seed_stats(finished, by=GROUP_KEYS)
+    tested = group_rows(records)  # the same finished cases as rows, for the paired tests
     by_case = finished.groupby(list(GROUP_KEYS), sort=False)
     case_ids = by_case["case_id"].agg(list)
     tuner_column = "spec.method.tuner"
@@ -242,6 +284,7 @@ def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
         points = []
         for key in members:
             st = group_stats[key]
+            ci = _half_widths(stats.loc[key], [c for c in ys if c in st])
             points.append(
                 {
                     "method": key[2],
@@ -251,7 +294,8 @@ def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
                     "color": colors[key[2]],
                     "mean": {c: s.mean for c, s in st.items()},
                     "std": {c: s.std for c, s in st.items() if s.std is not None},
-                    "hover": _hover(key[2], model, task, list(case_ids[key]), st, ys),
+                    "ci": ci,
+                    "hover": _hover(key[2], model, task, list(case_ids[key]), st, ys, ci),
                 }
             )
             for c in x_columns:
@@ -269,6 +313,7 @@ def explorer_data(frame: pd.DataFrame) -> dict[str, Any]:
                 "y_columns": ys,
                 "points": points,
                 "fronts": fronts,
+                "indistinct": _indistinct(tested.get((model, task), []), ys, directions),
             }
         )
         used_y.update(ys)
@@ -347,8 +392,13 @@ _SCRIPT = """
     dots.text = shown.map(function (p) { return p.method; });
     dots.hovertext = shown.map(function (p) { return p.hover; });
     dots.error_x.array = shown.map(function (p) { return (p.std[x] || 0) / xAxis.scale; });
-    dots.error_y.array = shown.map(function (p) { return p.std[y] || 0; });
+    // The bar is the score's 95% interval over the examples; the spread over seeds where none was kept.
+    dots.error_y.array = shown.map(function (p) { return y in p.ci ? p.ci[y] : (p.std[y] || 0); });
     dots.marker.color = shown.map(function (p) { return p.color; });
+    var tied = g.indistinct[y] || [];
+    var faded = function (p) { return tied.indexOf(p.method) >= 0; };
+    dots.marker.opacity = shown.map(function (p) { return faded(p) ? 0.3 : 1; });
+    dots.textfont.color = shown.map(function (p) { return faded(p) ? "#aaa" : "#222"; });
     var onFront = function (p) { return front.indexOf(p.method) >= 0; };
     dots.marker.size = shown.map(function (p) { return onFront(p) ? 13 : 9; });
     dots.marker.line.color = shown.map(function (p) { return onFront(p) ? "#222" : "#fff"; });
@@ -369,7 +419,9 @@ _SCRIPT = """
     layout.yaxis.title.text = data.y_axes[y].title;
     note.textContent = !shown.length ? "No finished case of this model and task has both figures."
       : data.y_axes[y].higher_is_better === null ? "This metric declares no direction, so there is no front."
-      : "Dashed: the Pareto front (" + front.join(", ") + "), methods no other beats on both axes.";
+      : "Dashed: the Pareto front (" + front.join(", ") + "), methods no other beats on both axes."
+        + (tied.length ? " Faded: " + tied.join(", ") + ", which a paired test over the examples cannot "
+           + "tell from the best on this score (Holm-corrected, p ≥ 0.05)." : "");
     Plotly.react(plot, traces, layout, data.figure.config);
   }
   pick.model.addEventListener("change", function () { fillTasks(); fillY(); render(); });
@@ -382,9 +434,12 @@ _SCRIPT = """
 
 LEAD = (
     "Pick a model and task, the cost on the x axis and a score on the y axis. Each point is a method "
-    "(mean over its seeds, bars ± one standard deviation; hover for the case and every figure). The "
-    "dashed line joins the Pareto front in both quantities' directions; the dotted line is the untrained "
-    "base model. The static plots below show the same data without JavaScript."
+    "(mean over its seeds; hover for the case and every figure). Vertical bars: the score's 95% "
+    "confidence interval over the examples it was scored on (± one standard deviation over seeds where "
+    "no interval was recorded); horizontal bars: ± one standard deviation over seeds. Faded points: "
+    "methods a paired test cannot tell from the best on that score. The dashed line joins the Pareto "
+    "front in both quantities' directions; the dotted line is the untrained base model. The static "
+    "plots below show the same data without JavaScript."
 )
 
 

@@ -44,6 +44,19 @@ def fmt_metric(stat: Stat) -> str:
     return _pm(stat.mean, stat.std, base=3)
 
 
+def fmt_metric_interval(stat: Stat, half_width: float | None, *, over_seeds: bool) -> str:
+    """A metric with half its 95% interval: ``0.480 ± 0.098``. In a table of means over seeds
+    (``over_seeds``) the ± is the deviation over seeds, so the interval is labelled:
+    ``0.480 ± 0.007 (CI ± 0.098)``, or ``0.480 (CI ± 0.098)`` for a row of one seed. Without
+    ``half_width`` this is :func:`fmt_metric`."""
+    if half_width is None or math.isnan(stat.mean):
+        return fmt_metric(stat)
+    width = f"{half_width:.{decimals(stat.mean, 3)}f}"
+    if not over_seeds:
+        return f"{fmt_value(stat.mean)} ± {width}"
+    return f"{fmt_metric(stat)} (CI ± {width})"
+
+
 def fmt_bytes(stat: Stat) -> str:
     """A size over seeds in binary units: ``1.18 ± 0.01 GiB``; one value reads as ``format_bytes``."""
     unit, scale = byte_unit(stat.mean)

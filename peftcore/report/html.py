@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
+from peftcore.report.certainty import INTERVAL_NOTE
 from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
 from peftcore.report.deploy import HEADER as DEPLOY_HEADER
 from peftcore.report.deploy import LEAD as DEPLOY_LEAD
@@ -30,7 +31,7 @@ from peftcore.report.off_task import LEAD as OFF_TASK_LEAD
 from peftcore.report.off_task import OffTaskTable, off_task_tables
 from peftcore.report.plots import Plot, deploy_plot_id
 from peftcore.report.rows import SEEDS_NOTE, group_rows
-from peftcore.report.summary import GroupSummary, best_method, summarize
+from peftcore.report.summary import GroupSummary, best_method, shows_intervals, summarize
 from peftcore.results.store import Run
 
 _CSS = """
@@ -62,6 +63,7 @@ th { text-align: left; background: var(--soft); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: 700; }
 span.sd { color: var(--muted); font-size: 12px; }
+p.caption { font-size: 13.5px; margin: 14px 0 0; }
 tr.base td { color: var(--muted); }
 span.front { color: #8250df; font-weight: 700; margin-left: 4px; }
 .status { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
@@ -101,12 +103,13 @@ def _figure_html(plot: Plot, wide: bool = False) -> str:
 
 
 def _value_html(text: str) -> str:
-    """``0.480 ± 0.007`` with the deviation set smaller, so the means line up and read first."""
-    match = re.fullmatch(r"(\S+) ± (\S+)(.*)", text)
-    if not match:
+    """``0.480 ± 0.007 (CI ± 0.098)`` with what follows the mean set smaller (deviation, interval),
+    so the means line up and read first; a unit after them keeps the mean's size."""
+    match = re.fullmatch(r"(\S+)((?: ± \S+)?(?: \(CI ± \S+\))?)(.*)", text)
+    if not match or not match.group(2):
         return _e(text)
-    mean, std, unit = (_e(g) for g in match.groups())
-    return f'{mean}<span class="sd"> ± {std}</span>{unit}'
+    mean, spread, unit = (_e(g) for g in match.groups())
+    return f'{mean}<span class="sd">{spread}</span>{unit}'
 
 
 def _num_class(column: int) -> str:
@@ -283,6 +286,8 @@ def report_html(
     ]
     if any(group.seeds_column for group in summaries):
         out.append(f'<p class="muted">{_e(SEEDS_NOTE)}</p>')
+    if shows_intervals(summaries):
+        out.append(f'<p class="muted">{_e(INTERVAL_NOTE)}</p>')
     out.append('<section id="highlights"><h2>Highlights</h2><div class="cards">')
     for group in summaries:
         if group.highlights:
@@ -335,6 +340,11 @@ def report_html(
         if group.note:
             out.append(f'<p class="muted">{_e(group.note)}</p>')
         out.append(_table_html(group))
+        out.extend(f'<p class="muted">{_e(note)}</p>' for note in group.notes)
+        if group.comparison is not None:
+            caption, table = group.comparison
+            out.append(f'<p class="caption"><b>Paired comparisons.</b> {_e(caption)}</p>')
+            out.append(_html_table(table))
     out.append("</section>")
     if failed:
         out.append('<section id="failed"><h2>Failed cases</h2>')

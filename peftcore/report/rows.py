@@ -52,6 +52,11 @@ class Row:
         """``quantity`` over the row's seeds; None when no record carries it."""
         return self.stats.get(quantity_column(quantity.resolve(self.records[0])))
 
+    def uncertainty(self, quantity: Quantity, field: str) -> Stat | None:
+        """A metric's ``stderr``, ``ci_low`` or ``ci_high`` over the seeds that recorded it
+        (columns of :data:`~peftcore.results.frame.UNCERTAINTY_FIELDS`); None when none did."""
+        return self.stats.get(f"{quantity_column(quantity.resolve(self.records[0]))}.{field}")
+
     @property
     def tuner(self) -> str:
         return str(((self.records[0].get("spec") or {}).get("method") or {}).get("tuner", ""))

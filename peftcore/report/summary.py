@@ -2,7 +2,8 @@
 
 summary.md (:mod:`peftcore.report.tables`) and the page's highlights and tables
 (:mod:`peftcore.report.html`) render the same :class:`GroupSummary` per (model, task), so both
-show the same columns, numbers, Pareto marks and findings.
+show the same columns, numbers, intervals, Pareto marks, paired comparisons and findings. A
+"best" is only named when a paired test tells it from the runner-up (:mod:`peftcore.report.certainty`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,23 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from peftcore.report.certainty import (
+    GroupCertainty,
+    assess,
+    bare_note,
+    comparison_table,
+    difference_words,
+    half_width,
+    has_intervals,
+    p_words,
+)
+from peftcore.report.comparison import Table
 from peftcore.report.formats import (
     DASH,
     decimals,
     fmt_bytes,
     fmt_count,
-    fmt_metric,
+    fmt_metric_interval,
     fmt_ms,
     fmt_percent,
     fmt_seconds,
@@ -53,6 +65,16 @@ def _column(header: str, quantity: Quantity, fmt: Callable[[Stat], str]) -> Colu
     return Column(header, quantity, render)
 
 
+def _metric_column(header: str, quantity: Quantity, over_seeds: bool) -> Column:
+    def render(row: Row) -> str:
+        stat = row.stat(quantity)
+        if stat is None:
+            return DASH
+        return fmt_metric_interval(stat, half_width(row, quantity), over_seeds=over_seeds)
+
+    return Column(header, quantity, render)
+
+
 def _params_cell(row: Row) -> str:
     params = row.stat(Quantity("training", "trainable_params"))
     if params is None:
@@ -70,9 +92,10 @@ def table_columns(rows: Sequence[Row]) -> list[Column]:
         _column("Adapter size", Quantity("training", "adapter_bytes"), fmt_bytes),
         Column("Trainable params", Quantity("training", "trainable_params"), _params_cell),
     ]
+    over_seeds = seeded(rows)
     for metric in held_out_metrics(rows):
-        columns.append(_column(f"Held-out {metric}", Quantity("held_out", metric), fmt_metric))
-        columns.append(_column(f"Seen {metric}", Quantity("seen", metric), fmt_metric))
+        columns.append(_metric_column(f"Held-out {metric}", Quantity("held_out", metric), over_seeds))
+        columns.append(_metric_column(f"Seen {metric}", Quantity("seen", metric), over_seeds))
     columns.append(_column("Latency", Quantity("inference", "latency_ms_per_example"), fmt_ms))
     columns.append(_column("Inference memory", Quantity("inference", "peak_memory_bytes"), fmt_bytes))
     return columns
@@ -88,24 +111,56 @@ def best_method(rows: Sequence[Row], quantity: Quantity) -> str | None:
     return (max(scored) if direction else min(scored))[1]
 
 
-def highlights(rows: Sequence[Row]) -> list[str]:
-    """One-line findings for a (model, task): best quality, cheapest memory, smallest adapter."""
+def _gain_words(row: Row, base: Row | None, certainty: GroupCertainty) -> str:
+    """``+0.190 vs base, beyond noise (Holm p < 0.001)``; the bare difference when it was not
+    tested; empty without a base to compare with."""
+    quality = Quantity("held_out", certainty.metric or "")
+    stat, base_stat = row.stat(quality), base.stat(quality) if base and base is not row else None
+    if stat is None or base is None or base_stat is None or math.isnan(base_stat.mean):
+        return ""
+    words = f"{stat.mean - base_stat.mean:+.{decimals(stat.mean, 3)}f} vs {base.method}"
+    paired = certainty.against_reference(row.method) if certainty.reference_is_base else None
+    if paired is None or paired.comparison is None:
+        return words
+    p = f"Holm {p_words(paired.holm_p)}" if paired.holm_p is not None else p_words(paired.comparison.p_value)
+    return words + (", beyond noise" if paired.significant else ", within noise") + f" ({p})"
+
+
+def _quality_line(rows: Sequence[Row], certainty: GroupCertainty) -> str | None:
+    """The best held-out primary metric, named only when a paired test tells it from the
+    runner-up; else the two that are tied within noise, or untested."""
+    metric, lead = certainty.metric, certainty.lead
+    if metric is None or lead is None:
+        return None
+    quality = Quantity("held_out", metric)
+    by_method = {r.method: r for r in rows}
+    best, runner_up = by_method[lead.a], by_method[lead.b]
+    stat = best.stat(quality)
+    assert stat is not None
+    base = next((r for r in rows if not r.trains), None)
+    gain = _gain_words(best, base, certainty)
+    value = f"{best.method} {fmt_value(stat.mean)}"
+    if lead.comparison is None:
+        untested = f"; not tested against {runner_up.method}: {lead.why_not}"
+        return f"highest held-out {metric}: {value}" + (f" ({gain})" if gain else "") + untested
+    digits = decimals(stat.mean, 3)
+    if lead.significant:
+        return (
+            f"best held-out {metric}: {value}"
+            + (f" ({gain})" if gain else "")
+            + f", ahead of {runner_up.method} ({difference_words(lead.comparison, digits)})"
+        )
+    return (
+        f"held-out {metric}: {best.method} and {runner_up.method} tied within noise "
+        f"({difference_words(lead.comparison, digits)})" + (f"; {best.method} {gain}" if gain else "")
+    )
+
+
+def highlights(rows: Sequence[Row], certainty: GroupCertainty) -> list[str]:
+    """One-line findings for a (model, task): best quality (if a test can tell), what its
+    held-out examples can detect, cheapest memory, fastest training, smallest adapter."""
     metric = primary_of(rows)
-    lines = []
-    if metric:
-        quality = Quantity("held_out", metric)
-        best = best_method(rows, quality)
-        base = next((r for r in rows if not r.trains), None)
-        if best:
-            row = next(r for r in rows if r.method == best)
-            stat = row.stat(quality)
-            assert stat is not None
-            gain = ""
-            base_stat = base.stat(quality) if base and base is not row else None
-            if base_stat and not math.isnan(base_stat.mean):
-                delta = stat.mean - base_stat.mean
-                gain = f" ({delta:+.{decimals(stat.mean, 3)}f} vs {base.method if base else ''})"
-            lines.append(f"best held-out {metric}: {best} {fmt_value(stat.mean)}{gain}")
+    lines = [line for line in (_quality_line(rows, certainty), certainty.detectable) if line]
     trained = [r for r in rows if r.trains]
     for name, words, fmt in (
         ("peak_memory_bytes", "lowest peak training memory", fmt_bytes),
@@ -135,13 +190,18 @@ class GroupSummary:
     front: list[str]  # the methods on the quality/memory Pareto front
     seeds_column: bool  # whether a row merges several seeds (then the table counts them)
     highlights: list[str]
+    notes: list[str]  # under the table: values without an interval, seeds against examples
+    comparison: tuple[str, Table] | None  # caption and table: each method against the reference
+    certainty: GroupCertainty
 
 
 def summarize(groups: Groups) -> list[GroupSummary]:
     """One summary per (model, task) of :func:`~peftcore.report.rows.group_rows`, in its order."""
     summaries = []
+    certainties = assess(groups)
     for (model, task), rows in groups.items():
         metric = primary_of(rows)
+        certainty = certainties[(model, task)]
         summaries.append(
             GroupSummary(
                 title=group_title(model, task, groups),
@@ -150,7 +210,15 @@ def summarize(groups: Groups) -> list[GroupSummary]:
                 columns=table_columns(rows),
                 front=pareto_methods(rows, metric),
                 seeds_column=seeded(rows),
-                highlights=highlights(rows),
+                highlights=highlights(rows, certainty),
+                notes=[n for n in (bare_note(certainty), certainty.noise) if n],
+                comparison=comparison_table(certainty, rows),
+                certainty=certainty,
             )
         )
     return summaries
+
+
+def shows_intervals(summaries: Sequence[GroupSummary]) -> bool:
+    """Whether any table cell carries a 95% interval (then the report says what the ± means)."""
+    return any(has_intervals(g.rows, [c.quantity for c in g.columns]) for g in summaries)

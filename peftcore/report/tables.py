@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from peftcore.gates.baseline import ComparisonResult
+from peftcore.report.certainty import INTERVAL_NOTE
 from peftcore.report.comparison import COMPARISON_LEAD, comparison_parts
 from peftcore.report.deploy import deploy_md
 from peftcore.report.facts import (
@@ -27,7 +28,7 @@ from peftcore.report.facts import (
 from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
-from peftcore.report.summary import summarize
+from peftcore.report.summary import GroupSummary, shows_intervals, summarize
 from peftcore.results.frame import records_frame
 from peftcore.results.quantities import Quantity
 from peftcore.results.record import primary_metric
@@ -104,6 +105,8 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
     lines.append("")
     if any(group.seeds_column for group in summaries):
         lines += [SEEDS_NOTE, ""]
+    if shows_intervals(summaries):
+        lines += [INTERVAL_NOTE, ""]
     for group in summaries:
         lines.append(f"## {group.title}")
         lines.append("")
@@ -121,9 +124,11 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
         ]
         lines.extend(_md_table(header, body, [False] + [True] * (len(header) - 1)))
         lines.append("")
+        lines.extend(line for note in group.notes for line in (note, ""))
         notes = [*group.highlights, *([_FRONT_NOTE] if group.front else [])]
         lines.extend(f"- {note}" for note in notes)
         lines.append("")
+        lines.extend(_group_comparison_md(group))
     lines.extend(off_task_md(run.records))
     lines.extend(deploy_md(run.records))
     failed = failed_records(run.records)
@@ -150,6 +155,14 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
     if reference is not None and comparison is not None:
         lines.extend(_comparison_md(reference, run, comparison))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _group_comparison_md(group: GroupSummary) -> list[str]:
+    """The group's paired comparisons with its reference: caption, then table."""
+    if group.comparison is None:
+        return []
+    caption, table = group.comparison
+    return [f"**Paired comparisons.** {caption}", "", *_md_table(table.header, table.rows, table.right), ""]
 
 
 def _comparison_md(reference: Run, current: Run, result: ComparisonResult) -> list[str]:

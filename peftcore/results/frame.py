@@ -5,6 +5,7 @@ from it (mean and standard deviation over seeds are a ``groupby``, :func:`seed_s
 
     run_id case_id method model task seed status reason profile primary_metric   identity (strings)
     held_out.<metric>  seen.<metric>  ood.<task>.<metric>                        metrics (float64)
+    held_out.<metric>.stderr  .ci_low  .ci_high  (each metric column)           its uncertainty (float64)
     training.peak_memory_bytes  inference.latency_ms_per_example  ...            cost figures
     general_text.forgetting_nats_per_token  ...                                  (the unit in the name)
     training.precision  base_model.quantization  inference.batch_size  ...       other block fields
@@ -17,6 +18,11 @@ missing (NaN / <NA>), never zero. A cost figure's unit is the one its field decl
 gets it as a suffix (``forgetting`` in nats/token -> ``forgetting_nats_per_token``). Lists in the
 spec (``target_modules``, ``metrics``) are JSON text, so every column can be grouped by.
 ``frame.attrs`` holds ``units`` and ``higher_is_better`` by column.
+
+Each metric column is followed by its standard error and the ends of its 95% interval over the
+examples it was scored on (the record's ``uncertainty`` block); they are NaN where the record has
+none (a record from before intervals were kept, or a metric with no per-example scores). They are
+numbers about a metric, not metrics: they declare no direction (:func:`is_uncertainty_column`).
 
 Pandas is imported inside the functions: the pytest plugin and the CLI import this package.
 """
@@ -56,7 +62,9 @@ if TYPE_CHECKING:
 __all__ = [
     "GROUP_KEYS",
     "IDENTITY",
+    "UNCERTAINTY_FIELDS",
     "figure_column",
+    "is_uncertainty_column",
     "load_results",
     "quantity_column",
     "record_numbers",
@@ -78,6 +86,8 @@ IDENTITY = (
     "variant_of",  # a deployment variant's row (method "<method>@<variant>"): the case it came from
 )
 GROUP_KEYS = ("model", "task", "method")  # a report row: its seeds are aggregated
+# The fields of a record's uncertainty[split][metric] that get a column after the metric's own.
+UNCERTAINTY_FIELDS = ("stderr", "ci_low", "ci_high")
 DEFAULT_RESULTS = Path("reports/runs")
 
 
@@ -110,6 +120,19 @@ def quantity_column(quantity: Quantity) -> str:
     if quantity.is_metric:
         return f"{quantity.block}.{quantity.name}"
     return figure_column(quantity.block, quantity.name)
+
+
+def is_uncertainty_column(column: str) -> bool:
+    """Whether ``column`` is a metric's standard error or interval end, not a metric.
+
+    >>> is_uncertainty_column("held_out.accuracy.ci_low"), is_uncertainty_column("held_out.accuracy")
+    (True, False)
+    """
+    head, _, rest = column.partition(".")
+    if head not in METRIC_BLOCKS and head != "ood":
+        return False
+    depth = 2 if head == "ood" else 1  # ood.<task>.<metric>.<field> has one dot more
+    return rest.count(".") >= depth and column.rpartition(".")[2] in UNCERTAINTY_FIELDS
 
 
 # --------------------------------------------------------------------------- records -> frame
@@ -164,12 +187,30 @@ def _metric_fields(record: Mapping[str, Any], where: str) -> dict[str, float | N
     return row
 
 
+def _uncertainty_fields(record: Mapping[str, Any], column: str, where: str) -> dict[str, float | None]:
+    """``<column>.stderr``, ``.ci_low`` and ``.ci_high`` of the metric column ``column``: the
+    record's ``uncertainty[split][metric]``, None where it has none."""
+    uncertainty = record.get("uncertainty") or {}
+    if not isinstance(uncertainty, Mapping):
+        raise RecordError(f"{where}: key 'uncertainty': expected a mapping, got {uncertainty!r}")
+    split, _, name = column.rpartition(".")  # ood.<task>.<metric>: the split has a dot in it
+    block = uncertainty.get(split)
+    entry = block.get(name) if isinstance(block, Mapping) else None
+    entry = entry if isinstance(entry, Mapping) else {}
+    return {
+        f"{column}.{field}": _number(entry.get(field), where, f"uncertainty.{split}.{name}.{field}")
+        for field in UNCERTAINTY_FIELDS
+    }
+
+
 def _row(record: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
     where = where or _where(record)
     row: dict[str, Any] = {key: record.get(key) for key in IDENTITY}
     row["seed"] = case_seed(record)
     row["primary_metric"] = primary_metric(record)
-    row.update(_metric_fields(record, where))
+    for column, value in _metric_fields(record, where).items():  # each metric, then its uncertainty
+        row[column] = value
+        row.update(_uncertainty_fields(record, column, where))
     row.update(_block_fields(record, where))
     for key in ("provenance", "spec"):
         value = record.get(key)
@@ -270,6 +311,8 @@ def records_frame(
 
 
 def _direction(column: str) -> bool | None:
+    if is_uncertainty_column(column):
+        return None
     head, _, rest = column.partition(".")
     if head in METRIC_BLOCKS:
         return higher_is_better(rest)
@@ -342,13 +385,28 @@ def load_results(
     >>> df = load_results("reports/runs")                                    # doctest: +SKIP
     >>> df.groupby(["task", "method"])["held_out.accuracy"].agg(["mean", "std"])  # doctest: +SKIP
     """
+    pairs, problems = _read_records(source, Path(results_dir), newest_only, skip_unreadable)
+    rows, wheres = [], []
+    for record, where in pairs:  # each case followed by its deployment variants, as rows
+        for row in with_variants([record]):
+            rows.append(row)
+            wheres.append(where)
+    frame = records_frame(rows, where=wheres)
+    frame.attrs["problems"] = problems
+    return frame
+
+
+def _read_records(
+    source: str | Path | Iterable[str | Path], results_dir: Path, newest_only: bool, skip_unreadable: bool
+) -> tuple[list[tuple[Record, str]], list[str]]:
+    """Each record of the runs ``source`` names, with its file (for errors), and the problems."""
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     if not sources:
         raise RunError("load_results: no run given")
     folders: list[Path] = []
     for item in sources:
-        folders.extend(f for f in _run_folders(item, Path(results_dir)) if f not in folders)
-    pairs: list[tuple[Record, str]] = []  # each record and its file, for errors
+        folders.extend(f for f in _run_folders(item, results_dir) if f not in folders)
+    pairs: list[tuple[Record, str]] = []
     problems: list[str] = []
     for folder in folders:
         run = load_run(folder)
@@ -359,11 +417,15 @@ def load_results(
     if newest_only:
         newest = newest_by_case((r for r, _ in pairs), finished_only=False)
         pairs = [(r, where) for r, where in pairs if newest.get(case_key(r)) is r]
-    rows, wheres = [], []
-    for record, where in pairs:  # each case followed by its deployment variants, as rows
-        for row in with_variants([record]):
-            rows.append(row)
-            wheres.append(where)
-    frame = records_frame(rows, where=wheres)
-    frame.attrs["problems"] = problems
-    return frame
+    return pairs, problems
+
+
+def run_records(
+    source: str | Path | Iterable[str | Path],
+    *,
+    results_dir: str | Path = DEFAULT_RESULTS,
+    newest_only: bool = False,
+) -> list[Record]:
+    """The case records of the runs ``source`` names (as for :func:`load_results`)."""
+    pairs, _ = _read_records(source, Path(results_dir), newest_only, skip_unreadable=False)
+    return [record for record, _ in pairs]

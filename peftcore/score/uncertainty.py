@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 CONFIDENCE = 0.95
 RESAMPLES = 1000
 SEED = 0
+# Corpus-level metrics recomputed on a resample from their kept inputs.
+CORPUS_METRICS = ("macro_f1", "perplexity")
+
+
+def has_example_scores(name: str) -> bool:
+    """Whether scoring keeps what metric ``name`` needs for intervals and paired comparisons:
+    per-example scores of a mean, or a corpus metric's inputs."""
+    from peftcore.score.metrics import METRICS
+
+    metric = METRICS.get(name)
+    return name in CORPUS_METRICS or (metric is not None and metric.per_example is not None)
 
 
 def _corpus_statistic(name: str, inputs: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:

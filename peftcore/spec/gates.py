@@ -121,7 +121,19 @@ class Expect:
 
 
 RuleKind = Literal["beat", "below", "above", "max_drop", "max_ratio"]
-_RULE_KEYS = ("metric", "figure", "case", "baseline", "must", "max_drop", "max_ratio", "task", "model", "why")
+_RULE_KEYS = (
+    "metric",
+    "figure",
+    "case",
+    "baseline",
+    "must",
+    "max_drop",
+    "max_ratio",
+    "confidence",
+    "task",
+    "model",
+    "why",
+)
 _MUSTS = ("beat", "below", "above")
 
 
@@ -139,6 +151,9 @@ class Rule:
     tasks: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     why: str = ""
+    # With a confidence (metrics only; must: beat or max_drop): the paired interval of the
+    # difference over the examples both cases scored decides, not the bare values.
+    confidence: float | None = None
 
     def describe(self) -> str:
         condition = {
@@ -148,7 +163,8 @@ class Rule:
             "max_drop": f"may be worse by at most {self.tolerance} than",
             "max_ratio": f"must be at most {self.ratio:g} x",
         }[self.kind]
-        return f"{self.quantity.label} of {'/'.join(self.cases)} {condition} {self.baseline}"
+        sure = f" (at {self.confidence:.0%} confidence)" if self.confidence is not None else ""
+        return f"{self.quantity.label} of {'/'.join(self.cases)} {condition} {self.baseline}{sure}"
 
 
 def parse_rules(rules: Any, source_file: str | Path | None) -> list[Rule]:
@@ -157,8 +173,10 @@ def parse_rules(rules: Any, source_file: str | Path | None) -> list[Rule]:
     Each rule names one quantity (``metric:`` or ``figure:``), the methods it checks (``case:``,
     a name, a glob such as ``"*"`` or a list), the method they are held against (``baseline:``)
     and one condition: ``must: beat | below | above``, ``max_drop: 0.02 | 2%`` or
-    ``max_ratio: 0.8``. Optional: ``task:``, ``model:`` (names or lists) and ``why:`` (text
-    added to the failure message).
+    ``max_ratio: 0.8``. Optional: ``task:``, ``model:`` (names or lists), ``why:`` (text
+    added to the failure message) and ``confidence:`` (in (0, 1), for a metric with ``must:
+    beat`` or ``max_drop``: ``beat`` holds only when the paired interval of the difference lies on
+    the better side of 0, ``max_drop`` is checked on the interval's worse bound).
     """
     if rules is None:
         return []
@@ -230,6 +248,7 @@ def _parse_rule(index: int, rule: Any, source_file: str | Path | None) -> Rule:
     why = rule.get("why", "")
     if not isinstance(why, str):
         raise SpecError(source_file, f"{key}.why", "expected text")
+    confidence = _confidence(rule, kind, kind_key, source_file, key)
     return Rule(
         index,
         quantity,
@@ -241,7 +260,37 @@ def _parse_rule(index: int, rule: Any, source_file: str | Path | None) -> Rule:
         _patterns(rule.get("task", ()), source_file, f"{key}.task"),
         _patterns(rule.get("model", ()), source_file, f"{key}.model"),
         why,
+        confidence,
     )
+
+
+def _confidence(
+    rule: Mapping[str, Any], kind: RuleKind, kind_key: str, source_file: str | Path | None, key: str
+) -> float | None:
+    if "confidence" not in rule:
+        return None
+    value = rule["confidence"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise SpecError(
+            source_file, f"{key}.confidence", f"expected a number in (0, 1) like 0.95, got {value!r}"
+        )
+    if kind_key != "metric" or kind not in ("beat", "max_drop"):
+        raise SpecError(
+            source_file,
+            f"{key}.confidence",
+            "only a metric: rule with must: beat or max_drop: has a paired interval (per-example scores)",
+        )
+    from peftcore.score.uncertainty import has_example_scores
+
+    name = str(rule["metric"]).rpartition(".")[2]
+    if name != "primary" and not has_example_scores(name):
+        raise SpecError(
+            source_file,
+            f"{key}.confidence",
+            f"metric {name!r} keeps no per-example scores (not a mean over examples, nor macro_f1 "
+            "or perplexity), so it has no paired interval; drop confidence: for this rule",
+        )
+    return float(value)
 
 
 def _patterns(value: Any, source_file: str | Path | None, key: str) -> tuple[str, ...]:
