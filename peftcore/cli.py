@@ -21,7 +21,12 @@ COMMANDS = {
     "report": ("peftcore.report.cli", "build summary tables and an HTML report from stored runs"),
     "tolerances": (
         "peftcore.gates.tolerances",
-        "measure per-case tolerances for --metric-compare-fail from a run of several seeds",
+        "measure per-case tolerances (or, --statistical, noise) for --metric-compare-fail from a run of "
+        "several seeds",
+    ),
+    "baseline": (
+        "peftcore.gates.baseline_file",
+        "write the baseline of one seed from a pytest-benchmark JSON file of several seeds",
     ),
 }
 

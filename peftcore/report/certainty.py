@@ -60,8 +60,14 @@ def half_width(row: Row, quantity: Quantity) -> float | None:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value as a reader needs it: ``< 0.001``, ``0.0496``, ``0.62``."""
-    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+    """A p-value as a reader needs it: ``< 0.001``, ``0.008``, ``0.0496``, ``0.62``.
+
+    >>> [fmt_p(p) for p in (0.0004, 0.00799, 0.0496, 0.625, 1.0)]
+    ['< 0.001', '0.008', '0.0496', '0.625', '1']
+    """
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.01 else f"{p:.3g}"
 
 
 def p_words(p: float) -> str:
@@ -315,8 +321,10 @@ def assess(groups: Groups) -> dict[tuple[str, str], GroupCertainty]:
 
 def comparison_table(certainty: GroupCertainty, rows: Sequence[Row]) -> tuple[str, Table] | None:
     """The caption and table of a group's comparisons with its reference: difference, 95%
-    interval, p, Holm-adjusted p (``*`` when significant) and the test; None when there is none."""
-    if not certainty.against or certainty.metric is None:
+    interval, p, Holm-adjusted p (``*`` when significant) and the test; None when none could be
+    tested."""
+    tested = [p.comparison for p in certainty.against if p.comparison]
+    if not tested or certainty.metric is None:  # no per-example scores at all: the bare note says so
         return None
     digits = _digits(rows, Quantity("held_out", certainty.metric))
     reference = (
@@ -324,10 +332,9 @@ def comparison_table(certainty: GroupCertainty, rows: Sequence[Row]) -> tuple[st
         if certainty.reference_is_base
         else f"{certainty.reference} (best)"
     )
-    tested = [p.comparison for p in certainty.against if p.comparison]
-    n = f"the {tested[0].n} held-out examples" if tested else "the held-out examples"
     caption = (
-        f"Held-out {certainty.metric}, each method minus {reference}, paired over {n}. "
+        f"Held-out {certainty.metric}, each method minus {reference}, paired over the {tested[0].n} "
+        "held-out examples. "
         f"* significant at {CONFIDENCE:.0%} after Holm's correction over {certainty.family} comparisons "
         "(every comparison with a reference in this report)."
     )

@@ -112,7 +112,7 @@ def best_method(rows: Sequence[Row], quantity: Quantity) -> str | None:
 
 
 def _gain_words(row: Row, base: Row | None, certainty: GroupCertainty) -> str:
-    """``+0.190 vs base, beyond noise (Holm p < 0.001)``; the bare difference when it was not
+    """``+0.190 vs base, beyond noise: Holm p < 0.001``; the bare difference when it was not
     tested; empty without a base to compare with."""
     quality = Quantity("held_out", certainty.metric or "")
     stat, base_stat = row.stat(quality), base.stat(quality) if base and base is not row else None
@@ -123,7 +123,7 @@ def _gain_words(row: Row, base: Row | None, certainty: GroupCertainty) -> str:
     if paired is None or paired.comparison is None:
         return words
     p = f"Holm {p_words(paired.holm_p)}" if paired.holm_p is not None else p_words(paired.comparison.p_value)
-    return words + (", beyond noise" if paired.significant else ", within noise") + f" ({p})"
+    return words + (", beyond noise: " if paired.significant else ", within noise: ") + p
 
 
 def _quality_line(rows: Sequence[Row], certainty: GroupCertainty) -> str | None:
@@ -150,10 +150,9 @@ def _quality_line(rows: Sequence[Row], certainty: GroupCertainty) -> str | None:
             + (f" ({gain})" if gain else "")
             + f", ahead of {runner_up.method} ({difference_words(lead.comparison, digits)})"
         )
-    return (
-        f"held-out {metric}: {best.method} and {runner_up.method} tied within noise "
-        f"({difference_words(lead.comparison, digits)})" + (f"; {best.method} {gain}" if gain else "")
-    )
+    tie = f"held-out {metric}: {best.method} and {runner_up.method} tied within noise"
+    tie += f" ({difference_words(lead.comparison, digits)})"
+    return tie + (f"; {best.method} {gain}" if gain and runner_up is not base else "")
 
 
 def highlights(rows: Sequence[Row], certainty: GroupCertainty) -> list[str]:
