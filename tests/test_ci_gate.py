@@ -1,8 +1,9 @@
 """The CI gate of ``make test`` fails when what it guards breaks, and passes when nothing does.
 
 Each run is the gate exactly as the Makefile runs it (the smoke profile against the committed
-baseline and tolerances; the options are read from the Makefile), on the SST-2 slice of base
-and LoRA, in a subprocess with a fault injected by ``tests/fault_assets/gate_faults.py``:
+baseline and its statistical noise file; the options are read from the Makefile), on the SST-2
+slice of base and LoRA, in a subprocess with a fault injected by
+``tests/fault_assets/gate_faults.py``:
 
 - none: the gate passes;
 - training does nothing (LoRA scored with its adapter disabled): the rule "every trained
