@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import GIB, chromium, chromium_flags, grid, make_record, write_run
+from report_fixtures import GIB, chromium, chromium_flags, grid, make_record, scored, write_run
 
 from peftcore.report import write_report
 from peftcore.report.explorer import explorer_data, two_way_front
@@ -124,7 +124,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     root = tmp_path_factory.mktemp("explorer")
     records = grid(tasks=("arc_easy", "squad", "lambada"), seeds=(0, 1), run_id=RUN_ID)
     out = write_report([write_run(root / "runs", RUN_ID, records)], root / "report")
-    return out / "report.html", explorer_data(records_frame(records))
+    return out / "report.html", explorer_data(records_frame(records), records)
 
 
 def _embedded(text: str) -> dict[str, Any]:
@@ -157,6 +157,9 @@ window.addEventListener("load", function () {
       front_x: plot.data[1].x, front_y: plot.data[1].y, base_y: plot.data[2].y || [],
       x_title: plot.layout.xaxis.title.text, y_title: plot.layout.yaxis.title.text,
       x_type: plot.layout.xaxis.type, drawn: drawn.length,
+      error_y: plot.data[0].error_y.array, opacity: plot.data[0].marker.opacity,
+      bars: plot.querySelectorAll(".scatterlayer .trace:first-child .errorbar").length,
+      note: document.getElementById("explore-note").textContent,
       hover: (plot.querySelector(".hoverlayer") || {}).textContent || "",
       at: Array.prototype.map.call(drawn, function (p) { return p.getAttribute("transform"); }),
       y_options: Array.prototype.map.call(document.getElementById("explore-y").options,
@@ -199,6 +202,8 @@ def _expected(data: dict[str, Any], task: str, x: str, y: str) -> dict[str, Any]
         "front_y": [by_method[m]["mean"][y] for m in front],
         "base_y": [p["mean"][y] for p in group["points"] if not p["trains"]] * 2,
         "y_options": group["y_columns"],
+        # the 95% interval's half-width where the records kept one, else the spread over seeds
+        "error_y": [p["ci"].get(y, p["std"].get(y, 0)) for p in shown],
     }
 
 
@@ -210,13 +215,10 @@ def _same(state: dict[str, Any], expected: dict[str, Any]) -> None:
             assert state[key] == pytest.approx(value), key
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
-def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
-    page: tuple[Path, dict[str, Any]], tmp_path: Path
-) -> None:
-    path, data = page
+def _drive(page: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """The states _DRIVER writes onto <body>, from headless Chromium with the network blocked."""
     driven = tmp_path / "report.html"
-    driven.write_text(path.read_text().replace("</body>", _DRIVER + "</body>"))
+    driven.write_text(page.read_text().replace("</body>", _DRIVER + "</body>"))
     browser = chromium()
     assert browser is not None
     offline = ["--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
@@ -233,10 +235,20 @@ def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
     assert "Uncaught" not in result.stderr, result.stderr[-2000:]
     body = re.search(r'data-explore-states="([^"]*)"', result.stdout)
     assert body, result.stdout[-1000:]
-    first, hovered, by_time, lambada = json.loads(html.unescape(body.group(1)))
+    states: list[dict[str, Any]] = json.loads(html.unescape(body.group(1)))
+    return states
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
+    page: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    path, data = page
+    first, hovered, by_time, lambada = _drive(path, tmp_path)
     assert first["plotly"] == "object"
     _same(first, _expected(data, "arc_easy", MEMORY, "held_out.accuracy"))
     assert first["drawn"] == len(first["names"]) == 5  # the trained methods, as SVG points
+    assert first["bars"] == 5 and first["opacity"] == [1] * 5  # no per-example scores: nothing faded
     assert first["x_title"] == "peak training memory (GiB) (lower is better)"
     assert first["y_title"] == "held-out accuracy (higher is better)"
     assert first["hover"] == ""
@@ -253,3 +265,26 @@ def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
     _same(lambada, _expected(data, "lambada", SECONDS, "held_out.perplexity"))
     assert lambada["y_title"] == "held-out perplexity (lower is better)"
     assert lambada["front_x"] != by_time["front_x"]
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_interval_bars_and_faded_methods_are_drawn(tmp_path: Path) -> None:
+    """Scored records: the bars are the 95% intervals, and ia3, which a paired test cannot tell
+    from lora (the best), is faded; dora, clearly behind, is not."""
+    right = {"lora": (0, 60), "ia3": (3, 61), "dora": (0, 45), "base": (0, 40)}
+    records = [
+        scored(make_record(m, "arc_easy"), {"accuracy": [1.0 if a <= i < b else 0.0 for i in range(100)]})
+        for m, (a, b) in right.items()
+    ]
+    records += [make_record(m, "lambada") for m in ("base", "lora")]  # for the driver's last step; unscored
+    out = write_report([write_run(tmp_path / "runs", RUN_ID, records)], tmp_path / "report")
+    data = explorer_data(records_frame(records), records)
+    first = _drive(out / "report.html", tmp_path)[0]
+    _same(first, _expected(data, "arc_easy", MEMORY, "held_out.accuracy"))
+    widths = {r["method"]: r["uncertainty"]["held_out"]["accuracy"] for r in records if "uncertainty" in r}
+    assert first["error_y"] == pytest.approx(
+        [(widths[m]["ci_high"] - widths[m]["ci_low"]) / 2 for m in first["names"]]
+    )
+    assert first["bars"] == 3
+    assert dict(zip(first["names"], first["opacity"], strict=True)) == {"dora": 1, "ia3": 0.3, "lora": 1}
+    assert "Faded: ia3, which a paired test over the examples cannot tell from the best" in first["note"]

@@ -24,6 +24,7 @@ from peftcore.report.rows import Stat, group_rows
 from peftcore.report.tables import summary_md
 from peftcore.results.frame import records_frame
 from peftcore.results.store import read_run
+from peftcore.score.uncertainty import metric_intervals
 
 N = 100
 
@@ -81,7 +82,9 @@ def test_a_gain_over_base_within_noise_is_said_to_be(tmp_path: Path) -> None:
 def test_a_tie_with_the_base_says_so_once(tmp_path: Path) -> None:
     records = [case("base", BASE), case("lora", correct_on(0, 42)), case("ia3", correct_on(0, 35))]
     line = next(line for line in _report(tmp_path, records).splitlines() if "tied within noise" in line)
-    assert line.startswith("- held-out accuracy: lora and base tied within noise (difference +0.020, 95% CI [")
+    assert line.startswith(
+        "- held-out accuracy: lora and base tied within noise (difference +0.020, 95% CI ["
+    )
     assert line.endswith(", p = 0.5)")  # no "vs base" repeated after it
 
 
@@ -132,7 +135,9 @@ def test_without_a_paired_test_the_detectable_difference_comes_from_the_base(tmp
     old = make_record("ia3", "arc_easy", held_out={"accuracy": 0.55})  # the runner-up, not scored
     text = _report(tmp_path, [case("base", BASE), case("lora", LORA), old])
     mde = stats.minimum_detectable_difference(statistics.stdev(BASE) * math.sqrt(2), N)
-    assert f"under {100 * mde:.1f} points cannot be detected (80% power, 95%); from base's per-example" in text
+    assert (
+        f"under {100 * mde:.1f} points cannot be detected (80% power, 95%); from base's per-example" in text
+    )
     assert "highest held-out accuracy: lora 0.600 (+0.200 vs base, beyond noise: Holm p < 0.001); " in text
     assert "not tested against ia3: no per-example scores" in text
 
@@ -172,7 +177,7 @@ def test_old_records_render_bare_with_a_note(tmp_path: Path) -> None:
     records = [make_record(m, "arc_easy") for m in ("base", "lora", "ia3")]  # no uncertainty, no examples
     out = write_report([write_run(tmp_path / "runs", "r", records)], tmp_path / "report")
     text = (out / "summary.md").read_text()
-    assert "No 95% interval recorded for held-out accuracy of base, ia3, lora" in text
+    assert "No 95% interval recorded for held-out accuracy of base, ia3, lora (a record scored before" in text
     assert "±" not in text.split("## arc_easy")[1].split("- ")[0]  # no interval in the table
     assert "± after a value" not in text and "Paired comparisons" not in text
     assert "highest held-out accuracy: lora 0.475 (+0.045 vs base); not tested against ia3" in text
@@ -186,7 +191,7 @@ def test_a_case_without_scores_among_scored_ones_is_not_tested(tmp_path: Path) -
     text = (out / "summary.md").read_text()
     assert "No 95% interval recorded for held-out accuracy of lora" in text
     assert "| lora | — | — | — | — | not tested: no per-example scores" in text
-    assert "after Holm's correction over 1 comparisons" in text
+    assert "after Holm's correction over 1 comparison " in text
     page = (out / "report.html").read_text()
     assert "not tested: no per-example scores" in page and "Holm&#x27;s correction" in page
 
@@ -225,3 +230,29 @@ def test_without_records_or_scores_nothing_is_faded() -> None:
     old = [make_record("base", "arc_easy"), make_record("lora", "arc_easy")]
     [group] = explorer_data(records_frame(old), old)["groups"]
     assert group["indistinct"] == {} and all(p["ci"] == {} for p in group["points"])
+
+
+def _perplexity_case(method: str, nll_per_token: float, seed: int | None = None) -> dict[str, Any]:
+    """A lambada case scored on 50 documents of 10 tokens, with corpus perplexity's inputs kept."""
+    nll = [10 * nll_per_token * (1 + 0.2 * math.sin(i + (seed or 0))) for i in range(50)]
+    record = make_record(method, "lambada", seed=seed, held_out={"perplexity": math.exp(sum(nll) / 500)})
+    block = {
+        "uid": [f"doc-{i}" for i in range(50)],
+        "corpus": {"perplexity": {"nll": nll, "tokens": [10] * 50}},
+    }
+    record["examples"] = {"held_out": block}
+    record["uncertainty"] = {"held_out": metric_intervals(record["metrics"]["held_out"], block)}
+    return record
+
+
+def test_a_corpus_metric_is_compared_by_bootstrap_but_not_over_seeds(tmp_path: Path) -> None:
+    one_seed = [_perplexity_case("base", 3.6), _perplexity_case("lora", 3.0)]
+    text = _report(tmp_path / "one", one_seed)
+    assert "| lora | -" in text and "| paired bootstrap |" in text
+    assert "over 1 comparison (every" in text
+    lora = next(line for line in text.splitlines() if line.startswith("| lora"))
+    assert re.search(r"\| 20\.\d\d ± \d\.\d\d \|", lora)  # a bootstrap interval around the perplexity
+    seeds = [_perplexity_case(m, v, seed=s) for m, v in (("base", 3.6), ("lora", 3.0)) for s in (0, 1)]
+    text = _report(tmp_path / "seeds", seeds)
+    assert "not tested against base: perplexity is corpus-level: no paired test over several seeds" in text
+    assert "Paired comparisons" not in text  # nothing in it could be tested

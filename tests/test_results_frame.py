@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_fixtures import grid, make_record, write_run
+from report_fixtures import grid, make_record, scored, write_run
 
 import peftcore
-from peftcore.results.frame import figure_column, records_frame, seed_stats
+from peftcore.results.frame import figure_column, record_numbers, records_frame, seed_stats
 from peftcore.results.record import RecordError
 from peftcore.results.store import RunError
 
@@ -135,6 +135,44 @@ def test_bad_input_is_a_one_line_error_naming_the_file_and_key(results: Path, tm
     write_run(tmp_path / "bad", "b1", [make_record("lora", "squad")])
     df = peftcore.load_results(run, skip_unreadable=True)
     assert len(df) == 1 and "zz.json" in df.attrs["problems"][0]
+
+
+def test_every_metric_carries_its_standard_error_and_interval(tmp_path: Path) -> None:
+    scores = [1.0] * 60 + [0.0] * 40
+    new = scored(make_record("lora", "arc_easy", seed=0), {"accuracy": scores, "accuracy_norm": scores[::-1]})
+    scored(new, {"accuracy": scores[:50]}, split="ood.squad")
+    old = make_record("lora", "arc_easy", seed=1)  # scored before intervals were kept
+    df = peftcore.load_results(write_run(tmp_path / "runs", "r", [new, old]))
+    for split, metric in (("held_out", "accuracy"), ("held_out", "accuracy_norm"), ("ood.squad", "accuracy")):
+        column = f"{split}.{metric}"
+        interval = new["uncertainty"][split][metric]
+        for field in ("stderr", "ci_low", "ci_high"):
+            assert df[f"{column}.{field}"].dtype == "float64"
+            assert df[f"{column}.{field}"].iloc[0] == interval[field]
+            assert pd.isna(df[f"{column}.{field}"].iloc[1])  # missing, never zero
+    assert df["held_out.accuracy.stderr"].iloc[0] == pytest.approx(statistics.stdev(scores) / 10)
+    assert pd.isna(df["seen.accuracy.stderr"]).all()  # the seen split was not scored per example here
+    columns = list(df.columns)
+    at = columns.index("held_out.accuracy")
+    assert columns[at : at + 4] == [
+        "held_out.accuracy",
+        "held_out.accuracy.stderr",
+        "held_out.accuracy.ci_low",
+        "held_out.accuracy.ci_high",
+    ]
+    # numbers about a metric, not metrics: no direction, and the trackers do not log them
+    assert "held_out.accuracy.stderr" not in df.attrs["higher_is_better"]
+    assert "ood.squad.accuracy.ci_low" not in df.attrs["higher_is_better"]
+    assert df.attrs["higher_is_better"]["ood.squad.accuracy"] is True
+    assert not any(k.endswith((".stderr", ".ci_low", ".ci_high")) for k in record_numbers(new))
+    stats = seed_stats(df)  # the stderr of a row averages over the seeds that have one
+    assert stats.loc[("smollm2-135m", "arc_easy", "lora"), ("held_out.accuracy.stderr", "count")] == 1
+
+
+def test_a_malformed_interval_is_a_one_line_error() -> None:
+    record = make_record("lora", "squad", uncertainty={"held_out": {"f1": {"stderr": "small"}}})
+    with pytest.raises(RecordError, match=r"'uncertainty\.held_out\.f1\.stderr': expected a number"):
+        records_frame([record])
 
 
 def test_importing_peftcore_does_not_import_pandas() -> None:

@@ -10,6 +10,7 @@ session, so ``peftcore report`` and the pytest plugin write the same files for t
     plots      the figures (matplotlib, imported only when one is drawn); canvas: their styling
     rows       records grouped into rows, mean ± std over seeds, the Pareto front
     summary    what each (model, task) says: columns, best method per column, highlights
+    certainty  how sure it is: each value's 95% interval, paired tests (Holm), what a run can detect
     comparison what the comparison of two runs says
     facts      the run's facts, its failed cases and unreadable record files
     formats    how a number is written

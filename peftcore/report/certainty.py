@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -124,9 +124,20 @@ def _why_not(rows: Sequence[Row], split: str, error: Exception) -> str:
 
 
 def pair(a: Row, b: Row, metric: str, split: str = "held_out") -> Paired:
-    """``a`` against ``b`` on ``split``'s ``metric``, paired by example over all their seeds."""
-    from peftcore.results.compare import CompareError, compare
+    """``a`` against ``b`` on ``split``'s ``metric``, paired by example over all their seeds; not
+    tested (``why_not`` says why) without per-example scores, for a corpus-level metric over
+    several seeds, or for cases scored on different examples."""
+    from peftcore.results.compare import CompareError, compare, split_examples
 
+    def corpus_level(record: Mapping[str, Any]) -> bool:
+        block = split_examples(record, split) or {}
+        return metric in (block.get("corpus") or {}) and metric not in (block.get("scores") or {})
+
+    # a corpus metric (macro F1, perplexity) has no per-example score to average over seeds
+    if len(a.records) + len(b.records) > 2 and any(corpus_level(r) for r in (*a.records, *b.records)):
+        return Paired(
+            a.method, b.method, None, f"{metric} is corpus-level: no paired test over several seeds"
+        )
     try:
         comparison = compare(_side(a), _side(b), metric, split=split, confidence=CONFIDENCE)
     except CompareError as err:
@@ -140,9 +151,9 @@ def ranked(rows: Sequence[Row], quantity: Quantity) -> list[Row]:
     """The rows with a value of ``quantity``, best mean first by its direction; none when the
     quantity declares no direction."""
     direction = higher_is_better(quantity.name)
-    scored = [r for r in rows if (s := r.stat(quantity)) is not None and not math.isnan(s.mean)]
     if direction is None:
         return []
+    scored = [r for r in rows if (s := r.stat(quantity)) is not None and not math.isnan(s.mean)]
 
     def mean(row: Row) -> float:
         stat = row.stat(quantity)
@@ -262,13 +273,10 @@ def _noise(rows: Sequence[Row], quantity: Quantity) -> str | None:
     seeds = f"the seed-to-seed standard deviation ({sd:.{digits}f}, mean over methods)"
     examples = f"the per-example standard error ({se:.{digits}f}, mean of the seeds')"
     if sd > se:
-        return (
-            f"Held-out {quantity.name}: {seeds} exceeds {examples}; more seeds would narrow comparisons most."
-        )
-    return (
-        f"Held-out {quantity.name}: {examples} exceeds {seeds}; more held-out examples would narrow "
-        "comparisons most."
-    )
+        larger, smaller, remedy = seeds, examples, "more seeds"
+    else:
+        larger, smaller, remedy = examples, seeds, "more held-out examples"
+    return f"Held-out {quantity.name}: {larger} exceeds {smaller}; {remedy} would narrow comparisons most."
 
 
 def _assess_group(rows: Sequence[Row]) -> GroupCertainty:
@@ -335,7 +343,8 @@ def comparison_table(certainty: GroupCertainty, rows: Sequence[Row]) -> tuple[st
     caption = (
         f"Held-out {certainty.metric}, each method minus {reference}, paired over the {tested[0].n} "
         "held-out examples. "
-        f"* significant at {CONFIDENCE:.0%} after Holm's correction over {certainty.family} comparisons "
+        f"* significant at {CONFIDENCE:.0%} after Holm's correction over {certainty.family} "
+        f"comparison{'s' if certainty.family != 1 else ''} "
         "(every comparison with a reference in this report)."
     )
     table = Table(
@@ -367,8 +376,8 @@ def bare_note(certainty: GroupCertainty) -> str | None:
     if not certainty.bare or certainty.metric is None:
         return None
     return (
-        f"No 95% interval recorded for held-out {certainty.metric} of {', '.join(certainty.bare)} "
-        "(records scored before peftcore kept per-example scores): shown bare and not tested."
+        f"No 95% interval recorded for held-out {certainty.metric} of {', '.join(certainty.bare)} (a record "
+        "scored before peftcore kept per-example scores has none): shown bare."
     )
 
 
