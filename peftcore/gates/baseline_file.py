@@ -1,9 +1,12 @@
-"""``peftcore baseline``: the baseline of one seed, cut from a pytest-benchmark JSON file of a run
-of several seeds (``pytest benchmarks --seeds 0,1,2,3 --benchmark-json=FILE``).
+"""``peftcore baseline``: the baseline of one seed, cut from a run of several seeds (a run id or
+folder, or the pytest-benchmark JSON file of its session: ``--benchmark-json=FILE``).
 
 One run of several seeds then gives both what the statistical gate compares against (one seed's
 records, with their per-example scores) and the noise it compares with (every seed:
 ``peftcore tolerances RUN --statistical``), so the two describe the same code on the same machine.
+The file written has pytest-benchmark's layout (each record in a benchmark's
+``extra_info["peftcore_record"]``), which ``--metric-baseline`` reads; from a run folder it holds
+the records only, without timing statistics, so it is not for ``--benchmark-compare``.
 """
 
 from __future__ import annotations
@@ -11,28 +14,50 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from peftcore.gates.tolerances import GateError
 from peftcore.results.record import case_seed
+from peftcore.results.store import read_run, resolve_run
 from peftcore.storage import atomic_write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="pytest-benchmark JSON file of a run of several seeds")
+    parser.add_argument(
+        "source", help="a run of several seeds (run id or folder), or its pytest-benchmark JSON file"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the seed to keep (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="baseline file to write (JSON)")
+    parser.add_argument("--results-dir", type=Path, default=Path("reports/runs"))
+
+
+def _from_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GateError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise GateError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
+    return data
+
+
+def _from_run(source: str, results_dir: Path) -> dict[str, Any]:
+    run = read_run(resolve_run(source, results_dir))
+    if run.problems:
+        raise GateError(f"run {run.run_id}: {run.problems[0]}")
+    benchmarks = [
+        {"name": f"test_case[{r['case_id']}]", "extra_info": {"peftcore_record": r}}
+        for r in sorted(run.records, key=lambda r: str(r["case_id"]))
+        if r.get("status") == "finished"
+    ]
+    return {"peftcore_baseline": f"records of run {run.run_id}", "benchmarks": benchmarks}
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        data = json.loads(args.source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GateError(f"{args.source}: not a readable JSON file ({err})") from None
-    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
-    if not isinstance(benchmarks, list):
-        raise GateError(f"{args.source}: not a pytest-benchmark file (no 'benchmarks' list)")
+    path = Path(args.source)
+    data = _from_json(path) if path.is_file() else _from_run(args.source, args.results_dir)
     kept = []
-    for bench in benchmarks:
+    for bench in data["benchmarks"]:
         record = ((bench or {}).get("extra_info") or {}).get("peftcore_record")
         if isinstance(record, dict) and case_seed(record) == args.seed:
             kept.append(bench)
