@@ -18,7 +18,7 @@ from typing import Any
 
 from peftcore.gates.tolerances import GateError
 from peftcore.results.record import case_seed
-from peftcore.results.store import read_run, resolve_run
+from peftcore.results.store import newest_by_case, read_run, resolve_run
 from peftcore.storage import atomic_write_text
 
 
@@ -45,10 +45,10 @@ def _from_run(source: str, results_dir: Path) -> dict[str, Any]:
     run = read_run(resolve_run(source, results_dir))
     if run.problems:
         raise GateError(f"run {run.run_id}: {run.problems[0]}")
+    newest = newest_by_case(run.records).values()  # one record a case and seed (a resumed run adopts)
     benchmarks = [
         {"name": f"test_case[{r['case_id']}]", "extra_info": {"peftcore_record": r}}
-        for r in sorted(run.records, key=lambda r: str(r["case_id"]))
-        if r.get("status") == "finished"
+        for r in sorted(newest, key=lambda r: str(r["case_id"]))
     ]
     return {"peftcore_baseline": f"records of run {run.run_id}", "benchmarks": benchmarks}
 

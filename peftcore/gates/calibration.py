@@ -47,8 +47,10 @@ def rerun_trials(
     """One gate decision per ordered pair of distinct seeds of ``records`` (see the module
     docstring). ``model`` is the noise to gate with; with ``holdout`` it is measured afresh for
     each pair from the seeds outside it (needs at least four seeds)."""
+    from peftcore.results.store import newest_by_case
+
     by_seed: dict[int, list[Mapping[str, Any]]] = {}
-    for record in records:
+    for record in newest_by_case(records).values():  # one record a case and seed
         by_seed.setdefault(case_seed(record), []).append(record)
     seeds = sorted(by_seed)
     trials = []

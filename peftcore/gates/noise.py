@@ -212,13 +212,13 @@ def measured_noise(records: Iterable[Mapping[str, Any]], *, confidence: float = 
     seen and ``ood.<task>`` metric, peak training memory (relative), trainable parameters and
     adapter bytes (exact, but AdaLoRA's size measured). GateError when no case has two seeds."""
     from peftcore.results.record import case_seed
+    from peftcore.results.store import newest_by_case
 
     by_case: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        if record.get("status") == "finished":
-            by_case.setdefault(case_name(record), []).append(record)
+    for record in newest_by_case(records).values():  # one record a seed (a resumed run adopts)
+        by_case.setdefault(case_name(record), []).append(record)
     if not any(len({case_seed(r) for r in group}) > 1 for group in by_case.values()):
-        raise GateError("noise needs a run of several seeds (pytest benchmarks --seeds 0,1,2,3)")
+        raise GateError("noise needs a run of several seeds (pytest benchmarks --seeds 0,1,2)")
     cases: dict[str, dict[str, Noise]] = {}
     for name, group in sorted(by_case.items()):
         table: dict[str, Noise] = {}
