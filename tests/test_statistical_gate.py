@@ -321,3 +321,65 @@ def test_statistical_file_round_trips_and_bad_input_names_the_key(tmp_path: Path
         path.write_text(text)
         with pytest.raises(GateError, match=message):
             load_tolerances(path)
+
+
+# --------------------------------------------------------------------------- the shipped gate
+
+BASELINES = Path(__file__).resolve().parents[1] / "reports" / "baselines"
+
+
+def _shipped_runs(name: str) -> list[dict[str, Any]]:
+    import gzip
+    import json
+
+    with gzip.open(BASELINES / name, "rt", encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream]
+
+
+def _shipped_noise() -> NoiseModel:
+    model = load_tolerances(BASELINES / "smoke-noise.yaml")
+    assert isinstance(model, NoiseModel)
+    return model
+
+
+def test_the_shipped_noise_is_what_the_shipped_seed_runs_measure() -> None:
+    """smoke-noise.yaml is `peftcore tolerances --statistical` of smoke-seeds.jsonl.gz, nothing
+    edited by hand."""
+    shipped, measured = _shipped_noise(), measured_noise(_shipped_runs("smoke-seeds.jsonl.gz"))
+    assert set(shipped.cases) == set(measured.cases)
+    for case, table in measured.cases.items():
+        assert set(shipped.cases[case]) == set(table), case
+        for label, noise in table.items():
+            kept = shipped.cases[case][label]
+            assert kept.exact == noise.exact and kept.relative == noise.relative, (case, label)
+            assert kept.training_sd == pytest.approx(noise.training_sd, rel=1e-3, abs=1e-12), (case, label)
+
+
+def test_reruns_at_other_seeds_pass_the_shipped_gate() -> None:
+    """The false-alarm rate per make test: each ordered pair of the shipped seeds is one rerun
+    of the smoke profile against one baseline (every case the two seeds share)."""
+    from peftcore.gates.calibration import describe, rerun_trials
+
+    runs = _shipped_runs("smoke-seeds.jsonl.gz")
+    trials = rerun_trials(runs, _shipped_noise())
+    seeds = {r["seed"] for r in runs}
+    assert len(trials) == len(seeds) * (len(seeds) - 1) >= 2
+    assert all(t.quantities > 0 for t in trials)
+    assert not any(t.regressed for t in trials), describe(trials)
+
+
+def test_lora_at_a_tenth_of_its_learning_rate_is_caught() -> None:
+    """A real regression smaller than a broken pipeline: the smoke profile's LoRA cases trained
+    at 2e-5 instead of 2e-4 (reports/baselines/lora-lr-tenth.jsonl.gz), against the baseline."""
+    from peftcore.gates.baseline import load_baseline
+    from peftcore.results.record import case_key
+
+    weak = {case_key(r): r for r in _shipped_runs("lora-lr-tenth.jsonl.gz")}
+    baseline = load_baseline(BASELINES / "smoke.json")
+    # The whole profile as make test runs it, LoRA's cases weakened: Holm counts every quantity.
+    current = [weak.get(case_key(r), r) for r in baseline]
+    result = compare_to_baseline(current, baseline, _shipped_noise())
+    assert len(result.rows) > 200
+    assert {r.case_id for r in result.regressed} & {str(r["case_id"]) for r in weak.values()}, (
+        result.format_table(result.rows)
+    )

@@ -15,6 +15,7 @@ Cases scored on different examples are an error, never a silently unpaired test.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,12 @@ def compare(
         if all(metric in (blk.get("scores") or {}) for _, blk in blocks):
             a_cols = [_column(blk, metric, order) for blk in a_blocks]
             b_cols = [_column(blk, metric, order) for blk in b_blocks]
+            # An example a metric leaves out (nan: abs_diff without a number) on any side is
+            # left out of the pairs.
+            kept = [i for i in range(len(order)) if all(math.isfinite(c[i]) for c in (*a_cols, *b_cols))]
+            if len(kept) < len(order):
+                a_cols = [[c[i] for i in kept] for c in a_cols]
+                b_cols = [[c[i] for i in kept] for c in b_cols]
             if len(a_cols) == len(b_cols) == 1:
                 return stats.compare_scores(
                     a_cols[0], b_cols[0], metric=label, confidence=confidence, resamples=resamples, seed=seed
