@@ -34,10 +34,12 @@ from typing import Any
 from peftcore.gates.tolerances import GateError, case_name
 from peftcore.results.quantities import Quantity, higher_is_better, parse_quantity, parse_tolerance
 
-# Drops no gate can resolve. Metrics: last-digit float differences (fp32 scoring on another
-# CPU's kernels), relative to the value's size. Resident peak memory: the allocator's slack
-# between machines (22.5% measured between two CPU kinds, README "Gates that know noise").
-METRIC_FLOOR = 1e-6
+# Drops no gate can resolve. Metrics: float differences of fp32 scoring on another CPU's kernels,
+# relative to the value's size (the untrained base scored on an AMX Xeon and on an AVX2 EPYC:
+# LAMBADA perplexity 47.72409 and 47.72367, 9e-6 apart relatively; Brier scores 1.3e-6 apart),
+# with a tenfold margin. Resident peak memory: the allocator's slack between machines (22.5%
+# measured between two CPU kinds, README "Gates that know noise").
+METRIC_FLOOR = 1e-4
 MEMORY_FLOOR_PERCENT = 30.0
 
 
