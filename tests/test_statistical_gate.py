@@ -286,6 +286,19 @@ def test_measured_noise_from_seeds() -> None:
     assert not adalora["training.adapter_bytes"].exact and adalora["training.adapter_bytes"].relative
 
 
+def test_a_case_with_one_seed_takes_its_noise_from_an_earlier_spread() -> None:
+    from peftcore.gates.noise import sd_from_spread
+
+    one = _record("lora", _scores(0.8))
+    model = measured_noise([one], earlier={"lora-m-sst2": {"accuracy": 0.06}})
+    table = model.cases["lora-m-sst2"]
+    assert table["accuracy"].training_sd == pytest.approx(sd_from_spread(0.06, 3))
+    assert "brier_score" not in table  # no earlier spread: not gated
+    assert table["training.trainable_params"].exact
+    with pytest.raises(GateError, match="several seeds"):
+        measured_noise([one])
+
+
 def test_upper_sd_matches_the_chi_square_bound() -> None:
     from scipy.stats import chi2
 
@@ -343,9 +356,18 @@ def _shipped_noise() -> NoiseModel:
 
 
 def test_the_shipped_noise_is_what_the_shipped_seed_runs_measure() -> None:
-    """smoke-noise.yaml is `peftcore tolerances --statistical` of smoke-seeds.jsonl.gz, nothing
-    edited by hand."""
-    shipped, measured = _shipped_noise(), measured_noise(_shipped_runs("smoke-seeds.jsonl.gz"))
+    """smoke-noise.yaml is `peftcore tolerances --statistical --earlier smoke-spreads-amx.yaml`
+    of smoke-seeds.jsonl.gz, nothing edited by hand."""
+    from peftcore.gates.tolerances import Tolerances
+
+    spreads = load_tolerances(BASELINES / "smoke-spreads-amx.yaml")
+    assert isinstance(spreads, Tolerances)
+    earlier = {
+        case: {k: t.value for k, t in table.items() if not t.relative}
+        for case, table in spreads.cases.items()
+    }
+    shipped = _shipped_noise()
+    measured = measured_noise(_shipped_runs("smoke-seeds.jsonl.gz"), earlier=earlier)
     assert set(shipped.cases) == set(measured.cases)
     for case, table in measured.cases.items():
         assert set(shipped.cases[case]) == set(table), case

@@ -209,29 +209,68 @@ def upper_sd(values: Sequence[float], confidence: float = SD_UPPER_CONFIDENCE) -
     return math.sqrt(variance * (n - 1) / float(chi2.ppf(1 - confidence, n - 1)))
 
 
-def measured_noise(records: Iterable[Mapping[str, Any]], *, confidence: float = 0.95) -> NoiseModel:
+# The expected range of n normal draws in standard deviations (d2 of control charts): a spread
+# (max - min) over n seeds estimates the standard deviation as spread / d2, with n - 1 degrees
+# of freedom (about; the range is nearly as efficient as the sd for n <= 4).
+RANGE_D2 = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326}
+
+
+def sd_from_spread(spread: float, seeds: int, confidence: float = SD_UPPER_CONFIDENCE) -> float:
+    """The ``confidence`` upper bound of the standard deviation a spread over ``seeds`` seeds
+    measured.
+
+    >>> round(sd_from_spread(0.1, 3), 4)  # 0.1 / 1.693, times sqrt(2 / chi2.ppf(0.2, 2))
+    0.1251
+    """
+    from scipy.stats import chi2
+
+    df = seeds - 1
+    return spread / RANGE_D2[seeds] * math.sqrt(df / float(chi2.ppf(1 - confidence, df)))
+
+
+def measured_noise(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    confidence: float = 0.95,
+    earlier: Mapping[str, Mapping[str, Any]] | None = None,
+    earlier_seeds: int = 3,
+) -> NoiseModel:
     """Per case, each quantity's training noise over the seeds of ``records``: every held-out,
     seen and ``ood.<task>`` metric, peak training memory (relative), trainable parameters and
-    adapter bytes (exact, but AdaLoRA's size measured). GateError when no case has two seeds."""
+    adapter bytes (exact, but AdaLoRA's size measured).
+
+    A case with one seed in ``records`` says nothing of its noise: its metrics take it from
+    ``earlier`` (per case, metric label -> spread over ``earlier_seeds`` seeds: the tables of a
+    ``peftcore tolerances`` file) when given, else they are left out of the gate; its exact
+    figures stay exact and its peak memory gets the floor only. GateError when no case has two
+    seeds and nothing earlier is given."""
     from peftcore.results.record import case_seed
     from peftcore.results.store import newest_by_case
 
     by_case: dict[str, list[Mapping[str, Any]]] = {}
     for record in newest_by_case(records).values():  # one record a seed (a resumed run adopts)
         by_case.setdefault(case_name(record), []).append(record)
-    if not any(len({case_seed(r) for r in group}) > 1 for group in by_case.values()):
+    if earlier is None and not any(len({case_seed(r) for r in group}) > 1 for group in by_case.values()):
         raise GateError("noise needs a run of several seeds (pytest benchmarks --seeds 0,1,2)")
     cases: dict[str, dict[str, Noise]] = {}
     for name, group in sorted(by_case.items()):
         table: dict[str, Noise] = {}
+        seeded = len(group) > 1
+        spreads = (earlier or {}).get(name) or {}
         splits = sorted({split for r in group for split in (r.get("metrics") or {})})
         for split in splits:
             metrics = sorted({m for r in group for m in ((r.get("metrics") or {}).get(split) or {})})
             for metric in metrics:
                 quantity = Quantity(split, metric)
                 values = [v for r in group if (v := quantity.value(r)) is not None and math.isfinite(v)]
-                if len(values) == len(group):
+                if len(values) != len(group):
+                    continue
+                if seeded:
                     table[quantity.label] = Noise(upper_sd(values))
+                elif quantity.label in spreads:
+                    table[quantity.label] = Noise(
+                        sd_from_spread(float(spreads[quantity.label]), earlier_seeds)
+                    )
         for label in EXACT:
             values = [v for r in group if (v := parse_quantity(label).value(r)) is not None]
             if len(values) != len(group):

@@ -245,6 +245,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--confidence", type=float, default=0.95, help="family-wise confidence of the statistical gate"
     )
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        help="with --statistical: a tolerance file of spreads measured earlier, for the cases RUN "
+        "has one seed of (their noise is then spread / d2, with --earlier-seeds seeds)",
+    )
+    parser.add_argument("--earlier-seeds", type=int, default=3, help="seeds the --earlier spreads are over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,7 +276,18 @@ def _write_noise(args: argparse.Namespace, measured: Run) -> int:
 
     if not 0 < args.confidence < 1:
         raise GateError(f"--confidence: expected a number in (0, 1), got {args.confidence!r}")
-    model = measured_noise(measured.records, confidence=args.confidence)
+    earlier = None
+    if args.earlier is not None:
+        spreads = load_tolerances(args.earlier)
+        if not isinstance(spreads, Tolerances):
+            raise GateError(f"--earlier {args.earlier}: expected a file of spreads, not a statistical one")
+        earlier = {
+            case: {k: t.value for k, t in table.items() if not t.relative}
+            for case, table in spreads.cases.items()
+        }
+    model = measured_noise(
+        measured.records, confidence=args.confidence, earlier=earlier, earlier_seeds=args.earlier_seeds
+    )
     seeds = sorted({case_seed(r) for r in measured.records})
     devices = sorted(
         {str(((r.get("provenance") or {}).get("device") or {}).get("name")) for r in measured.records}
@@ -281,7 +299,14 @@ def _write_noise(args: argparse.Namespace, measured: Run) -> int:
         f"{measured.run_id}.\nExact: trainable parameters and fixed-shape adapters' bytes; peak training "
         f"memory relative, never a regression under {MEMORY_FLOOR_PERCENT:g}%."
     )
+    if args.earlier is not None:
+        header += (
+            f"\nCases with one seed in {measured.run_id}: each metric's noise from its spread over "
+            f"{args.earlier_seeds} seeds in {args.earlier} (spread / d2, same upper bound)."
+        )
     info = {"run": measured.run_id, "seeds": seeds, "devices": devices}
+    if args.earlier is not None:
+        info["earlier"] = str(args.earlier)
     atomic_write_text(args.out, noise_yaml(model, header, info))
     print(f"wrote {args.out}: {len(model.cases)} cases from {len(measured.records)} records")
     return 0
