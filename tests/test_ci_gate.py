@@ -7,7 +7,9 @@ slice of base and LoRA, in a subprocess with a fault injected by
 
 - none: the gate passes;
 - training does nothing (LoRA scored with its adapter disabled): the rule "every trained
-  method beats base" fails, and LoRA's metrics regress against the baseline;
+  method beats base" fails. (The baseline gate alone lets it pass: LoRA's held-out Brier score
+  moves from 0.403 to the base's 0.499, within its measured noise, sd 0.066: the paired
+  sampling error over 100 examples and five steps' seed-to-seed spread, README "Measured here".);
 - a scorer that always predicts the first choice: the untrained base, which reproduces exactly,
   regresses against the baseline.
 """
@@ -59,7 +61,7 @@ def test_training_that_does_nothing_fails_the_gate(tmp_path: Path) -> None:
     done = gate(tmp_path, "untrained")
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout[-4000:]
     assert re.search(r"lora-smollm2-135m-sst2: held-out brier_score \S+ does not beat base", done.stdout)
-    assert re.search(r"lora-smollm2-135m-sst2\s+\S*brier_score", done.stdout)  # regressed, too
+    assert "statistical gate:" in done.stdout  # the baseline was compared, too
 
 
 def test_a_scorer_that_always_gives_one_answer_fails_the_gate(tmp_path: Path) -> None:
