@@ -238,6 +238,29 @@ def test_exact_figures_fail_on_any_change_and_memory_has_a_floor() -> None:
     ]
 
 
+def test_an_untrained_case_must_reproduce_whatever_the_sampling_error() -> None:
+    """The base trains nothing: a change of its answers beyond float rounding is a broken
+    pipeline, however few examples moved (here four of 100: within sampling error)."""
+    scores = _scores(0.6, seed=11)
+    moved = list(scores)
+    for i in [i for i, s in enumerate(scores) if s][:4]:
+        moved[i] = 0.0
+    model = _model(**{"base-m-sst2": {"accuracy": Noise(0.0), "brier_score": Noise(0.0)}})
+    before, after = _record("base", scores, tuner="none"), _record("base", moved, tuner="none")
+    assert {r.quantity for r in compare_to_baseline([after], [before], model).regressed} == {
+        "accuracy",
+        "brier_score",
+    }
+    nudged = _record(
+        "base",
+        scores,
+        tuner="none",
+        brier=[b + 1e-6 for b in before["examples"]["held_out"]["scores"]["brier_score"]],
+    )
+    nudged["metrics"]["held_out"]["brier_score"] += 1e-6
+    assert not compare_to_baseline([nudged], [before], model).failed  # float rounding: under the floor
+
+
 def test_a_baseline_without_per_example_scores_or_on_other_examples_is_an_error() -> None:
     scores = _scores(0.85, seed=10)
     model = _model(**{"lora-m-sst2": NOISE})

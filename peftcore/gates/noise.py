@@ -16,7 +16,9 @@ drop d (in the quantity's bad direction) is set against the noise a rerun of the
 shows: for a metric, the paired standard error of the difference over the examples both runs
 scored (sd of per-example differences over sqrt(n); a paired bootstrap for macro F1 and
 perplexity), and the training noise of both runs, ``sqrt(se**2 + 2 * training_sd**2)``
-(:func:`peftcore.stats.regression_p_value`). The one-sided p-values of every quantity are
+(:func:`peftcore.stats.regression_p_value`). An untrained case (``base``) computes the same
+numbers on every run, so its null is exact reproduction up to the floor, without the sampling
+error. The one-sided p-values of every quantity are
 corrected by Holm's step-down method; a quantity regressed when its adjusted p-value is under
 ``1 - confidence`` and its drop exceeds its ``floor`` (what no gate can resolve: last-digit float
 differences between CPU kernels, the allocator's slack in resident memory). ``exact`` quantities
@@ -325,6 +327,12 @@ class Drop:
     within_floor: bool
 
 
+def untrained(record: Mapping[str, Any]) -> bool:
+    """Whether the case trains nothing (the ``base`` method: tuner ``none``)."""
+    method = (record.get("spec") or {}).get("method") or {}
+    return isinstance(method, Mapping) and str(method.get("tuner", "")).lower() == "none"
+
+
 def paired_drop(
     now: Mapping[str, Any], then: Mapping[str, Any], quantity: Quantity, noise: Noise
 ) -> Drop | None:
@@ -341,7 +349,11 @@ def paired_drop(
         return Drop(math.nan, math.nan, 0.0, 1.0, False)
     if noise.exact:
         return Drop(drop, 0.0, 0.0 if drop > 0 else 1.0, 0.0 if drop < 0 else 1.0, drop <= 0)
-    se = sampling_stderr(now, then, quantity) if quantity.is_metric else 0.0
+    # An untrained case computes the same numbers on every run: its null is exact reproduction
+    # up to float rounding (the floor), so the paired sampling error, a stand-in for how far two
+    # trainings disagree example by example, does not apply to it.
+    sampled = quantity.is_metric and not untrained(now)
+    se = sampling_stderr(now, then, quantity) if sampled else 0.0
     sd = noise.sd_at(reference)
     return Drop(
         drop,
