@@ -16,7 +16,8 @@ A rank that raises writes its error before it exits; torchrun then stops the oth
 :class:`RankFailed` carries the first error (by time: the others are its consequences). A rank
 waiting in a collective fails after ``training.stall_timeout_seconds`` (the process group's
 timeout); the launcher kills torchrun and every rank when rank 0 reports no progress for twice
-that (at most that plus a minute), so a stuck case ends with a reason, never hangs the session.
+that (at most that plus a minute; start-up, before rank 0 reports a stage, gets
+``STARTUP_GRACE_SECONDS``), so a stuck case ends with a reason, never hangs the session.
 """
 
 from __future__ import annotations
@@ -247,6 +248,12 @@ def _rank_environment(processes: int) -> dict[str, str]:
     return env
 
 
+# Before rank 0 reports its first stage, torchrun rendezvous and every rank imports torch,
+# transformers and peft: tens of seconds on a slow CPU, whatever the training's stall timeout
+# (which is about training; a 5 s test timeout killed healthy ranks while they were starting).
+STARTUP_GRACE_SECONDS = 300
+
+
 def _stall_limit(stall_timeout_seconds: int) -> float:
     """Longer than a collective's own timeout, so a rank stuck in one fails with its own error."""
     return stall_timeout_seconds + min(stall_timeout_seconds, 60)
@@ -262,10 +269,10 @@ def _watch(proc: subprocess.Popen[bytes], files: Scratch, stall_timeout_seconds:
         except subprocess.TimeoutExpired:
             pass
         try:
-            last = max(started, files.progress.stat().st_mtime)
-        except OSError:
-            last = started
-        if time.time() - last > limit:
+            last, allowed = max(started, files.progress.stat().st_mtime), limit
+        except OSError:  # no stage reported yet: the ranks are starting
+            last, allowed = started, max(limit, STARTUP_GRACE_SECONDS)
+        if time.time() - last > allowed:
             try:
                 stage = json.loads(files.progress.read_text()).get("stage", "starting")
             except (OSError, ValueError):
