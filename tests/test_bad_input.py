@@ -35,6 +35,12 @@ metrics: [f1]
 """
 
 
+# Nine levels of nine aliases each: 9**9 values expanded, a hang if anything walked them.
+LAUGHS = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+
 def edit(specs: Path, rel: str, old: str | None, new: str) -> Path:
     """Replace ``old`` by ``new`` in a spec file (``old`` None: write the file anew)."""
     path = specs / rel
@@ -267,6 +273,15 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "profiles/p.yaml",
         "training.parallelism",
         "fsdp with tuner prompt_tuning fails in training (its virtual-token embedding",
+    ),
+    (
+        "nested YAML aliases (a billion laughs)",
+        "tasks/sst2.yaml",
+        "description:",
+        LAUGHS + "description:",
+        "tasks/sst2.yaml",
+        None,
+        "YAML aliases nested from line 5 expand to more than 10,000 values (a 'billion laughs')",
     ),
 ]
 

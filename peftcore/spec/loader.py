@@ -51,7 +51,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
     for key in data:
         if not isinstance(key, str):
             raise SpecError(path, repr(key), "keys must be strings")
-    _check_shape(data, path, ())
     return data
 
 
@@ -67,10 +66,64 @@ def _load_yaml(text: str, path: Path) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
+        _check_expansion(node, path)
         _reject_duplicate_keys(node, path, (), 0, set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+# A spec of the shipped ones expands to at most a few hundred values; aliases that multiply a
+# document beyond this ("billion laughs": each level an alias list of the one below) are refused
+# before anything walks the expanded values, which would take exponential time.
+_MAX_EXPANDED_VALUES = 10_000
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """SpecError for a document whose aliases expand it past ``_MAX_EXPANDED_VALUES`` values or
+    ``_MAX_DEPTH`` levels, or for an alias inside the structure it names (``a: &x [*x]``).
+
+    Measured on the composed nodes, where an alias is one shared node: each node's expanded size
+    and depth is computed once, so this takes time linear in the file, whatever the aliases.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, depth)
+    open_nodes: set[int] = set()
+
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
+        known = sizes.get(id(node))
+        if known is None and level <= _MAX_DEPTH:
+            known = expand(node, level)
+        if known is None or level + known[1] > _MAX_DEPTH:
+            raise SpecError(path, None, f"nested more than {_MAX_DEPTH} levels deep")
+        return known
+
+    def expand(node: yaml.Node, level: int) -> tuple[int, int]:
+        if id(node) in open_nodes:
+            raise SpecError(path, None, "a YAML alias refers to a structure that contains it")
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        count, depth = 1, 0
+        for child in children:
+            child_count, child_depth = measure(child, level + 1)
+            count, depth = count + child_count, max(depth, child_depth + 1)
+        if count > _MAX_EXPANDED_VALUES:
+            line = node.start_mark.line + 1
+            raise SpecError(
+                path,
+                None,
+                f"YAML aliases nested from line {line} expand to more than {_MAX_EXPANDED_VALUES:,} "
+                "values (a 'billion laughs'); expected a spec with its values written out",
+            )
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (count, depth)
+        return count, depth
+
+    measure(root, 0)
 
 
 def _reject_duplicate_keys(
@@ -96,18 +149,6 @@ def _reject_duplicate_keys(
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             _reject_duplicate_keys(item, path, where, depth + 1, done)
-
-
-def _check_shape(value: Any, path: Path, inside: tuple[int, ...]) -> None:
-    """Reject what nothing downstream could walk: an alias inside itself (``a: &x [*x]``), or
-    nesting deep enough to exhaust the interpreter's recursion limit."""
-    if isinstance(value, (dict, list)):
-        if id(value) in inside:
-            raise SpecError(path, None, "a YAML alias refers to a structure that contains it")
-        if len(inside) >= _MAX_DEPTH:
-            raise SpecError(path, None, f"nested more than {_MAX_DEPTH} levels deep")
-        for item in value.values() if isinstance(value, dict) else value:
-            _check_shape(item, path, (*inside, id(value)))
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
