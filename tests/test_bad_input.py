@@ -83,6 +83,15 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "expected at least 0, got -1",
     ),
     (
+        "seed: 2**32",
+        "profiles/p.yaml",
+        None,
+        ONE + "training: {seed: 4294967296}\n",
+        "profiles/p.yaml",
+        "training.seed",
+        "expected at most 4294967295, got 4294967296",
+    ),
+    (
         "optimizer: adam",
         "profiles/p.yaml",
         None,
@@ -435,6 +444,13 @@ OPTION_MISTAKES = [
         "--metric-baseline: baseline nowhere.json does not exist",
     ),
     ("--seeds that are not numbers", ["--seeds", "a,b"], "--seeds: expected comma-separated integers"),
+    ("--seeds -1", ["--seeds", "-1"], "--seeds: expected integers from 0 to 4294967295, got -1 in '-1'"),
+    ("--seeds 1.5", ["--seeds=0,1.5"], "--seeds: expected comma-separated integers like 0,1,2, got '0,1.5'"),
+    (
+        "--seeds beyond numpy's range",
+        ["--seeds=0,4294967296"],
+        "--seeds: expected integers from 0 to 4294967295, got 4294967296 in '0,4294967296'",
+    ),
     (
         "--metric-compare-fail without a tolerance",
         ["--metric-compare-fail", "f1"],

@@ -10,7 +10,7 @@ import pytest
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.manifest import Shard, parse_shard
-from peftcore.spec import DEFAULT_PROFILE
+from peftcore.spec import DEFAULT_PROFILE, MAX_SEED
 
 if TYPE_CHECKING:
     from peftcore.gates.noise import NoiseModel
@@ -206,6 +206,13 @@ def seeds(config: pytest.Config) -> list[int] | None:
         ) from None
     if not found or len(set(found)) != len(found):
         raise pytest.UsageError(f"--seeds: expected distinct integers, got {text!r}")
+    outside = [seed for seed in found if not 0 <= seed <= MAX_SEED]
+    if outside:
+        # Caught here, not by the random generators after the model has loaded (numpy takes
+        # 0 to 2**32 - 1, as training.seed does).
+        raise pytest.UsageError(
+            f"--seeds: expected integers from 0 to {MAX_SEED}, got {outside[0]} in {text!r}"
+        )
     return found
 
 

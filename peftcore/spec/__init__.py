@@ -14,6 +14,7 @@ from peftcore.spec.templates import template_fields
 from peftcore.spec.types import (
     DEFAULT_PROFILE,
     KINDS,
+    MAX_SEED,
     SECTION,
     BaseOptions,
     DataSizes,
@@ -32,6 +33,7 @@ from peftcore.spec.types import (
 __all__ = [
     "DEFAULT_PROFILE",
     "KINDS",
+    "MAX_SEED",
     "SECTION",
     "BaseOptions",
     "Case",

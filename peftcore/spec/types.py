@@ -18,6 +18,7 @@ from peftcore.spec.schema import above, at_least, between
 
 KINDS = ("models", "methods", "tasks", "profiles")
 DEFAULT_PROFILE = "quick"  # what `pytest benchmarks` runs, and the planner estimates, unless told
+MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy, torch and random)
 SECTION = {"models": "model", "methods": "method", "tasks": "task", "profiles": "profile"}
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -45,7 +46,7 @@ class TrainingBudget:
     warmup_ratio: float = between(0, 1, 0.0)
     weight_decay: float = at_least(0, 0.0)
     max_grad_norm: float = at_least(0, 1.0)
-    seed: int = at_least(0, 0)
+    seed: int = between(0, MAX_SEED, 0)
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
     optimizer: str = "adamw_torch"
