@@ -350,6 +350,34 @@ def test_trackers_with_several_processes_are_not_built(specs: Path) -> None:
     )
 
 
+def test_a_model_folder_of_pickle_weights_is_refused_before_it_loads(specs: Path, tmp_path: Path) -> None:
+    """A folder holding only ``pytorch_model.bin``: one line saying why (pickle) and what to do,
+    at collection and again where the model would load, before anything reads the file (which
+    is not a pickle at all here)."""
+    from peftcore.models.checkpoints import check_available, checkpoint_dir
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"not read")
+    model = f"description: mine\nsource: {{kind: local, path: {folder}}}\n"
+    (specs / "models" / "local.yaml").write_text(model)
+    (specs / "profiles" / "p.yaml").write_text(ONE.replace("smollm2-135m", "local"))
+    [case] = expand(SpecStore(specs), "p")
+    with pytest.raises(AssetError) as raised:
+        check_available(case.model, offline=True)
+    assert str(raised.value) == (
+        f"{specs / 'models' / 'local.yaml'}: key 'source.path': {folder} holds only pickle weights "
+        "(pytorch_model.bin); peftcore loads safetensors only (unpickling a file can run any code in it); "
+        "expected model.safetensors: convert the folder once in an environment you trust, with "
+        "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+    )
+    with pytest.raises(AssetError, match="holds only pickle weights"):
+        checkpoint_dir(case.model)  # what load_base asks first, before transformers reads a byte
+    (folder / "model.safetensors").write_bytes(b"")  # with safetensors beside it, the pickle is ignored
+    assert checkpoint_dir(case.model) == str(folder)
+
+
 # --------------------------------------------------------------------------- data files
 
 DATA_MISTAKES = [

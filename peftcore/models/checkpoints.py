@@ -207,9 +207,27 @@ def checkpoint_dir(spec: ModelSpec) -> str:
             path = spec.file.parent / path
         if not (path / "config.json").is_file():
             raise AssetError(f"{spec.file}: source.path {src.path} is not a model folder (no config.json)")
+        _refuse_pickle_only(path, spec)
         return str(path)
     assert src.id is not None
     return src.id
+
+
+def _refuse_pickle_only(folder: Path, spec: ModelSpec) -> None:
+    """AssetError for a local folder whose weights are only PyTorch pickles (``pytorch_model.bin``,
+    or its shards): models load with ``use_safetensors=True``, and transformers' own refusal
+    ("no file named model.safetensors") says neither why nor what to do."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+    if pickles:
+        shown = ", ".join(pickles[:2]) + (f" and {len(pickles) - 2} more" if len(pickles) > 2 else "")
+        raise AssetError(
+            f"{spec.file}: key 'source.path': {folder} holds only pickle weights ({shown}); peftcore "
+            "loads safetensors only (unpickling a file can run any code in it); expected model.safetensors: "
+            "convert the folder once in an environment you trust, with "
+            "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+        )
 
 
 def model_sha256(spec: ModelSpec) -> str:
