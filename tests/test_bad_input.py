@@ -284,6 +284,37 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "fsdp with tuner prompt_tuning fails in training (its virtual-token embedding",
     ),
     (
+        "a task bound on a metric the task never reports",
+        "tasks/sst2.yaml",
+        "metrics: [accuracy, macro_f1, brier_score]",
+        "metrics: [accuracy, macro_f1, brier_score]\nexpect: {exact_match: {min: 0.9}}",
+        "tasks/sst2.yaml",
+        "expect.exact_match",
+        "task sst2 never reports exact_match, so this bound would never be checked; expected one of the "
+        "metrics it reports: accuracy, accuracy_norm, macro_f1, brier_score",
+    ),
+    (
+        "a profile bound whose methods run only where the metric is not reported",
+        "profiles/p.yaml",
+        None,
+        "methods: [base, lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "grids: [{methods: [lora], tasks: [squad]}]\nexpect: {f1: {min: 0.5, methods: [base]}}\n",
+        "profiles/p.yaml",
+        "expect.f1",
+        "no task this applies to reports f1, so it would never be checked; expected one of the metrics "
+        "they report (sst2: accuracy, accuracy_norm, macro_f1, brier_score)",
+    ),
+    (
+        "a compare rule on a metric no task of its cases reports",
+        "profiles/p.yaml",
+        None,
+        "methods: [base, lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        "compare: [{metric: exact_match, case: lora, baseline: base, must: beat}]\n",
+        "profiles/p.yaml",
+        "compare[0].metric",
+        "no task this applies to reports exact_match, so it would never be checked",
+    ),
+    (
         "nested YAML aliases (a billion laughs)",
         "tasks/sst2.yaml",
         "description:",
@@ -331,6 +362,26 @@ def test_a_spec_mistake_is_one_line_before_any_model_loads(
     if key is not None:
         assert f"key {key!r}" in message
     assert words in message
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [
+        "{f1: {min: 0.5, methods: [lora]}}",  # lora runs on squad too, base does not
+        "{seen.exact_match: {min: 0.1}}",  # squad's, while sst2 has none
+        "{accuracy_norm: {min: 0.1}}",  # the choice evaluator's own, listed by no task
+        "{primary: {min: 0.1}}",
+        "{training.final_loss: {max: 2.0, methods: [lora]}}",  # a cost figure, not a metric
+    ],
+)
+def test_a_bound_that_some_case_of_the_profile_reports_loads(specs: Path, expect: str) -> None:
+    """A profile's bound covers tasks with different metrics: refused only when no case it
+    applies to reports the metric (the rows above), not when some do not."""
+    (specs / "profiles" / "p.yaml").write_text(
+        "methods: [base, lora]\nmodels: [smollm2-135m]\ntasks: [sst2]\n"
+        f"grids: [{{methods: [lora], tasks: [squad]}}]\nexpect: {expect}\n"
+    )
+    assert len(expand(SpecStore(specs), "p")) == 3
 
 
 def test_trackers_with_several_processes_are_not_built(specs: Path) -> None:

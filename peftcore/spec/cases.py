@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftcore.errors import SpecError, suggest
-from peftcore.spec.checks import check_budget, check_sizes
+from peftcore.results.quantities import Quantity
+from peftcore.spec.checks import (
+    check_bounds_reported,
+    check_budget,
+    check_sizes,
+    describe_reported,
+    reported_metrics,
+)
 from peftcore.spec.gates import matches
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
@@ -146,7 +153,9 @@ def expand(
         check_sizes(data, "command line")
     _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
     general_text, also_score = _off_task_specs(store, profile)
-    _check_gates_match(profile, [*cells, *_deployed_cells(profile, methods, cells)])
+    deployed = _deployed_cells(profile, methods, cells)
+    _check_gates_match(profile, [*cells, *deployed])
+    _check_gates_reported(profile, tasks, [*cells, *deployed], also_score)
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
@@ -331,6 +340,60 @@ def _check_gates_match(profile: ProfileSpec, cells: Iterable[tuple[str, str, str
                     f"expect.{bound.written}.methods",
                     f"{pattern!r} matches no method of this profile; " + suggest(pattern, methods),
                 )
+
+
+def _check_gates_reported(
+    profile: ProfileSpec,
+    tasks: Mapping[str, TaskSpec],
+    cells: Iterable[tuple[str, str, str]],
+    also_score: Iterable[TaskSpec],
+) -> None:
+    """A gate on a metric that no case it applies to reports would pass unchecked (the gates
+    find it not applicable): an ``expect:`` bound (the profile's, or a task's) or a ``compare:``
+    rule. One line naming the file, the key, and the metrics those cases report."""
+    from peftcore.results.record import METRIC_BLOCKS
+
+    judge = profile.eval.judge is not None
+    for task in tasks.values():
+        check_bounds_reported(task, judge=judge)
+    cells = list(cells)
+    off_task = {task.name: task for task in also_score}
+    gates: list[tuple[str, Quantity, tuple[str, ...], tuple[str, ...]]] = [
+        (f"expect.{b.written}", b.quantity, b.methods, ()) for b in profile.expect.bounds
+    ]
+    gates += [(f"compare[{r.index}].metric", r.quantity, r.cases, r.tasks) for r in profile.compare.rules]
+    for key, quantity, method_patterns, task_patterns in gates:
+        if quantity.name == "primary":
+            continue
+        if quantity.ood_task in off_task:
+            task = off_task[quantity.ood_task]
+            reported = reported_metrics(task, judge=False)  # the judge scores the case's own task only
+            if quantity.name not in reported:
+                raise SpecError(
+                    profile.file,
+                    key,
+                    f"task {task.name} (eval.also_score) never reports {quantity.name}, so this would "
+                    f"never be checked; expected one of the metrics it reports: {', '.join(reported)}",
+                )
+            continue
+        if quantity.block not in METRIC_BLOCKS:
+            continue  # a cost figure (training.final_loss), or general_text's forgetting
+        names = sorted(
+            {
+                task
+                for _, method, task in cells
+                if (not method_patterns or matches(method, method_patterns))
+                and (not task_patterns or matches(task, task_patterns))
+            }
+        )
+        if names and not any(quantity.name in reported_metrics(tasks[n], judge=judge) for n in names):
+            described = "; ".join(f"{n}: {describe_reported(tasks[n], judge=judge)}" for n in names)
+            raise SpecError(
+                profile.file,
+                key,
+                f"no task this applies to reports {quantity.name}, so it would never be checked; "
+                f"expected one of the metrics they report ({described})",
+            )
 
 
 def matches_any(pattern: str, names: Iterable[str]) -> bool:

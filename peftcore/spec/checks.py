@@ -74,6 +74,7 @@ def check_spec(kind: str, spec: Any) -> None:
         check_templates(spec)
         check_metrics(spec)
         spec.expect.check_names(file, spec.metrics)
+        check_bounds_reported(spec)
         _check_training(file, spec.training)
     elif kind == "profiles":
         _check_training(file, spec.training)
@@ -262,6 +263,52 @@ def check_metrics(task: TaskSpec) -> None:
                 f"unknown metric {name!r}; " + suggest(name, METRICS) + " (a hub `evaluate` metric needs "
                 "a network: --allow-network; offline, name a local module file)",
             )
+
+
+def reported_metrics(task: TaskSpec, *, judge: bool | None = None) -> tuple[str, ...]:
+    """The metrics a case of ``task`` reports on its held-out and seen splits, in order.
+
+    The task's own, what its evaluator adds whatever the task lists (:mod:`peftcore.score.run`:
+    ``accuracy`` and ``accuracy_norm`` for choices, ``perplexity`` for language modelling;
+    ``number_unparseable_rate`` next to ``abs_diff``, :mod:`peftcore.score.generation`), and on a
+    generation task the LLM judge's scores when the profile sets ``eval.judge`` (``judge`` None:
+    not known yet, counted as possible). A judged metric the task lists is reported only then.
+    """
+    from peftcore.score.metrics import METRICS
+    from peftcore.score.run import EVALUATORS
+
+    judged = tuple(name for name, metric in METRICS.items() if metric.inputs == "judge")
+    judge_on = task.type == "generation" and judge is not False
+    names = [*EVALUATORS[task.type].extra, *(m for m in task.metrics if judge_on or m not in judged)]
+    if "abs_diff" in task.metrics:
+        names.append("number_unparseable_rate")
+    if judge_on:
+        names.extend(judged)
+    return tuple(dict.fromkeys(names))
+
+
+def check_bounds_reported(task: TaskSpec, *, judge: bool | None = None) -> None:
+    """SpecError for a task's ``expect:`` bound on a metric its cases never report (the gate
+    would find it not applicable and pass it unchecked), naming the metrics they do report."""
+    from peftcore.results.record import METRIC_BLOCKS
+
+    reported = reported_metrics(task, judge=judge)
+    for bound in task.expect.bounds:
+        quantity = bound.quantity
+        if quantity.block in METRIC_BLOCKS and quantity.name != "primary" and quantity.name not in reported:
+            raise SpecError(
+                task.file,
+                f"expect.{bound.written}",
+                f"task {task.name} never reports {quantity.name}, so this bound would never be checked; "
+                f"expected one of the metrics it reports: {describe_reported(task, judge=judge)}",
+            )
+
+
+def describe_reported(task: TaskSpec, *, judge: bool | None) -> str:
+    """``reported_metrics`` in words: the judge's scores named apart when they depend on a profile."""
+    always = reported_metrics(task, judge=judge is True)
+    judged = [name for name in reported_metrics(task, judge=None) if name not in always]
+    return ", ".join(always) + (f" (and {', '.join(judged)} with a profile's eval.judge)" if judged else "")
 
 
 def offline() -> bool:
