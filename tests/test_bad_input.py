@@ -429,6 +429,22 @@ def test_a_model_folder_of_pickle_weights_is_refused_before_it_loads(specs: Path
     assert checkpoint_dir(case.model) == str(folder)
 
 
+def test_a_batch_larger_than_the_train_split_is_recorded_as_trained(specs: Path) -> None:
+    """``batch_size: 64`` over 40 training examples loads (tests train tiny splits on purpose), and
+    the record's training figures carry the batch the case trained with next to the spec's 64
+    (``effective_batch_size``, set by peftcore.train.trainer.train from the split it is given)."""
+    from peftcore.train.trainer import effective_batch_size
+
+    (specs / "profiles" / "p.yaml").write_text(
+        ONE + "training: {batch_size: 64}\ndata: {train: 40, seen: 10}\n"
+    )
+    [case] = expand(SpecStore(specs), "p")
+    assert case.training.batch_size == 64
+    assert effective_batch_size(case.training.batch_size, case.data.train) == 40
+    assert effective_batch_size(64, 40, processes=2) == 20  # each process gets half the split
+    assert effective_batch_size(4, 40) == 4
+
+
 # --------------------------------------------------------------------------- data files
 
 DATA_MISTAKES = [

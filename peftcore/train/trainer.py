@@ -46,6 +46,17 @@ def warmup_steps(budget: TrainingBudget) -> int:
     return math.ceil(budget.warmup_ratio * budget.max_steps)
 
 
+def effective_batch_size(batch_size: int, examples: int, processes: int = 1) -> int:
+    """The most examples a batch of one process holds: ``batch_size``, or that process's share of
+    the train split when the share is smaller (the data loader then gives the whole share as one
+    short batch, each step; the spec's ``batch_size`` is not what the case trained with).
+
+    >>> effective_batch_size(64, 40), effective_batch_size(4, 40), effective_batch_size(32, 40, processes=2)
+    (40, 4, 20)
+    """
+    return max(0, min(batch_size, -(-examples // max(processes, 1))))
+
+
 @dataclass
 class TrainOutcome:
     steps: int = 0
@@ -387,6 +398,11 @@ def train(
         disable_tqdm=True,
         **(trackers.training_arguments() if trackers is not None else {}),
         **(fsdp_arguments(model) if budget.parallelism == "fsdp" else {}),
+    )
+    # Recorded next to the spec's batch_size, which a train split smaller than it caps (under
+    # torchrun every process is given the whole split and trains on its share of it).
+    outcome.extra["effective_batch_size"] = effective_batch_size(
+        budget.batch_size, len(dataset), budget.processes
     )
     callbacks = [*_callbacks(outcome, method, case_id, budget.max_steps), *extra_callbacks]
     live = None
