@@ -619,6 +619,96 @@ def test_command_line_sizes_are_checked_against_the_data_before_a_model_loads(
     assert records == ["base-smollm2-135m-sst2.json", "lora-smollm2-135m-sst2.json"]
 
 
+NO_MODELS = """
+import pytest
+
+@pytest.fixture(scope="session")
+def base_models():
+    class NoModels:
+        def get(self, case):
+            raise AssertionError("a model was loaded")
+    return NoModels()
+"""
+
+
+NOT_WRITABLE = "{path}/ro is not writable (Permission denied)"
+
+
+@pytest.mark.parametrize(
+    ("in_the_way", "results_ini", "args", "words"),
+    [
+        pytest.param(
+            "a file",
+            None,
+            ["--results-dir", "afile/runs"],
+            "--results-dir: cannot write runs to {path}/afile/runs: {path}/afile is a file, not a folder",
+            id="--results-dir under a file",
+        ),
+        pytest.param(
+            "a file",
+            "afile/runs",
+            [],
+            "--results-dir (not given: ini peftcore_results): cannot write runs to {path}/afile/runs: "
+            "{path}/afile is a file, not a folder",
+            id="ini peftcore_results under a file",
+        ),
+        pytest.param(
+            "a file",
+            None,
+            ["--report-dir", "afile"],
+            "--report-dir: cannot write the report to {path}/afile: {path}/afile is a file, not a folder",
+            id="--report-dir a file",
+        ),
+        pytest.param(
+            "no permission",
+            None,
+            ["--results-dir", "ro/runs"],
+            "--results-dir: cannot write runs to {path}/ro/runs: " + NOT_WRITABLE,
+            id="--results-dir in a read-only folder",
+        ),
+        pytest.param(
+            "no permission",
+            "ro/runs",
+            [],
+            "--results-dir (not given: ini peftcore_results): cannot write runs to {path}/ro/runs: "
+            + NOT_WRITABLE,
+            id="reports/runs read-only",
+        ),
+    ],
+)
+def test_a_results_folder_that_cannot_be_written_is_a_usage_error_at_start(
+    pytester: pytest.Pytester,
+    shipped_specs: Path,
+    in_the_way: str,
+    results_ini: str | None,
+    args: list[str],
+    words: str,
+) -> None:
+    """One line naming the option and the folder, before collection; not 80 lines of INTERNALERROR
+    when the first file is written. A file in the way fails for everyone; a folder without write
+    permission only for a user other than root (root writes there anyway, and so would the run)."""
+    import os
+    import shutil
+
+    if in_the_way == "no permission" and os.geteuid() == 0:
+        pytest.skip("root writes into a folder without write permission: nothing to refuse")
+    shutil.copytree(shipped_specs, pytester.path / "specs")
+    pytester.makefile(".ini", pytest=INI + (f"peftcore_results = {results_ini}\n" if results_ini else ""))
+    pytester.makeconftest(NO_MODELS)
+    (pytester.path / "afile").write_text("not a folder")
+    (pytester.path / "ro").mkdir(mode=0o555)
+    try:
+        result = pytester.runpytest_subprocess(
+            "specs", "-q", "--profile", "smoke", "-m", "sst2 and base", "--run-id", "r", *args
+        )
+    finally:
+        (pytester.path / "ro").chmod(0o755)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {words.format(path=pytester.path)}"])
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output and "Traceback" not in output and "a model was loaded" not in output
+
+
 # --------------------------------------------------------------------------- random edits
 
 KEYS = ["r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "bias", "fan_in_fan_out"]

@@ -56,6 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_baseline(config)
     if not active(config):
         return
+    options.check_writable(config)  # a benchmark session writes records: a usage error before it starts
     if not config.getoption("--allow-network"):
         set_offline_env()
         config.stash[_GUARD] = NetworkGuard().install()

@@ -125,6 +125,43 @@ def check_results_location(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--results-dir: {err}") from None
 
 
+def check_writable(config: pytest.Config) -> None:
+    """The local results folder (a results URL's mirror) and the report folder must be writable
+    before anything runs: otherwise the first record or manifest written fails as 80 lines of
+    INTERNALERROR. Nothing is created here (``--collect-only``, ``--help`` and ``--markers``
+    write nothing, so are not checked)."""
+    writes_nothing = ("collectonly", "help", "markers")
+    if any(getattr(config.option, name, False) for name in writes_nothing):
+        return
+    given = config.getoption("--results-dir")
+    option = "--results-dir" if given else "--results-dir (not given: ini peftcore_results)"
+    _refuse_unwritable(results_location(config)[1], option, "runs")
+    if not config.getoption("--no-report"):
+        option = "--report-dir" if config.getoption("--report-dir") else "--report-dir (not given)"
+        _refuse_unwritable(report_dir(config).parent, option, "the report")
+
+
+def _refuse_unwritable(folder: Path, option: str, what: str) -> None:
+    """UsageError when ``folder`` (or, where it does not exist yet, the nearest folder above it that
+    does) cannot take a file: a file in the way, no write permission, a read-only file system."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(
+            f"{option}: cannot write {what} to {folder}: {existing} is a file, not a folder"
+        )
+    import tempfile
+
+    try:  # a real write: permission bits say nothing of a read-only mount, nor of root
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise pytest.UsageError(
+            f"{option}: cannot write {what} to {folder}: {existing} is not writable ({err.strerror})"
+        ) from None
+
+
 def results_dir(config: pytest.Config) -> Path:
     """The local folder runs are written to (the mirror of a results URL)."""
     return results_location(config)[1]
