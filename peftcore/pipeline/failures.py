@@ -57,16 +57,20 @@ def _is_allocation_failure(err: BaseException) -> bool:
 def cpu_kernels_broken() -> str | None:
     """None when this thread can still build CPU kernels, else the error that says it cannot.
 
-    oneDNN (torch's bf16 CPU kernels) compiles a kernel for each new shape. When the memory for
-    that code cannot be had, the JIT assembler keeps the failure as a thread-local error that is
-    never cleared: from then on every kernel not built before fails with "could not create a
-    primitive", whatever memory is free. The probe multiplies bf16 matrices of a shape not seen
-    before (the primitive cache would answer a known one).
+    oneDNN (torch's bf16 CPU kernels, and its layout reorders on any x86 CPU) compiles a kernel
+    for each new shape. When the memory for that code cannot be had, the JIT assembler keeps the
+    failure as a thread-local error that is never cleared: from then on every kernel not built
+    before fails with "could not create a primitive", whatever memory is free. The probe builds
+    kernels of a shape not seen before (the primitive cache would answer a known one): a reorder,
+    which oneDNN compiles on every x86 CPU, and a bf16 product, which goes through oneDNN only
+    where the CPU has bf16 instructions.
     """
     import torch
 
     inner = 61 + 2 * next(_PROBES)
     try:
+        if torch.backends.mkldnn.is_available():
+            torch.ones(8, inner).to_mkldnn()
         a = torch.ones(8, inner, dtype=torch.bfloat16)
         b = torch.ones(inner, 40, dtype=torch.bfloat16)
         float((a @ b).sum())

@@ -99,15 +99,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _onednn_out_of_memory(module: Any, args: Any) -> None:
+    """Build oneDNN kernels of shapes not seen before with no address space left for their code.
+
+    A reorder to oneDNN's layout is JIT-compiled on every x86 CPU; a bf16 product goes through
+    oneDNN only where the CPU has bf16 instructions (on an AVX2-only CPU it takes another path).
+    """
     import torch
 
+    x = torch.ones(8, 997)
     a = torch.ones(8, 997, dtype=torch.bfloat16)
     b = torch.ones(997, 40, dtype=torch.bfloat16)
     scratch = [torch.empty(2048) for _ in range(4096)]  # freed small blocks for oneDNN's bookkeeping
     del scratch
     with _address_space_capped(0):
-        a @ b  # raises: the kernel's code cannot be mapped
-    raise AssertionError("fault injection: the capped bf16 product did not fail")
+        x.to_mkldnn()  # raises: the kernel's code cannot be mapped
+        a @ b
+    raise AssertionError("fault injection: no oneDNN kernel failed under the capped address space")
 
 
 def _fault_callback(fault: str, method_name: str) -> Any:
