@@ -75,7 +75,7 @@ def held_out(store: SpecStore, task: str, n: int) -> tuple[Example, ...]:
     return load_task(store.get("tasks", task), DataSizes(train=1, held_out=n, seen=1)).held_out
 
 
-def run(model, fmt, examples, task, batch_size=8, precision="bf16", **kwargs) -> scoring.ScoreResult:
+def run(model, fmt, examples, task, batch_size=8, precision="fp32", **kwargs) -> scoring.ScoreResult:
     settings = EvalSettings(batch_size=batch_size, max_new_tokens=kwargs.pop("max_new_tokens", None))
     return scoring.score(model, fmt, examples, task, settings, device="cpu", precision=precision, **kwargs)
 
@@ -147,7 +147,7 @@ def test_arc_easy_accuracy_is_plausible_for_a_135m_model(base, store, record_pro
     fmt = PromptFormat(base.tokenizer, chat=False)
     task = store.get("tasks", "arc_easy")
     examples = held_out(store, "arc_easy", ARC_EXAMPLES)
-    result = run(base.model, fmt, examples, task, 16, "bf16")
+    result = run(base.model, fmt, examples, task, 16)  # fp32: the pipeline's scoring default
     record_property("arc_easy", result.metrics)
     print(f"\narc_easy ({len(examples)} held out, chat={fmt.chat}): {result.metrics} {result.inference}")
     assert 0.4 <= result.metrics["accuracy"] <= 0.8  # chance is 0.25
@@ -235,7 +235,7 @@ def test_generation_stops_at_stop_strings_and_max_new_tokens(base, fmt, store) -
             assert "e" in decode(ids) and "e" not in decode(ids[:-1])
             assert ids == unstopped[: len(ids)]
     task = with_generation(store.get("tasks", "nq_open"), stop=("e",), max_new_tokens=20, extract="none")
-    result = run(base.model, fmt, examples, task, 3, "bf16")
+    result = run(base.model, fmt, examples, task, 3)
     assert all("e" not in p["generated"] for p in result.predictions)
     assert result.inference["max_new_tokens"] == 20
 
