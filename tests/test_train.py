@@ -23,6 +23,7 @@ import peftcore.train.trainer as train  # noqa: E402
 from peftcore.data.tasks import load_task  # noqa: E402
 from peftcore.models.load import load_base  # noqa: E402
 from peftcore.train import methods, prompting  # noqa: E402
+from tiny_llama import tiny_base  # noqa: E402
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods", name).trains]
@@ -210,12 +211,12 @@ def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
     assert {name: p.requires_grad for name, p in base.model.named_parameters()} == flags
 
 
-def test_a_trained_model_is_scored_in_its_own_precision_not_the_training_one(bases, fixed_batch, tmp_path):
+def test_a_trained_model_is_scored_in_its_own_precision_not_the_training_one(fixed_batch, tmp_path):
     """Training under bf16 autocast must not leave autocast on the model: accelerate wraps the
     forward for mixed precision, and a wrapper left on would score every trained case in bf16
     whatever ``eval.precision`` says (the adapter disabled would then not reproduce the base)."""
     case = make_case("lora", max_steps=2, precision="bf16")
-    base = bases(case.method.base)
+    base = tiny_base(case.model)  # what wraps the forward is the point, not the real weights
     model, outcome, dataset = run_training(case, base, fixed_batch, tmp_path)
     assert outcome.precision == "bf16"
     with model.disable_adapter():
