@@ -64,6 +64,9 @@ class TrainingFigures(TypedDict, total=False):
     padding_fraction: float
     tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second (all ranks)
     labeled_tokens: int  # tokens the loss is on
+    # the most examples a batch held: training.batch_size, or each process's share of a train
+    # split smaller than that (the data loader gives the whole split as one short batch)
+    effective_batch_size: int
     # Speed levers as they applied (training.lm_head, training.fast_dropout): labeled | all, the
     # reason a labeled-only head was not possible, dropout modules swapped for FastDropout.
     lm_head: str
