@@ -49,6 +49,19 @@ class DivergenceError(PeftcoreError):
         super().__init__(f"training diverged at step {step}: loss is {loss}")
 
 
+class UnchangedWeightsError(PeftcoreError):
+    """Training ran its steps and changed no trainable weight (a learning rate of 0 at every step,
+    gradients that never reach the weights, a frozen adapter): the case learned nothing."""
+
+    def __init__(self, steps: int, tensors: int) -> None:
+        self.steps = steps
+        super().__init__(
+            f"training changed none of the {tensors} trainable tensors in {steps} step(s): the case "
+            "learned nothing (a learning rate of 0 at every step, e.g. a warm-up as long as the run, "
+            "or gradients that never reach the trainable weights)"
+        )
+
+
 def suggest(name: str, options: Iterable[str]) -> str:
     """A 'did you mean' hint, or the list of what exists when nothing is close."""
     options = sorted(options)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from peftcore.device import cpu_has_fast_bf16
-from peftcore.errors import DivergenceError
+from peftcore.errors import DivergenceError, UnchangedWeightsError
 from peftcore.spec import DataSizes, EvalSettings, SpecStore
 from peftcore.spec.cases import Case
 
@@ -237,3 +237,18 @@ def test_loss_is_only_on_the_answer(bases, fixed_batch):
     assert [
         t for t, label in zip(short["input_ids"], short["labels"], strict=True) if label != -100
     ] == answer
+
+
+def test_a_one_step_run_with_warm_up_still_updates_the_weights(fixed_batch, tmp_path):
+    """A linear warm-up gives its first step a learning rate of 0: rounded up to the whole of a
+    one-step run, it left every lora_B at zero and the case scored as the untrained base."""
+    case = make_case("lora", max_steps=1, warmup_ratio=0.1, lr_scheduler="linear")
+    model, outcome, _ = run_training(case, tiny_base(case.model), fixed_batch, tmp_path)
+    assert outcome.steps == 1
+    assert any(bool(p.abs().sum() > 0) for name, p in model.named_parameters() if "lora_B" in name)
+
+
+def test_training_that_changes_no_weight_fails_with_that_reason(fixed_batch, tmp_path):
+    case = make_case("lora", max_steps=2, learning_rate=0.0)
+    with pytest.raises(UnchangedWeightsError, match=r"changed none of the \d+ trainable tensors in 2 step"):
+        run_training(case, tiny_base(case.model), fixed_batch, tmp_path)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
 from peftcore.device import device_info, resolve_precision, scoring_precision
-from peftcore.errors import DivergenceError, PeftcoreError
+from peftcore.errors import DivergenceError, PeftcoreError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline.failures import (
@@ -100,7 +100,7 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
     try:
         _train_and_score(case, base, data, ctx, record, state)
         record["status"] = "finished"
-    except DivergenceError as err:
+    except (DivergenceError, UnchangedWeightsError) as err:
         record["reason"] = str(err)
         record["training"] = _partial_training(state)
         error = err

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftcore.device import resolve_precision
-from peftcore.errors import DivergenceError
+from peftcore.errors import DivergenceError, UnchangedWeightsError
 from peftcore.spec import MethodSpec, TrainingBudget
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ log = logging.getLogger("peftcore.train.trainer")
 
 
 def warmup_steps(budget: TrainingBudget) -> int:
-    """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps``, rounded up.
+    """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps``, rounded up, and at most
+    ``max_steps - 1``: a linear warm-up gives its first step a learning rate of 0, so a warm-up
+    as long as the run would leave a one-step run without a single update.
 
     Given as a whole number of steps, because transformers reads a float ``warmup_steps``
     below 1 as a ratio but 1.0 as one step (``warmup_ratio: 1`` would warm up for one step).
@@ -41,9 +43,32 @@ def warmup_steps(budget: TrainingBudget) -> int:
 
     >>> from peftcore.spec import TrainingBudget
     >>> [warmup_steps(TrainingBudget(max_steps=5, warmup_ratio=r)) for r in (0.0, 0.1, 1.0)]
-    [0, 1, 5]
+    [0, 1, 4]
+    >>> warmup_steps(TrainingBudget(max_steps=1, warmup_ratio=0.1))
+    0
     """
-    return math.ceil(budget.warmup_ratio * budget.max_steps)
+    return min(math.ceil(budget.warmup_ratio * budget.max_steps), max(budget.max_steps - 1, 0))
+
+
+def trainable_fingerprint(model: Any) -> list[tuple[float, float]]:
+    """Each trainable tensor's sum and sum of squares, in float64: equal before and after
+    training only when no update reached the weights. Summed in slices of a million values, so
+    nothing near the size of the model is copied inside the case's memory window.
+    """
+    import torch
+
+    found = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        total = squares = 0.0
+        with torch.no_grad():
+            for chunk in p.detach().reshape(-1).split(1 << 20):
+                wide = chunk.double()
+                total += float(wide.sum())
+                squares += float(wide.square().sum())
+        found.append((total, squares))
+    return found
 
 
 def effective_batch_size(batch_size: int, examples: int, processes: int = 1) -> int:
@@ -422,6 +447,8 @@ def train(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict: floods captured output
+    # FSDP flattens and shards the parameters: their fingerprint before is not comparable after.
+    before = None if budget.parallelism == "fsdp" else trainable_fingerprint(model)
     start = time.perf_counter()
     try:
         with fast_dropout.installed(model, device, enabled=budget.fast_dropout) as swapped:
@@ -443,6 +470,8 @@ def train(
         outcome.lm_head_positions = collator.lm_head_positions
         outcome.labeled_tokens = collator.labeled_tokens
         outcome.squared_lengths = collator.squared_lengths
+    if before is not None and before == trainable_fingerprint(model):
+        raise UnchangedWeightsError(outcome.steps, len(before))
     if peak_flops:
         utilization(model, method, outcome, peak_flops)
     if method.tuner == "adalora":
