@@ -19,11 +19,12 @@ from peftcore.spec.cases import Case
 
 torch = pytest.importorskip("torch")
 
+from tiny_llama import tiny_base  # noqa: E402
+
 import peftcore.train.trainer as train  # noqa: E402
 from peftcore.data.tasks import load_task  # noqa: E402
 from peftcore.models.load import load_base  # noqa: E402
 from peftcore.train import methods, prompting  # noqa: E402
-from tiny_llama import tiny_base  # noqa: E402
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods", name).trains]
