@@ -32,6 +32,7 @@ from peftcore.pipeline.failures import (
 )
 from peftcore.pipeline.identity import Identity
 from peftcore.pipeline.off_task import OffTaskData, score_off_task
+from peftcore.pipeline.signals import interrupts_deferred
 from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
 from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures, keep_scores
@@ -128,20 +129,22 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
             record["training"] = _partial_training(state)
             error = err
     finally:
-        if state.trackers is not None:  # the case did not finish: its runs close as failed
-            state.trackers.close(ok=False)
-        state.model = None
-        release_freed_memory()
-        stops_session = None
-        if record["status"] == "oom":
-            # A new error, outside the except block: it does not carry the failed allocation's
-            # traceback (and through its frames, the model).
-            error = _out_of_memory(case, ctx, record, state, broken)
-            stops_session = error.stops_session
-        record["provenance"]["finished_at"] = now()
-        with contextlib.suppress(OSError) if record["status"] != "finished" else contextlib.nullcontext():
-            write_record(ctx.run_dir, record)
-        ctx.keep(record)
+        # A second Ctrl-C (or SIGTERM) during this cleanup waits until the record is written.
+        with interrupts_deferred():
+            if state.trackers is not None:  # the case did not finish: its runs close as failed
+                state.trackers.close(ok=False)
+            state.model = None
+            release_freed_memory()
+            stops_session = None
+            if record["status"] == "oom":
+                # A new error, outside the except block: it does not carry the failed
+                # allocation's traceback (and through its frames, the model).
+                error = _out_of_memory(case, ctx, record, state, broken)
+                stops_session = error.stops_session
+            record["provenance"]["finished_at"] = now()
+            with contextlib.suppress(OSError) if record["status"] != "finished" else contextlib.nullcontext():
+                write_record(ctx.run_dir, record)
+            ctx.keep(record)
     return Executed(record, error, stops_session)
 
 
