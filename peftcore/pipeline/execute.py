@@ -486,6 +486,28 @@ def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> t
         raise OSError(
             err.errno, f"could not save the trained weights to {target}: {cause.strerror or cause}"
         ) from err
+    except Exception as err:
+        # safetensors reports a failed write as its own SafetensorError ("Error while serializing:
+        # IoError(Os { code: 28, ... })"), not an OSError: the same one line, without its
+        # traceback (whose frames print the tensors being written).
+        code = _os_error_code(err)
+        if code is None:
+            raise
+        raise OSError(code, f"could not save the trained weights to {target}: {os.strerror(code)}") from None
+
+
+def _os_error_code(err: BaseException) -> int | None:
+    """The errno inside a Rust I/O error's message (``os error 28``, ``code: 28``), or None.
+
+    >>> _os_error_code(RuntimeError("IoError(Os { code: 28, kind: StorageFull })"))
+    28
+    >>> _os_error_code(ValueError("shapes differ")) is None
+    True
+    """
+    import re
+
+    found = re.search(r"(?:os error|code:) ?(\d+)", str(err))
+    return int(found.group(1)) if found else None
 
 
 def _safetensors_bytes(folder: Path) -> int:
@@ -500,4 +522,7 @@ def _partial_training(state: _CaseState) -> TrainingFigures:
         # last logged step when that bookkeeping did not happen.
         logged = state.outcome.loss_curve[-1][0] if state.outcome.loss_curve else 0
         info["steps"] = max(int(state.outcome.steps), int(logged))
+        if state.outcome.train_seconds:  # training ended (a failure after it keeps its cost)
+            info["train_seconds"] = round(state.outcome.train_seconds, 3)
+            info["train_tokens"] = state.outcome.train_tokens
     return info
