@@ -253,3 +253,19 @@ def test_training_that_changes_no_weight_fails_with_that_reason(fixed_batch, tmp
     case = make_case("lora", max_steps=2, learning_rate=0.0)
     with pytest.raises(UnchangedWeightsError, match=r"changed none of the \d+ trainable tensors in 2 step"):
         run_training(case, tiny_base(case.model), fixed_batch, tmp_path)
+
+
+def test_a_max_length_that_cuts_the_prompt_away_is_counted_and_refused(fixed_batch):
+    """max_length 8 on a multiple-choice prompt keeps the answer and a few chat-template tokens:
+    training would learn answers without their questions."""
+    base_tokenizer = tiny_base(SPECS.get("models", "smollm2-135m")).tokenizer
+    fmt = prompting.PromptFormat.for_model(base_tokenizer, "auto")
+    roomy = prompting.truncation(fixed_batch.train, fmt, 512, lm=False)
+    assert roomy == prompting.Truncation(examples=4, prompt_cut=0, prompt_lost=0, answer_cut=0)
+    assert roomy.refusal(512) is None
+    short = prompting.truncation(fixed_batch.train, fmt, 8, lm=False)
+    assert short.examples == 4 and short.prompt_cut == 4 and short.prompt_lost == 4
+    assert "8 tokens leave no word of the prompt in 4 of 4 training examples" in (short.refusal(8) or "")
+    lengths = [len(fmt.encode_context(e.prompt)) for e in fixed_batch.train]
+    middle = prompting.truncation(fixed_batch.train, fmt, min(lengths), lm=False)
+    assert middle.prompt_cut == 4 and middle.prompt_lost == 0  # the start is cut, the question stays

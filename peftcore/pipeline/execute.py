@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
 from peftcore.device import device_info, resolve_precision, scoring_precision
-from peftcore.errors import DivergenceError, PeftcoreError, UnchangedWeightsError
+from peftcore.errors import DivergenceError, PeftcoreError, SpecError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline.failures import (
@@ -262,16 +262,22 @@ def _train_and_score(
         state.stage = "opening the tracker runs"
         state.trackers = Trackers(budget.report_to, case.case_id, case.resolved(), ctx.run_dir)
     train_set = None
+    cut = None
     trains_now = case.method.trains and ctx.reuse is None
     # Trained over several processes under torchrun (peftcore.train.launch), not in this one.
     across_processes = trains_now and budget.processes > 1
     if trains_now:
         state.stage = "tokenization"
+        lm = case.task.type == "language_modeling"
+        cut = prompting.truncation(data.train, fmt, budget.max_length, lm=lm)
+        refusal = cut.refusal(budget.max_length)
+        if refusal is not None:
+            raise SpecError(case.task.file or case.task.name, "training.max_length", refusal)
         train_set = prompting.tokenized_train_set(
             data.train,
             fmt,
             budget.max_length,
-            lm=case.task.type == "language_modeling",
+            lm=lm,
             data_key=f"{data.data_sha256}:{data.split_sha256}",
         )
     peak_flops = None
@@ -358,6 +364,8 @@ def _train_and_score(
                     "adapter_bytes": adapter_bytes,
                 }
             )
+            if cut is not None:
+                training["truncation"] = cut.as_dict()
             cast(dict[str, Any], training).update(outcome.extra)  # tuner-specific figures
     if ctx.reuse is None:
         training.update(

@@ -64,6 +64,9 @@ class TrainingFigures(TypedDict, total=False):
     padding_fraction: float
     tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # real tokens per second (all ranks)
     labeled_tokens: int  # tokens the loss is on
+    # what training.max_length cut from the training examples: examples, prompt_cut (lost the
+    # start of the prompt), prompt_lost (kept none of its words), answer_cut
+    truncation: dict[str, int]
     # the most examples a batch held: training.batch_size, or each process's share of a train
     # split smaller than that (the data loader gives the whole split as one short batch)
     effective_batch_size: int

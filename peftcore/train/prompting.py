@@ -104,6 +104,78 @@ def encode_training(
     return {"input_ids": context + answer, "labels": [IGNORE_INDEX] * len(context) + answer}
 
 
+# More than this share of training examples left without a word of their prompt is refused:
+# the case would learn answers unconditioned on their questions.
+PROMPT_LOST_LIMIT = 0.1
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """What ``max_length`` cut from the training examples (answer-only loss keeps the answer).
+
+    ``prompt_cut``: examples that lost the start of their prompt; ``prompt_lost``: examples that
+    kept none of the prompt's own words (at most the chat template's tokens after it);
+    ``answer_cut``: examples whose answer (or, for language modelling, text) was cut.
+    """
+
+    examples: int
+    prompt_cut: int
+    prompt_lost: int
+    answer_cut: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "examples": self.examples,
+            "prompt_cut": self.prompt_cut,
+            "prompt_lost": self.prompt_lost,
+            "answer_cut": self.answer_cut,
+        }
+
+    def refusal(self, max_length: int) -> str | None:
+        """Why the case must not train with these examples, or None."""
+        if self.examples and self.prompt_lost > PROMPT_LOST_LIMIT * self.examples:
+            return (
+                f"{max_length} tokens leave no word of the prompt in {self.prompt_lost} of "
+                f"{self.examples} training examples (the answers alone would be trained); expected a "
+                f"max_length that keeps the prompt of at least {1 - PROMPT_LOST_LIMIT:.0%} of them"
+            )
+        return None
+
+
+def truncation(examples: Sequence[Example], fmt: PromptFormat, max_length: int, *, lm: bool) -> Truncation:
+    """Count what :func:`encode_training` cuts from ``examples`` at ``max_length``."""
+    prompt_cut = prompt_lost = answer_cut = 0
+    for example in examples:
+        if lm:
+            text = fmt.tokenizer(example.target, add_special_tokens=True)["input_ids"]
+            answer_cut += len(text) > max_length
+            continue
+        context = fmt.encode_context(example.prompt)
+        labels = encode_training(example, fmt, max_length, lm=False)["labels"]
+        kept = sum(1 for label in labels if label == IGNORE_INDEX)  # the prompt's tokens left
+        full_answer = len(fmt.encode_continuation(example.target)) + len(_end_ids(fmt))
+        answer_cut += full_answer > max_length
+        if kept < len(context):
+            prompt_cut += 1
+            if kept <= _template_tail(fmt, example.prompt):
+                prompt_lost += 1
+    return Truncation(len(examples), prompt_cut, prompt_lost, answer_cut)
+
+
+def _end_ids(fmt: PromptFormat) -> list[int]:
+    return list(fmt.tokenizer(fmt.end, add_special_tokens=False)["input_ids"]) if fmt.end else []
+
+
+def _template_tail(fmt: PromptFormat, prompt: str) -> int:
+    """Tokens the context holds after the prompt's own text (a chat template's turn markers)."""
+    text = fmt.context(prompt)
+    end = text.rfind(prompt)
+    if not prompt or end < 0:
+        return 0
+    tail = text[end + len(prompt) :]
+    return len(fmt.tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else 0
+
+
 def tokenized_train_set(
     examples: Sequence[Example], fmt: PromptFormat, max_length: int, *, lm: bool, data_key: str
 ) -> Any:
