@@ -18,6 +18,7 @@ turns outcomes into passes, skips and failures.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,13 @@ from typing import Literal
 from peftcore.data.example import TaskData
 from peftcore.errors import PeftcoreError
 from peftcore.models.load import LoadedBase
+from peftcore.pipeline.claims import claimed
 from peftcore.pipeline.execute import CaseContext, Timer, record_early_failure, run_case, untimed
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.off_task import OffTaskData, load_off_task_data
 from peftcore.results.provenance import package_versions
-from peftcore.results.record import Record
-from peftcore.results.store import Earlier, History, adopt
+from peftcore.results.record import Record, RecordError
+from peftcore.results.store import Earlier, History, adopt, read_record, record_path
 from peftcore.spec import ProfileSpec
 from peftcore.spec.cases import Case
 
@@ -194,14 +196,19 @@ class BenchmarkSession:
                 return self._conclude(case, Outcome(case.case_id, plan.earlier.record, "resumed"), examples)
             record = adopt(plan.earlier, self.run_dir, self.run_id, case.case_id)
             return self._conclude(case, Outcome(case.case_id, record, "adopted"), examples)
-        try:
-            base = model(case)
-        except (PeftcoreError, OSError) as err:
-            return failed_before_running("loading the model", err)
-        executed = run_case(case, base, examples, context(plan.identity, plan.rescore, off_task))
-        how: How = "rescored" if plan.rescore is not None else "ran"
-        outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
-        return self._conclude(case, outcome, examples)
+        with claimed(self.run_dir, case.case_id, lambda holder: _say_waiting(case.case_id, holder)) as waited:
+            if waited:  # another session of this run held the case: it may have finished it
+                done = _finished_record(self.run_dir, case.case_id, plan.identity.case_hash)
+                if done is not None:
+                    return self._conclude(case, Outcome(case.case_id, done, "resumed"), examples)
+            try:
+                base = model(case)
+            except (PeftcoreError, OSError) as err:
+                return failed_before_running("loading the model", err)
+            executed = run_case(case, base, examples, context(plan.identity, plan.rescore, off_task))
+            how: How = "rescored" if plan.rescore is not None else "ran"
+            outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
+            return self._conclude(case, outcome, examples)
 
     def _keep(self, case_id: str, record: Record) -> None:
         if self.publish is not None and self.records.get(case_id) is not record:
@@ -251,3 +258,26 @@ class BenchmarkSession:
             if status == "failed"
         ]
         return [str(failure) for failure in failures] + broken
+
+
+def _say_waiting(case_id: str, holder: str) -> None:
+    # Straight to the terminal: pytest captures what a running test prints, and a user who
+    # started the command twice should see at once why this one sits still.
+    print(
+        f"\npeftcore: {case_id} is being run by another session of this run (pid {holder}); "
+        "waiting for it, then taking its record",
+        file=sys.__stderr__,
+        flush=True,
+    )
+
+
+def _finished_record(run_dir: Path, case_id: str, case_hash: str) -> Record | None:
+    """This run folder's finished record of the case with this identity, or None."""
+    path = record_path(run_dir, case_id)
+    try:
+        record = read_record(path)
+    except (OSError, RecordError):
+        return None
+    if record.get("status") == "finished" and record.get("case_hash") == case_hash:
+        return record
+    return None
