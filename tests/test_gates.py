@@ -609,3 +609,15 @@ def test_a_bad_tolerance_file_names_the_file_and_key(tmp_path: Path, text: str, 
     with pytest.raises(GateError) as info:
         parse_tolerances(str(path))
     assert str(path) in str(info.value) and words in str(info.value)
+
+
+def test_a_tolerance_file_of_nested_aliases_is_refused_at_once(tmp_path: Path) -> None:
+    """The tolerance file goes through the spec loader: a 'billion laughs' cannot hang the gate."""
+    from peftcore.gates.tolerances import load_tolerances
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "tolerances.yaml"
+    path.write_text("\n".join(lines) + "\ndefault: *a8\n", encoding="utf-8")
+    with pytest.raises(GateError, match=r"--metric-compare-fail: .*tolerances.yaml: .*billion laughs"):
+        load_tolerances(path)

@@ -129,12 +129,15 @@ def _table(raw: Any, where: str) -> dict[str, Tolerance]:
 def load_tolerances(path: Path) -> Tolerances | NoiseModel:
     """A tolerance file (see the module docstring), or a statistical one (``mode: statistical``,
     :mod:`peftcore.gates.noise`); GateError naming the file and key."""
+    from peftcore.errors import SpecError
+    from peftcore.spec.loader import read_yaml
+
+    # The spec loader: safe, duplicate keys refused, alias expansion bounded (a file copied from
+    # elsewhere cannot hang the session).
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise GateError(f"--metric-compare-fail: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise GateError(f"--metric-compare-fail: {path} is not valid YAML: {err}") from None
+        raw = read_yaml(path)
+    except SpecError as err:
+        raise GateError(f"--metric-compare-fail: {err}") from None
     if isinstance(raw, Mapping) and raw.get("mode") == "statistical":
         from peftcore.gates.noise import noise_model
 
