@@ -29,6 +29,9 @@ ASSETS = Path(__file__).resolve().parent / "fault_assets"
 SLICE = "sst2 and (base or lora)"  # markers: exactly these methods
 
 
+pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+
+
 def make_variable(name: str) -> str:
     """``NAME ?= value`` from the Makefile: the gate is tested as make test runs it."""
     for line in (REPO / "Makefile").read_text().splitlines():

@@ -210,6 +210,7 @@ def test_a_tuner_that_cannot_merge_is_reported_not_built(store: SpecStore) -> No
 # --------------------------------------------------------------------------- GGUF
 
 
+@pytest.mark.slow
 def test_gguf_round_trip_f16_matches_and_q8_0_drop_is_measured(
     store: SpecStore, tiny: tuple[Any, Any], tmp_path: Path
 ) -> None:

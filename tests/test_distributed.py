@@ -36,6 +36,10 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning",  # peft 0.21 reads it
     "ignore:Failed to load CPU gemm_4bit_forward:UserWarning",  # bitsandbytes without `kernels`
 )
+pytestmark = [
+    pytestmark,
+    pytest.mark.slow,
+]  # the real model, training or pytest sessions of it: not in the quick tier
 
 ASSETS = Path(__file__).resolve().parent / "fault_assets"
 STEPS = 8

@@ -77,6 +77,9 @@ eval: {batch_size: 4}
 """
 
 
+pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+
+
 def case_id(method: str) -> str:
     return method + SUFFIX
 

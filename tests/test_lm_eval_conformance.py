@@ -49,6 +49,9 @@ metric_list:
 """
 
 
+pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+
+
 @pytest.fixture(scope="module")
 def model():
     from peftcore.models.load import load_base

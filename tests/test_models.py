@@ -17,6 +17,9 @@ SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 SMOLLM = SPECS.get("models", "smollm2-135m")
 
 
+pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+
+
 @pytest.fixture
 def fake_converter(monkeypatch, tmp_path):
     """Replace the (slow, real) GGUF conversion by one that writes two small files."""

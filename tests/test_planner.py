@@ -84,6 +84,7 @@ def _weights_bytes(folder: Path) -> int:
 # --------------------------------------------------------------------------- exact against the real model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", METHODS)
 def test_counts_and_adapter_size_match_the_real_model(
     name: str, model_spec: Any, model_info: plan.ModelInfo, bases: Any, tmp_path: Path
@@ -188,6 +189,7 @@ def _lora(rank: int) -> MethodSpec:
     )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(ranks=st.lists(st.integers(1, 96), min_size=3, max_size=3, unique=True))
 def test_adapter_size_is_affine_in_lora_rank(ranks: list[int]) -> None:
@@ -205,6 +207,7 @@ def test_adapter_size_is_affine_in_lora_rank(ranks: list[int]) -> None:
     assert data[a] > 0 and data[a] < data[b] < data[c] and files[a] < files[b] < files[c]
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(
     name=st.sampled_from([n for n in METHODS if n not in ("qdora", "qlora", "lora-8bit")]),

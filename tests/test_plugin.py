@@ -311,6 +311,7 @@ def test_other_tests_do_not_load_specs(grid: pytest.Pytester) -> None:
 # --------------------------------------------------------------------------- an installed plugin
 
 
+@pytest.mark.slow
 def test_a_project_with_only_specs_runs_its_grid(grid: pytest.Pytester) -> None:
     """``pip install peftcore`` and a spec folder are enough: no conftest, no test file. One real
     case (the base model scored on a few SST-2 examples) runs through the package's fixtures."""

@@ -207,6 +207,7 @@ def _records(run_dir: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
 
 
+@pytest.mark.slow
 def test_xdist_workers_give_the_records_of_a_serial_run(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,10 @@ pytestmark = pytest.mark.filterwarnings(
     # deprecates; the warning is about peft's code, there is nothing to change on our side.
     "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
 )
+pytestmark = [
+    pytestmark,
+    pytest.mark.slow,
+]  # the real model, training or pytest sessions of it: not in the quick tier
 
 SPECS = Path(__file__).resolve().parents[1] / "benchmarks" / "specs"
 ARC_EXAMPLES = 100

@@ -31,6 +31,9 @@ TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods
 STEPS = 6
 
 
+pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+
+
 @pytest.fixture(scope="module")
 def bases():
     """Loaded base variants, one per quantization, shared by the module's tests."""

@@ -68,6 +68,7 @@ def test_prompt_learning_keeps_the_full_head_and_says_why(tiny):
     assert "virtual tokens" in (train.lm_head_on_labeled_positions(model) or "")
 
 
+@pytest.mark.slow
 def test_labeled_lm_head_trains_the_same_loss_curve_on_the_real_model(bases, fixed_batch, tmp_path):
     curves, outcomes = {}, {}
     for head in ("all", "labeled"):
@@ -122,6 +123,7 @@ def test_flop_count_examples():
     assert doctest.testmod(flops).failed == 0
 
 
+@pytest.mark.slow
 def test_every_training_run_reports_mfu_against_the_measured_peak(bases, fixed_batch, tmp_path):
     case = make_case("lora", precision="fp32")
     peak = flops.peak_matmul_flops("cpu", "fp32")
