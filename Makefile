@@ -19,7 +19,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test bench perf gemma gguf-runtime lint browser clean-cache
+.PHONY: setup test quick bench perf gemma gguf-runtime lint browser clean-cache
 
 setup: $(STAMP)
 
@@ -50,6 +50,11 @@ test: setup
 	$(PY) -m pytest tests
 	$(PY) -m pytest benchmarks --profile smoke \
 		--metric-baseline $(SMOKE_BASELINE) --metric-compare-fail=$(SMOKE_TOLERANCES)
+
+# The quick tier, for the edit-test loop: everything but the tests marked slow (the real model,
+# training, pytest sessions of it). make test still runs every test.
+quick: setup
+	$(PY) -m pytest tests -m "not slow" -q
 
 bench: setup
 	$(PY) -m pytest benchmarks
