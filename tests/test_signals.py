@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from peftcore.pipeline.signals import interrupts_deferred
+
+
+@pytest.fixture(autouse=True)
+def python_default_handlers() -> Iterator[None]:
+    """Python's own Ctrl-C handler, whatever an earlier test's library installed (in the whole
+    suite one leaves a handler that does not raise), restored after."""
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, earlier)
 
 
 def test_an_interrupt_inside_waits_for_the_end_of_the_block() -> None:
