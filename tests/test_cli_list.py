@@ -155,6 +155,7 @@ def test_an_unusable_spec_directory_is_one_error_line(
     assert message in err
 
 
+@pytest.mark.slow
 def test_list_does_not_import_torch(shipped_specs: Path, tmp_path: Path) -> None:
     # A fresh interpreter: this test session may well have imported torch already. A cold cache
     # reads each task's source once (a save_to_disk folder through `datasets`) and never needs

@@ -79,6 +79,7 @@ def _finals(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_tensorboard(specs: Path, tiny: LoadedBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -130,6 +131,7 @@ def _items(items: Any) -> dict[str, Any]:
     return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
 
 
+@pytest.mark.slow
 def test_wandb_offline(
     specs: Path, tiny: LoadedBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,6 +162,7 @@ def test_wandb_offline(
     assert exit_record.exit_code == 0
 
 
+@pytest.mark.slow
 def test_mlflow_file_store(
     specs: Path, tiny: LoadedBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +185,7 @@ def test_mlflow_file_store(
         assert run.data.metrics[name] == pytest.approx(value, rel=1e-12), name
 
 
+@pytest.mark.slow
 def test_trackio_local(
     specs: Path, tiny: LoadedBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
