@@ -577,18 +577,7 @@ def test_command_line_sizes_are_checked_against_the_data_before_a_model_loads(
 
     shutil.copytree(shipped_specs, pytester.path / "specs")
     pytester.makefile(".ini", pytest=INI)
-    pytester.makeconftest(
-        """
-        import pytest
-
-        @pytest.fixture(scope="session")
-        def base_models():
-            class NoModels:
-                def get(self, case):
-                    raise AssertionError("a model was loaded")
-            return NoModels()
-        """
-    )
+    pytester.makeconftest(NO_MODELS)
     result = pytester.runpytest_subprocess(
         "specs",
         "-q",

@@ -13,6 +13,7 @@ maximum length, so a second run does not re-tokenize.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -96,9 +97,7 @@ def encode_training(
         return {"input_ids": ids, "labels": list(ids)}
     context = fmt.encode_context(example.prompt)
     answer = fmt.encode_continuation(example.target)
-    if fmt.end:
-        answer = answer + list(fmt.tokenizer(fmt.end, add_special_tokens=False)["input_ids"])
-    answer = answer[:max_length]
+    answer = (answer + _end_ids(fmt))[:max_length]
     room = max_length - len(answer)
     context = context[-room:] if room > 0 else []
     return {"input_ids": context + answer, "labels": [IGNORE_INDEX] * len(context) + answer}
@@ -124,12 +123,7 @@ class Truncation:
     answer_cut: int
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "examples": self.examples,
-            "prompt_cut": self.prompt_cut,
-            "prompt_lost": self.prompt_lost,
-            "answer_cut": self.answer_cut,
-        }
+        return dataclasses.asdict(self)
 
     def refusal(self, max_length: int) -> str | None:
         """Why the case must not train with these examples, or None."""
