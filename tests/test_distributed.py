@@ -319,7 +319,9 @@ def test_full_fine_tuning_with_fsdp_follows_the_loss_curve_of_one(
     held = two["parameters_held_per_rank"]
     print(f"parameters held per rank {held} of {two['total_params']}")
     assert len(held) == 2 and sum(held) == two["total_params"] and max(held) < 0.6 * two["total_params"]
-    assert runs["two"]["metrics"]["held_out"] == runs["one"]["metrics"]["held_out"]
+    # Scored from weights that agree to about 1e-6: a choice may not flip, a mean may move in its
+    # seventh digit (measured: Brier 0.51587286 against 0.51587303).
+    assert runs["two"]["metrics"]["held_out"] == pytest.approx(runs["one"]["metrics"]["held_out"], rel=1e-5)
     # At full fine-tuning's learning rate (2e-5) 8 steps move a weight by at most about 1.6e-4, so
     # the whole weights agree whether or not the runs trained alike: their updates from the base
     # are compared instead, each relative to its norm.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -336,15 +337,23 @@ def _failure(files: Scratch, processes: int, code: int) -> Exception:
 
 
 def _last_error_line(files: Scratch) -> str:
-    """The last line of a rank's stderr that is not blank (a traceback ends with its error), or
-    of torchrun's own output."""
-    logs = sorted(files.logs.rglob("stderr.log"), key=lambda p: p.stat().st_mtime)
+    """The error a rank's stderr (or torchrun's own output) ends its traceback with; failing that,
+    the last line of the newest log. Progress bars write to stderr too, so the newest line of the
+    newest log is often a bar of a rank that did nothing wrong."""
+    logs = sorted(files.logs.rglob("stderr.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    last = None
     for path in [*logs, files.root / "torchrun.log"]:
         with contextlib.suppress(OSError):
             lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-            if lines:
-                return lines[-1]
-    return "no output"
+            errors = [line for line in lines if _ERROR_LINE.match(line)]
+            if errors:
+                return errors[-1]
+            last = last or (lines[-1] if lines else None)
+    return last or "no output"
+
+
+# "ValueError: ...", "torch.OutOfMemoryError: ...", "KeyboardInterrupt", "Segmentation fault".
+_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|Segmentation fault|Killed\b|Fatal Python error)")
 
 
 def _launched(files: Scratch, processes: int, launch_seconds: float) -> Launched:
