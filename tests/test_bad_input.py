@@ -387,7 +387,8 @@ def test_a_bound_that_some_case_of_the_profile_reports_loads(specs: Path, expect
 def test_trackers_with_several_processes_are_not_built(specs: Path) -> None:
     """report_to and processes > 1 may come from different files: refused where the budget is
     resolved (the profile), in one line."""
-    pytest.importorskip("tensorboard")  # a tracker that is not installed is refused first
+    import tensorboard  # noqa: F401  (the dev extra; a tracker that is not installed is refused first)
+
     (specs / "methods" / "lora.yaml").write_text(
         (specs / "methods" / "lora.yaml").read_text() + "training: {processes: 2}\n"
     )

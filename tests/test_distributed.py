@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from tiny_llama import tiny_base
 
 from peftcore.pipeline.execute import CaseContext, Executed, run_case
@@ -28,7 +29,6 @@ from peftcore.spec import SpecStore, expand
 from peftcore.spec.schema import build, plain
 from peftcore.spec.types import MethodSpec, ModelSpec, TrainingBudget
 
-torch = pytest.importorskip("torch")
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from tiny_llama import tiny_base
 
 from peftcore.models.load import LoadedBase
@@ -24,8 +25,6 @@ from peftcore.results.record import Record
 from peftcore.score.general_text import mean_token_loss, truncated_requests
 from peftcore.spec import Case, SpecStore, expand
 from peftcore.train.prompting import PromptFormat
-
-torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.filterwarnings(
     # peft 0.21.2's get_peft_model reads model.is_gradient_checkpointing, which transformers 5.23

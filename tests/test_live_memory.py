@@ -11,13 +11,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
+from tiny_llama import tiny_config
 
-torch = pytest.importorskip("torch")
-
-from tiny_llama import tiny_config  # noqa: E402
-
-from peftcore.errors import DivergenceError  # noqa: E402
-from peftcore.spec import SpecStore  # noqa: E402
+from peftcore.errors import DivergenceError
+from peftcore.spec import SpecStore
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 

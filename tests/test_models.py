@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import peftcore.models.checkpoints as models
 from peftcore.errors import AssetError
@@ -106,7 +107,6 @@ def test_local_folder_without_config_is_an_error(tmp_path):
 
 # ---------------------------------------------------------------- real variants (slow-ish)
 
-torch = pytest.importorskip("torch")
 
 VARIANTS = {
     "fp32": (SMOLLM, BaseOptions()),

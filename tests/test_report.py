@@ -201,7 +201,6 @@ def test_counts_are_shortened_above_a_thousand() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(seeded: tuple[Path, Path, list[dict]], tmp_path: Path) -> None:
     _, out, _ = seeded
     browser = chromium()

@@ -239,7 +239,6 @@ def _drive(page: Path, tmp_path: Path) -> list[dict[str, Any]]:
     return states
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
 def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
     page: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -267,7 +266,6 @@ def test_choosing_an_axis_and_a_task_redraws_the_plot_offline(
     assert lambada["front_x"] != by_time["front_x"]
 
 
-@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
 def test_interval_bars_and_faded_methods_are_drawn(tmp_path: Path) -> None:
     """Scored records: the bars are the 95% intervals, and ia3, which a paired test cannot tell
     from lora (the best), is faded; dora, clearly behind, is not."""

@@ -68,7 +68,8 @@ def _scores(p: float, n: int = N, seed: int = 0) -> list[float]:
 
 
 def test_compare_pairs_by_uid_and_uses_exact_mcnemar_for_0_1_scores() -> None:
-    statsmodels = pytest.importorskip("statsmodels.stats.contingency_tables")
+    import statsmodels.stats.contingency_tables as statsmodels
+
     a, b = _scores(0.8, seed=1), _scores(0.6, seed=2)
     first, second = _record("lora", a), _record("base", b)
     # b's examples in another order: pairing is by uid, not position

@@ -76,7 +76,8 @@ def test_docstring_examples() -> None:
 
 
 def test_mean_stderr_is_lm_eval_harness_mean_stderr() -> None:
-    lm_eval_metrics = pytest.importorskip("lm_eval.api.metrics")
+    import lm_eval.api.metrics as lm_eval_metrics
+
     rng = np.random.default_rng(0)
     scores = rng.normal(0.4, 0.2, size=57)
     assert mean_interval(scores).stderr == pytest.approx(lm_eval_metrics.mean_stderr(list(scores)), rel=1e-12)
@@ -101,7 +102,8 @@ def test_mean_stderr_is_lm_eval_harness_mean_stderr() -> None:
     ],
 )
 def test_wilson_bounds_are_statsmodels_proportion_confint(successes: int, n: int, confidence: float) -> None:
-    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    import statsmodels.stats.proportion as proportion
+
     interval = mean_interval(binary(successes, n), confidence=confidence)
     low, high = proportion.proportion_confint(successes, n, alpha=1 - confidence, method="wilson")
     assert interval.method == "wilson"
@@ -258,7 +260,8 @@ def contingency(a: np.ndarray, b: np.ndarray) -> list[list[int]]:
     [(7, 2, 30, 11), (0, 5, 10, 10), (4, 4, 1, 1), (1, 0, 3, 0), (13, 29, 200, 58)],
 )
 def test_mcnemar_is_statsmodels_exact_mcnemar(only_a: int, only_b: int, both: int, neither: int) -> None:
-    contingency_tables = pytest.importorskip("statsmodels.stats.contingency_tables")
+    import statsmodels.stats.contingency_tables as contingency_tables
+
     a = np.r_[np.ones(only_a), np.zeros(only_b), np.ones(both), np.zeros(neither)]
     b = np.r_[np.zeros(only_a), np.ones(only_b), np.ones(both), np.zeros(neither)]
     comparison = compare_scores(a, b, metric="accuracy", resamples=100)
@@ -388,7 +391,8 @@ P_VALUE_VECTORS = [
 
 @pytest.mark.parametrize("p_values", P_VALUE_VECTORS)
 def test_holm_and_bh_are_statsmodels_multipletests(p_values: list[float]) -> None:
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    import statsmodels.stats.multitest as multitest
+
     assert holm(p_values) == pytest.approx(multitest.multipletests(p_values, method="holm")[1], abs=1e-15)
     assert benjamini_hochberg(p_values) == pytest.approx(
         multitest.multipletests(p_values, method="fdr_bh")[1], abs=1e-15

@@ -11,20 +11,17 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from tiny_llama import tiny_base
 
+import peftcore.train.trainer as train
+from peftcore.data.tasks import load_task
 from peftcore.device import cpu_has_fast_bf16
 from peftcore.errors import DivergenceError, UnchangedWeightsError
+from peftcore.models.load import load_base
 from peftcore.spec import DataSizes, EvalSettings, SpecStore
 from peftcore.spec.cases import Case
-
-torch = pytest.importorskip("torch")
-
-from tiny_llama import tiny_base  # noqa: E402
-
-import peftcore.train.trainer as train  # noqa: E402
-from peftcore.data.tasks import load_task  # noqa: E402
-from peftcore.models.load import load_base  # noqa: E402
-from peftcore.train import methods, prompting  # noqa: E402
+from peftcore.train import methods, prompting
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
 TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods", name).trains]

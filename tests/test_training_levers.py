@@ -13,15 +13,13 @@ import doctest
 import math
 
 import pytest
+import test_train
+import torch
+from test_train import SPECS, make_case, run_training
+from tiny_llama import tiny_base
 
-torch = pytest.importorskip("torch")
-
-import test_train  # noqa: E402
-from test_train import SPECS, make_case, run_training  # noqa: E402
-from tiny_llama import tiny_base  # noqa: E402
-
-import peftcore.train.trainer as train  # noqa: E402
-from peftcore.train import fast_dropout, flops  # noqa: E402
+import peftcore.train.trainer as train
+from peftcore.train import fast_dropout, flops
 
 bases = test_train.bases  # the real model's loaded variants, one load for the module
 fixed_batch = test_train.fixed_batch

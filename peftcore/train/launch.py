@@ -353,7 +353,9 @@ def _last_error_line(files: Scratch) -> str:
 
 
 # "ValueError: ...", "torch.OutOfMemoryError: ...", "KeyboardInterrupt", "Segmentation fault".
-_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|Segmentation fault|Killed\b|Fatal Python error)")
+_ERROR_LINE = re.compile(
+    r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|Segmentation fault|Killed\b|Fatal Python error)"
+)
 
 
 def _launched(files: Scratch, processes: int, launch_seconds: float) -> Launched:
