@@ -300,6 +300,19 @@ def test_an_unknown_profile_is_one_line(grid: pytest.Pytester) -> None:
     assert "Traceback" not in result.stdout.str()
 
 
+def test_specs_names_the_folder_the_grid_comes_from_whatever_paths_are_given(grid: pytest.Pytester) -> None:
+    """``pytest specs --specs other``: the grid of other/defaults.yaml, not of the path given
+    (which holds a defaults.yaml of its own)."""
+    other = grid.path / "other"
+    shutil.copytree(grid.path / "specs", other)
+    (other / "profiles" / "mine.yaml").write_text("methods: [base]\nmodels: [smollm2-135m]\ntasks: [sst2]\n")
+    for args in (("specs",), (), ("other",), (str(other / "defaults.yaml"),)):
+        result = grid.runpytest(*args, "--specs", "other", "--profile", "mine", "--collect-only", "-q")
+        assert result.ret == pytest.ExitCode.OK, (args, result.stdout.str())
+        cases = [line for line in result.outlines if "::test_case[" in line]
+        assert cases == ["other/defaults.yaml::test_case[base-smollm2-135m-sst2]"], (args, result.outlines)
+
+
 def test_other_tests_do_not_load_specs(grid: pytest.Pytester) -> None:
     """A broken spec fails only the modules that ask for a case."""
     (grid.path / "specs" / "methods" / "lora.yaml").write_text("tuner: lorra\n")

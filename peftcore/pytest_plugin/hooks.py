@@ -57,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not active(config):
         return
     options.check_writable(config)  # a benchmark session writes records: a usage error before it starts
+    _collect_the_named_specs(config)
     if not config.getoption("--allow-network"):
         set_offline_env()
         config.stash[_GUARD] = NetworkGuard().install()
@@ -77,6 +78,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if profile_file.is_file():
         for name in _profile_variants(store, options.profile_name(config)):
             config.addinivalue_line("markers", f"{name}: method variant in {profile_file.name}")
+
+
+def _collect_the_named_specs(config: pytest.Config) -> None:
+    """``--specs DIR`` on the command line collects the grid from DIR whatever paths pytest is
+    given (``pytest benchmarks --specs other``): pytest collects only under its paths, and a
+    ``defaults.yaml`` there that is not DIR's is not the grid. DIR is added to the paths unless
+    one of them already holds it."""
+    if config.getoption("--specs") is None:
+        return
+    spec_dir = options.spec_dir(config).resolve()
+    invocation = Path(config.invocation_params.dir)
+    given = [(invocation / arg.split("::")[0]).resolve() for arg in config.args]
+    if not any(spec_dir == path or spec_dir.is_relative_to(path) for path in given):
+        config.args.append(str(spec_dir))
 
 
 def _profile_variants(store: SpecStore, name: str) -> list[str]:

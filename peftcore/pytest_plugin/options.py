@@ -24,7 +24,11 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--profile", default=None, help=f"profile under specs/profiles (default: {DEFAULT_PROFILE})"
     )
-    group.addoption("--specs", default=None, help="spec directory (default: ini peftcore_specs)")
+    group.addoption(
+        "--specs",
+        default=None,
+        help="spec directory, its grid collected whatever paths are given (default: ini peftcore_specs)",
+    )
     group.addoption("--max-steps", type=int, default=None, help="override every case's training steps")
     group.addoption("--batch-size", type=int, default=None, help="override every case's batch size")
     group.addoption("--learning-rate", type=float, default=None, help="override every case's learning rate")
