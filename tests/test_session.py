@@ -520,6 +520,48 @@ def test_a_deployment_variant_that_failed_to_build_fails_the_case(
     ]
 
 
+def test_a_records_deployment_block_reaches_the_remote_store(
+    smoke: dict[str, tuple[Case, TaskData]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case that ran is published when its record is written, and again once its deployment
+    variants are in it (memory://: one mirror for the machine that ran, one for a reader).
+    Training and the variants' builds are stood in for: what is tested is what gets pushed."""
+    from peftcore.pipeline import deploy, session
+    from peftcore.results.remote import RemoteResults
+
+    case, data = smoke["dora-smollm2-135m-sst2"]
+    assert case.deploy.variants
+    identity = _identity(case, data)
+    url = f"memory://peftcore-test-{tmp_path.name}/runs"
+    here = RemoteResults(url, tmp_path / "here")
+
+    def ran(case: Case, base: Any, data: TaskData, ctx: execute.CaseContext) -> execute.Executed:
+        record = _record(
+            ctx.run_id, case.case_id, case_hash=identity.case_hash, training_hash=identity.training_hash
+        )
+        _write(ctx.run_dir.parent, record, adapter=True)
+        record = read_record(record_path(ctx.run_dir, case.case_id))
+        ctx.keep(record)
+        return execute.Executed(record)
+
+    def built(case: Case, todo: list[Any], *args: Any) -> None:
+        blocks = args[-2]
+        for variant in todo:
+            blocks[variant.name] = {"kind": variant.kind, "status": "finished", "metrics": {"held_out": {}}}
+
+    monkeypatch.setattr(session, "run_case", ran)
+    monkeypatch.setattr(deploy, "_build_all", built)
+    bench = BenchmarkSession(run_dir=here.mirror / "r1", results_dir=here.mirror, publish=here.push)
+    outcome = bench.run(case, data=lambda _: data, model=lambda _: object())  # type: ignore[arg-type,return-value]
+    assert outcome.how == "ran" and outcome.error is None and outcome.gate_failures == ()
+    assert sorted(outcome.record["deploy"]) == sorted(case.deploy.variants)
+    assert bench.records[case.case_id] is outcome.record
+
+    there = RemoteResults(url, tmp_path / "there")
+    assert there.pull() == 1
+    assert read_record(record_path(there.mirror / "r1", case.case_id))["deploy"] == outcome.record["deploy"]
+
+
 # --------------------------------------------------------------------------- a full disk
 
 

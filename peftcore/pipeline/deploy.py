@@ -83,18 +83,20 @@ def pending(case: Case, record: Record) -> list[Variant]:
     return todo
 
 
-def deploy_case(case: Case, record: Record, run_dir: Path, data: TaskData, device: str) -> bool:
-    """Build, measure and score the case's missing variants into ``record``, and write it again.
+def deploy_case(case: Case, record: Record, run_dir: Path, data: TaskData, device: str) -> Record | None:
+    """Build, measure and score the case's missing variants; write and return the record with
+    them (a new record: ``record`` is left as it was), or None when nothing was missing.
 
-    Returns whether anything was added. Only a finished record is deployed. Ctrl-C propagates
-    (the record keeps the variants finished so far).
+    Only a finished record is deployed. Ctrl-C propagates (the written record keeps the
+    variants finished so far).
     """
     if record.get("status") != "finished" or not case.deploy.variants:
-        return False
+        return None
     todo = pending(case, record)
     if not todo:
-        return False
-    blocks: dict[str, Any] = record.setdefault("deploy", {})
+        return None
+    blocks: dict[str, Any] = dict(record.get("deploy") or {})
+    deployed: Record = {**record, "deploy": blocks}
     case_hash = str(record.get("case_hash") or "")
     relative = record.get("adapter_dir")
     adapter = (run_dir / relative).resolve() if relative else None
@@ -108,8 +110,8 @@ def deploy_case(case: Case, record: Record, run_dir: Path, data: TaskData, devic
         if not any(folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
         release_freed_memory()
-        write_record(run_dir, record)
-    return True
+        write_record(run_dir, deployed)
+    return deployed
 
 
 def _build_all(

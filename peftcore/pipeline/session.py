@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -211,6 +211,8 @@ class BenchmarkSession:
             return self._conclude(case, outcome, examples)
 
     def _keep(self, case_id: str, record: Record) -> None:
+        # A record is never changed once kept (a later stage returns a new one), so the same
+        # object is the same content: published once.
         if self.publish is not None and self.records.get(case_id) is not record:
             self.publish(self.run_dir, record)
         self.records[case_id] = record
@@ -221,7 +223,9 @@ class BenchmarkSession:
 
             # Variants of a finished case (profile deploy:), built from its saved adapter; those
             # the record already carries with the same hash are kept (an adopted record's too).
-            deploy_case(case, outcome.record, self.run_dir, examples, self.device)
+            deployed = deploy_case(case, outcome.record, self.run_dir, examples, self.device)
+            if deployed is not None:
+                outcome = replace(outcome, record=deployed)
         self._keep(case.case_id, outcome.record)
         failures = tuple(self.gate_failures(case, outcome.record))
         if not failures:
