@@ -1,7 +1,10 @@
-"""The training engine on the real default model: every method trains, saves and reloads.
+"""The training engine: every method trains, saves and reloads.
 
 A few steps on a small fixed batch (the same examples every step), so a working method must
-lower the loss; fp32 so reloaded and in-memory models can be compared exactly.
+lower the loss; fp32 so reloaded and in-memory models can be compared exactly. The model is the
+tiny Llama (tests/tiny_llama.py, saved as a model folder so that each quantized base variant
+loads through the pipeline's loader): what is tested is the engine around the model. Every
+method trains the real SmolLM2-135M in the smoke profile of ``make test``, gated on its scores.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from tiny_llama import tiny_base
 
 import peftcore.train.trainer as train
 from peftcore.data.tasks import load_task
-from peftcore.device import cpu_has_fast_bf16
 from peftcore.errors import DivergenceError, UnchangedWeightsError
 from peftcore.models.load import load_base
 from peftcore.spec import DataSizes, EvalSettings, SpecStore
 from peftcore.spec.cases import Case
+from peftcore.spec.types import ModelSource, ModelSpec
 from peftcore.train import methods, prompting
 
 SPECS = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
@@ -28,19 +31,36 @@ TRAINED_METHODS = [name for name in SPECS.names("methods") if SPECS.get("methods
 STEPS = 6
 
 
-pytestmark = pytest.mark.slow  # the real model, training or pytest sessions of it: not in the quick tier
+pytestmark = pytest.mark.slow  # training (each method, each quantized base): not in the quick tier
 
 
 @pytest.fixture(scope="module")
-def bases():
-    """Loaded base variants, one per quantization, shared by the module's tests."""
-    model = SPECS.get("models", "smollm2-135m")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """The tiny Llama with SmolLM2's tokenizer, saved as a model folder, as a model spec."""
+    smollm2 = SPECS.get("models", "smollm2-135m")
+    base = tiny_base(smollm2)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    return dataclasses.replace(
+        smollm2,
+        name="tiny-llama",
+        description="the tiny Llama (tests/tiny_llama.py)",
+        source=ModelSource(kind="local", path=str(folder)),
+        # VB-LoRA's vector_length must divide every targeted dimension: 64, 128 and 32 here.
+        adapter_overrides={"vblora": {"vector_length": 32}},
+    )
+
+
+@pytest.fixture(scope="module")
+def bases(tiny_model: ModelSpec):
+    """Loaded base variants of the tiny Llama, one per quantization, shared by the module's tests."""
     loaded = {}
 
     def get(options):
         key = (options.quantization, options.double_quant, options.compute_dtype)
         if key not in loaded:
-            loaded[key] = load_base(model, options, "cpu")
+            loaded[key] = load_base(tiny_model, options, "cpu")
         return loaded[key]
 
     return get
@@ -53,21 +73,18 @@ def fixed_batch():
     return load_task(task, DataSizes(train=4, held_out=4, seen=2))
 
 
-def make_case(method_name: str, **training) -> Case:
+@pytest.fixture(scope="module")
+def case_of(tiny_model: ModelSpec):
+    """``case_of(method_name, **training)``: a case of the method on the tiny Llama."""
+    return lambda method_name, **training: make_case(method_name, tiny_model, **training)
+
+
+def make_case(method_name: str, model: ModelSpec, **training) -> Case:
     method = SPECS.get("methods", method_name)
-    model = SPECS.get("models", "smollm2-135m")
     extra = model.adapter_overrides.get(method.tuner)
     if extra:
         method = dataclasses.replace(method, adapter={**method.adapter, **extra})
-    if method.base.quantization != "none" and not cpu_has_fast_bf16():
-        # A 4-bit base computing in bf16 takes 35 s a step on a CPU without bf16 instructions
-        # (bf16 is emulated there); in fp32 the same layers, saving and reloading are tested in
-        # a fraction of that. The bf16 compute path runs in the smoke profile's QLoRA case.
-        method = dataclasses.replace(method, base=dataclasses.replace(method.base, compute_dtype="fp32"))
-    budget = dataclasses.replace(
-        SPECS.get("profiles", "smoke").training if False else _budget(method),
-        **training,
-    )
+    budget = dataclasses.replace(_budget(method), **training)
     return Case(
         "test", method, model, SPECS.get("tasks", "arc_easy"), budget, DataSizes(4, 4, 2), EvalSettings()
     )
@@ -119,8 +136,8 @@ def logits(model, dataset):
 
 
 @pytest.mark.parametrize("method_name", TRAINED_METHODS)
-def test_method_trains_saves_and_reloads(method_name, bases, fixed_batch, tmp_path):
-    case = make_case(method_name)
+def test_method_trains_saves_and_reloads(method_name, bases, case_of, fixed_batch, tmp_path):
+    case = case_of(method_name)
     base = bases(case.method.base)
     model, outcome, dataset = run_training(case, base, fixed_batch, tmp_path)
 
@@ -147,8 +164,8 @@ def test_method_trains_saves_and_reloads(method_name, bases, fixed_batch, tmp_pa
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
 
 
-def test_same_seed_same_loss_curve(bases, fixed_batch, tmp_path):
-    case = make_case("lora")
+def test_same_seed_same_loss_curve(bases, case_of, fixed_batch, tmp_path):
+    case = case_of("lora")
     base = bases(case.method.base)
     _, first, _ = run_training(case, base, fixed_batch, tmp_path / "a")
     _, second, _ = run_training(case, base, fixed_batch, tmp_path / "b")
@@ -160,8 +177,8 @@ def test_same_seed_same_loss_curve(bases, fixed_batch, tmp_path):
     )
 
 
-def test_adalora_reallocates_its_rank_budget_every_step(bases, fixed_batch, tmp_path):
-    case = make_case("adalora", max_steps=12)
+def test_adalora_reallocates_its_rank_budget_every_step(bases, case_of, fixed_batch, tmp_path):
+    case = case_of("adalora", max_steps=12)
     base = bases(case.method.base)
     model, outcome, _ = run_training(case, base, fixed_batch, tmp_path)
     assert outcome.extra["adalora_updates"] == 12
@@ -170,8 +187,8 @@ def test_adalora_reallocates_its_rank_budget_every_step(bases, fixed_batch, tmp_
     assert outcome.extra["adalora_final_rank_total"] < outcome.extra["adalora_initial_rank_total"]
 
 
-def test_nan_loss_stops_training_at_that_step(bases, fixed_batch, tmp_path):
-    case = make_case("lora", max_steps=6)
+def test_nan_loss_stops_training_at_that_step(bases, case_of, fixed_batch, tmp_path):
+    case = case_of("lora", max_steps=6)
     base = bases(case.method.base)
     fmt = prompting.PromptFormat.for_model(base.tokenizer, "auto")
     dataset = prompting.tokenized_train_set(
@@ -195,14 +212,14 @@ def test_nan_loss_stops_training_at_that_step(bases, fixed_batch, tmp_path):
     assert "step 3" in str(err.value) and "nan" in str(err.value)
 
 
-def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
+def test_cases_start_from_a_pristine_base(bases, case_of, fixed_batch, tmp_path):
     """Training a fresh copy (fully, or with an adapter) leaves the loaded template untouched."""
-    case = make_case("full", max_steps=2, learning_rate=1e-3)
+    case = case_of("full", max_steps=2, learning_rate=1e-3)
     base = bases(case.method.base)
     snapshot = {k: v.clone() for k, v in base.model.state_dict().items()}
     flags = {name: p.requires_grad for name, p in base.model.named_parameters()}
     run_training(case, base, fixed_batch, tmp_path / "full")
-    run_training(make_case("lora", max_steps=2), base, fixed_batch, tmp_path / "lora")
+    run_training(case_of("lora", max_steps=2), base, fixed_batch, tmp_path / "lora")
     after = base.model.state_dict()
     assert set(after) == set(snapshot)
     for key, value in snapshot.items():
@@ -212,12 +229,12 @@ def test_cases_start_from_a_pristine_base(bases, fixed_batch, tmp_path):
     assert {name: p.requires_grad for name, p in base.model.named_parameters()} == flags
 
 
-def test_a_trained_model_is_scored_in_its_own_precision_not_the_training_one(fixed_batch, tmp_path):
+def test_a_trained_model_is_scored_in_its_own_precision_not_the_training_one(case_of, fixed_batch, tmp_path):
     """Training under bf16 autocast must not leave autocast on the model: accelerate wraps the
     forward for mixed precision, and a wrapper left on would score every trained case in bf16
     whatever ``eval.precision`` says (the adapter disabled would then not reproduce the base)."""
-    case = make_case("lora", max_steps=2, precision="bf16")
-    base = tiny_base(case.model)  # what wraps the forward is the point, not the real weights
+    case = case_of("lora", max_steps=2, precision="bf16")
+    base = tiny_base(case.model)
     model, outcome, dataset = run_training(case, base, fixed_batch, tmp_path)
     assert outcome.precision == "bf16"
     with model.disable_adapter():
@@ -240,17 +257,17 @@ def test_loss_is_only_on_the_answer(bases, fixed_batch):
     ] == answer
 
 
-def test_a_one_step_run_with_warm_up_still_updates_the_weights(fixed_batch, tmp_path):
+def test_a_one_step_run_with_warm_up_still_updates_the_weights(case_of, fixed_batch, tmp_path):
     """A linear warm-up gives its first step a learning rate of 0: rounded up to the whole of a
     one-step run, it left every lora_B at zero and the case scored as the untrained base."""
-    case = make_case("lora", max_steps=1, warmup_ratio=0.1, lr_scheduler="linear")
+    case = case_of("lora", max_steps=1, warmup_ratio=0.1, lr_scheduler="linear")
     model, outcome, _ = run_training(case, tiny_base(case.model), fixed_batch, tmp_path)
     assert outcome.steps == 1
     assert any(bool(p.abs().sum() > 0) for name, p in model.named_parameters() if "lora_B" in name)
 
 
-def test_training_that_changes_no_weight_fails_with_that_reason(fixed_batch, tmp_path):
-    case = make_case("lora", max_steps=2, learning_rate=0.0)
+def test_training_that_changes_no_weight_fails_with_that_reason(case_of, fixed_batch, tmp_path):
+    case = case_of("lora", max_steps=2, learning_rate=0.0)
     with pytest.raises(UnchangedWeightsError, match=r"changed none of the \d+ trainable tensors in 2 step"):
         run_training(case, tiny_base(case.model), fixed_batch, tmp_path)
 

@@ -19,10 +19,26 @@ from test_train import SPECS, make_case, run_training
 from tiny_llama import tiny_base
 
 import peftcore.train.trainer as train
+from peftcore.models.load import load_base
 from peftcore.train import fast_dropout, flops
 
-bases = test_train.bases  # the real model's loaded variants, one load for the module
+REAL = SPECS.get("models", "smollm2-135m")
 fixed_batch = test_train.fixed_batch
+
+
+@pytest.fixture(scope="module")
+def bases():
+    """The real model's loaded variants, one load for the module (the loss curve and FLOP count
+    of SmolLM2 are what these tests check)."""
+    loaded = {}
+
+    def get(options):
+        key = (options.quantization, options.double_quant, options.compute_dtype)
+        if key not in loaded:
+            loaded[key] = load_base(REAL, options, "cpu")
+        return loaded[key]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +86,7 @@ def test_prompt_learning_keeps_the_full_head_and_says_why(tiny):
 def test_labeled_lm_head_trains_the_same_loss_curve_on_the_real_model(bases, fixed_batch, tmp_path):
     curves, outcomes = {}, {}
     for head in ("all", "labeled"):
-        case = make_case("lora", precision="fp32", lm_head=head, fast_dropout=False)
+        case = make_case("lora", REAL, precision="fp32", lm_head=head, fast_dropout=False)
         _, outcome, _ = run_training(case, bases(case.method.base), fixed_batch, tmp_path / head)
         curves[head] = torch.tensor([loss for _, loss in outcome.loss_curve])
         outcomes[head] = outcome
@@ -123,7 +139,7 @@ def test_flop_count_examples():
 
 @pytest.mark.slow
 def test_every_training_run_reports_mfu_against_the_measured_peak(bases, fixed_batch, tmp_path):
-    case = make_case("lora", precision="fp32")
+    case = make_case("lora", REAL, precision="fp32")
     peak = flops.peak_matmul_flops("cpu", "fp32")
     _, outcome, _ = run_training(case, bases(case.method.base), fixed_batch, tmp_path, peak_flops=peak)
     extra = outcome.extra
