@@ -63,7 +63,7 @@ def scoring_precision(setting: str) -> str:
 
     Scoring ranks choices by summed log-likelihoods; under bf16 autocast the logits carry about
     three significant digits, so differences between choices come out in steps of 1/16 or
-    coarser and many become exact ties (measured on SST-2: README, "Measured here"). Scoring is
+    coarser and many become exact ties (measured on SST-2: docs/metrics.md, "held-out / seen"). Scoring is
     a small share of a case's time, so the default pays for exact numbers on GPUs too; a user
     scoring a large model on a GPU may set ``eval.precision: bf16`` and accept coarser ranks.
     (A model held in bf16 or a 4-bit base computing in bf16 stays in that dtype either way:

@@ -9,7 +9,7 @@ slice of base and LoRA, in a subprocess with a fault injected by
 - training does nothing (LoRA scored with its adapter disabled): the rule "every trained
   method beats base" fails. (The baseline gate alone lets it pass: LoRA's held-out Brier score
   moves from 0.403 to the base's 0.499, within its measured noise, sd 0.066: the paired
-  sampling error over 100 examples and five steps' seed-to-seed spread, README "Measured here".);
+  sampling error over 100 examples and five steps' seed-to-seed spread, docs/measurements.md.);
 - a scorer that always predicts the first choice: the untrained base, which reproduces exactly,
   regresses against the baseline.
 """

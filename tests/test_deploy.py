@@ -1,7 +1,7 @@
 """Deployment variants: the profile key, merge equivalence per tuner, the GGUF round trip, gates.
 
 Model tests use a randomly initialised 2-layer Llama with SmolLM2's real tokenizer (fast); the
-whole pipeline on the real model runs in the ``deploy`` profile (README, "Deployment variants").
+whole pipeline on the real model runs in the ``deploy`` profile (docs/deployment.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training speed levers change speed, not what is computed (README, "Where the training time goes").
+"""The training speed levers change speed, not what is computed (docs/training-speed.md).
 
 - ``training.lm_head: labeled``: the LM head only where a label is set gives the same loss and
   the same gradients as the full head, and the same loss curve on the real model;

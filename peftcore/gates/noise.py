@@ -40,7 +40,7 @@ from peftcore.results.quantities import Quantity, higher_is_better, parse_quanti
 # relative to the value's size (the untrained base scored on an AMX Xeon and on an AVX2 EPYC:
 # LAMBADA perplexity 47.72409 and 47.72367, 9e-6 apart relatively; Brier scores 1.3e-6 apart),
 # with a tenfold margin. Resident peak memory: the allocator's slack between machines (22.5%
-# measured between two CPU kinds, README "Gates that know noise").
+# measured between two CPU kinds, docs/gates.md, "Gates that know noise").
 METRIC_FLOOR = 1e-4
 MEMORY_FLOOR_PERCENT = 30.0
 
@@ -312,7 +312,7 @@ def sampling_stderr(now: Mapping[str, Any], then: Mapping[str, Any], quantity: Q
     except CompareError as err:
         raise GateError(
             f"--metric-compare-fail (statistical): {now.get('case_id')} {quantity.label}: {err}; "
-            "record the baseline with this peftcore (README, 'Gates that know noise')"
+            "record the baseline with this peftcore (docs/gates.md, 'Gates that know noise')"
         ) from None
 
 

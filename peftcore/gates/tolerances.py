@@ -243,7 +243,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--statistical",
         action="store_true",
         help="write the statistical gate's file: each quantity's training noise over the seeds "
-        "(README, 'Gates that know noise') instead of fixed spreads",
+        "(docs/gates.md, 'Gates that know noise') instead of fixed spreads",
     )
     parser.add_argument(
         "--confidence", type=float, default=0.95, help="family-wise confidence of the statistical gate"

@@ -17,10 +17,14 @@ from peftcore.errors import SpecError
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    base_url: str
-    model: str
+    """An OpenAI-compatible chat endpoint that scores generated answers (off unless set)."""
+
+    base_url: str  # http(s) URL the requests go to ({base_url}/chat/completions), e.g. .../v1
+    model: str  # the model name sent to the endpoint
+    # Name of the environment variable holding the API key (never the key itself); None: no key.
     api_key_env: str | None = None
-    timeout_seconds: float = 60.0
+    timeout_seconds: float = 60.0  # per request
+    # Attempts after the first when a request fails (timeout, connection, 429/5xx, malformed reply).
     max_retries: int = 3
 
     @classmethod

@@ -3,7 +3,7 @@
 Written by hand because torch's CPU dropout draws its mask with ``bernoulli_``, which costs
 about 4 ns an element here: LoRA's ``lora_dropout`` (0.05 in the shipped specs) runs once per
 adapted layer on a [batch, length, hidden] input, and those masks were 22 % of a LoRA step of
-SmolLM2-135M (torch.profiler, README "Where the training time goes"). Drawing 31-bit integers
+SmolLM2-135M (torch.profiler, docs/training-speed.md). Drawing 31-bit integers
 with ``random_`` and comparing them with ``p * 2**31`` gives the same Bernoulli(1 - p) mask,
 exact to 5e-10 in ``p``, at about half the cost (forward and backward: 2.2 ms against 3.4 ms on
 a 4 x 256 x 576 input). Only the random stream differs from torch's, so a fixed seed learns
