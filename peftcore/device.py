@@ -29,6 +29,31 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
 
 
+# The x86 instruction sets that decide which matmul kernels oneDNN and torch run, best first.
+_CPU_ISAS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+@functools.cache
+def cpu_kind() -> tuple[str, str]:
+    """``(model name, best matmul instruction set)`` of this CPU, e.g. ``("AMD EPYC", "avx2")``:
+    what a measured figure depends on beyond the architecture name (``x86_64``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine(), "unknown"
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    isa = next((name for flag, name in _CPU_ISAS if flag in flags), "other")
+    return model or "unknown", isa
+
+
 def bf16_supported(device: str) -> bool:
     """Whether ``device`` (``cpu``, ``cuda``, ``cuda:N``) computes bf16 natively."""
     import torch
@@ -53,8 +78,9 @@ def device_info(device: str) -> dict[str, Any]:
             name=props.name, total_memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}"
         )
     else:
+        model, isa = cpu_kind()
         info.update(name=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
-        info["fast_bf16"] = cpu_has_fast_bf16()
+        info.update(cpu_model=model, cpu_isa=isa, fast_bf16=cpu_has_fast_bf16())
     return info
 
 

@@ -5,7 +5,8 @@ baseline and its statistical noise file; the options are read from the Makefile)
 slice of base and LoRA, in a subprocess with a fault injected by
 ``tests/fault_assets/gate_faults.py``:
 
-- none: the gate passes;
+- none: the gate passes. That run is not repeated here: it is ``make test``'s second step, on
+  every case of the profile, so a gate that fails a correct run fails ``make test``;
 - training does nothing (LoRA scored with its adapter disabled): the rule "every trained
   method beats base" fails. (The baseline gate alone lets it pass: LoRA's held-out Brier score
   moves from 0.403 to the base's 0.499, within its measured noise, sd 0.066: the paired
@@ -52,12 +53,6 @@ def gate(tmp_path: Path, fault: str) -> subprocess.CompletedProcess[str]:
         *("-p", "gate_faults", "-p", "no:cacheprovider", "-q", "--tb=line", "--benchmark-disable"),
     ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def test_a_correct_run_passes_the_gate(tmp_path: Path) -> None:
-    done = gate(tmp_path, "")
-    assert done.returncode == 0, done.stdout[-4000:]
-    assert "0 regressed" in done.stdout
 
 
 def test_training_that_does_nothing_fails_the_gate(tmp_path: Path) -> None:

@@ -292,9 +292,7 @@ def _write_noise(args: argparse.Namespace, measured: Run) -> int:
         measured.records, confidence=args.confidence, earlier=earlier, earlier_seeds=args.earlier_seeds
     )
     seeds = sorted({case_seed(r) for r in measured.records})
-    devices = sorted(
-        {str(((r.get("provenance") or {}).get("device") or {}).get("name")) for r in measured.records}
-    )
+    devices = sorted({_cpu_kind((r.get("provenance") or {}).get("device") or {}) for r in measured.records})
     header = (
         f"The statistical gate of --metric-compare-fail, measured by `peftcore tolerances {args.run} "
         f"--statistical`:\nper case, each quantity's training noise: the {SD_UPPER_CONFIDENCE:.0%} upper "
@@ -313,3 +311,9 @@ def _write_noise(args: argparse.Namespace, measured: Run) -> int:
     atomic_write_text(args.out, noise_yaml(model, header, info))
     print(f"wrote {args.out}: {len(model.cases)} cases from {len(measured.records)} records")
     return 0
+
+
+def _cpu_kind(device: Mapping[str, Any]) -> str:
+    """``AMD EPYC (avx2)``: the device a seed ran on, as far as its record says."""
+    name = str(device.get("cpu_model") or device.get("name"))
+    return f"{name} ({device['cpu_isa']})" if device.get("cpu_isa") else name

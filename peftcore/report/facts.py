@@ -19,11 +19,13 @@ def _distinct(values: Iterable[Any]) -> str:
 
 
 def _device(info: Any) -> str | None:
-    """``cpu (x86_64, 2 cores, 2 torch threads, fast bf16)`` from a record's device block."""
+    """``cpu (AMD EPYC, avx2, 2 cores, 2 torch threads)`` from a record's device block (records
+    written before the CPU's model and instruction set were kept name the architecture)."""
     if not isinstance(info, Mapping):
         return None if info is None else str(info)
     details = [
-        str(info["name"]) if info.get("name") else None,
+        str(info.get("cpu_model") or info.get("name") or "") or None,
+        str(info["cpu_isa"]) if info.get("cpu_isa") else None,
         f"{info['cpu_count']} cores" if info.get("cpu_count") else None,
         f"{info['torch_threads']} torch threads" if info.get("torch_threads") else None,
         "fast bf16" if info.get("fast_bf16") else None,
