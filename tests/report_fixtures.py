@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from peftcore.results.record import RECORD_FORMAT
 from peftcore.results.store import write_record
+from peftcore.vocab.record import RECORD_FORMAT
 
 MODEL = "smollm2-135m"
 TOTAL_PARAMS = 134_515_008

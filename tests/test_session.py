@@ -28,9 +28,9 @@ from peftcore.pipeline import execute, failures
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.session import BenchmarkSession, Outcome, RerunPolicy, keyword_matcher
 from peftcore.results.provenance import PACKAGES, package_versions
-from peftcore.results.record import RECORD_FORMAT
 from peftcore.results.store import Earlier, History, read_record, record_path, write_record
 from peftcore.spec import Case, SpecStore, expand
+from peftcore.vocab.record import RECORD_FORMAT
 
 MODEL_SHA = "ab" * 32
 VERSIONS = {
@@ -611,7 +611,7 @@ case = next(c for c in expand(SpecStore(sys.argv[1]), "smoke") if c.case_id == "
 data = load_task(case.task, case.data)
 first = BenchmarkSession(run_dir=results / "r1", results_dir=results)
 identity = first.plan(case, data).identity  # the model's hash, the data's, the versions
-from peftcore.results.record import RECORD_FORMAT
+from peftcore.vocab.record import RECORD_FORMAT
 from peftcore.results.store import write_record
 write_record(results / "r0", {"format": RECORD_FORMAT, "run_id": "r0", "case_id": case.case_id,
     "method": "lora", "model": "smollm2-135m", "task": "sst2", "status": "finished",

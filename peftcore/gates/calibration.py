@@ -22,7 +22,7 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonRow, compare_statistical
 from peftcore.gates.noise import NoiseModel, measured_noise
-from peftcore.results.record import case_seed
+from peftcore.vocab.record import case_seed
 
 
 @dataclass(frozen=True)

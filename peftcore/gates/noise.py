@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftcore.gates.tolerances import GateError, case_name
-from peftcore.results.quantities import Quantity, higher_is_better, parse_quantity, parse_tolerance
+from peftcore.errors import GateError
+from peftcore.vocab.quantities import Quantity, higher_is_better, parse_quantity, parse_tolerance
+from peftcore.vocab.record import case_name
 
 # Drops no gate can resolve. Metrics: float differences of fp32 scoring on another CPU's kernels,
 # relative to the value's size (the untrained base scored on an AMX Xeon and on an AVX2 EPYC:
@@ -246,8 +247,8 @@ def measured_noise(
     ``peftcore tolerances`` file) when given, else they are left out of the gate; its exact
     figures stay exact and its peak memory gets the floor only. GateError when no case has two
     seeds and nothing earlier is given."""
-    from peftcore.results.record import case_seed
     from peftcore.results.store import newest_by_case
+    from peftcore.vocab.record import case_seed
 
     by_case: dict[str, list[Mapping[str, Any]]] = {}
     for record in newest_by_case(records).values():  # one record a seed (a resumed run adopts)

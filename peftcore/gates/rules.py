@@ -9,9 +9,9 @@ from typing import Any
 
 from peftcore.errors import SpecError
 from peftcore.gates.bounds import GateFailure
-from peftcore.results.quantities import RELATIVE_SLACK, Quantity, format_value, higher_is_better
-from peftcore.results.record import case_key
 from peftcore.spec.gates import Compare, Rule, matches
+from peftcore.vocab.quantities import RELATIVE_SLACK, Quantity, format_value, higher_is_better
+from peftcore.vocab.record import case_key
 
 
 def check_relative(

@@ -66,8 +66,8 @@ def measured_quality(results: Path, model: str | None) -> tuple[dict[str, Qualit
 
 def _signed_primary(record: Mapping[str, Any]) -> tuple[str, float] | None:
     """(primary metric, held-out value signed so that higher is better), or None without one."""
-    from peftcore.results.quantities import higher_is_better
-    from peftcore.results.record import primary_metric
+    from peftcore.vocab.quantities import higher_is_better
+    from peftcore.vocab.record import primary_metric
 
     metric = primary_metric(record)
     value = ((record.get("metrics") or {}).get("held_out") or {}).get(metric) if metric else None

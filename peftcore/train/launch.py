@@ -239,10 +239,8 @@ def _rank_environment(processes: int) -> dict[str, str]:
     same code) and the session's CPU threads shared between the ranks."""
     import torch
 
-    import peftcore
-
     env = dict(os.environ)
-    root = str(Path(peftcore.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this peftcore package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // processes))
     env["PYTHONUNBUFFERED"] = "1"
@@ -353,7 +351,9 @@ def _last_error_line(files: Scratch) -> str:
 
 
 # "ValueError: ...", "torch.OutOfMemoryError: ...", "KeyboardInterrupt", "Segmentation fault".
-_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|Segmentation fault|Killed\b|Fatal Python error)")
+_ERROR_LINE = re.compile(
+    r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|Segmentation fault|Killed\b|Fatal Python error)"
+)
 
 
 def _launched(files: Scratch, processes: int, launch_seconds: float) -> Launched:

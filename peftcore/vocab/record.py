@@ -332,6 +332,11 @@ def case_seed(record: Mapping[str, Any]) -> int:
 CaseKey = tuple[str, str, str, int]
 
 
+def case_name(record: Mapping[str, Any]) -> str:
+    """``<method>-<model>-<task>``: a case whatever its seed."""
+    return f"{record['method']}-{record['model']}-{record['task']}"
+
+
 def case_key(record: Mapping[str, Any]) -> CaseKey:
     """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
     return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
