@@ -155,6 +155,6 @@ def _direction(rule: Rule, quantity: Quantity, source_file: str | Path | None, i
         raise SpecError(
             source_file,
             f"compare[{rule.index}]",
-            f"{quantity.name!r} has no declared direction in peftcore.score.metrics; use {instead}",
+            f"{quantity.name!r} has no declared direction in peftcore.vocab.metrics; use {instead}",
         )
     return direction

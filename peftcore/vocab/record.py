@@ -8,7 +8,7 @@ The cost figures a record carries (``FIGURES``) are derived from the field annot
 a field annotated ``Annotated[<type>, Figure(unit, higher_is_better)]`` is a figure that gates,
 baselines and reports can name; its direction (``True``: higher is better, ``False``: lower is
 better, ``None``: neither, a count) is declared once, here, as metric directions are declared
-next to each metric (:mod:`peftcore.score.metrics`).
+with each metric's name (:mod:`peftcore.vocab.metrics`).
 """
 
 from __future__ import annotations
