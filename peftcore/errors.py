@@ -36,6 +36,10 @@ class SizeError(SpecError):
     command line), which the data loader does not know; :class:`SpecError` otherwise."""
 
 
+class GateError(PeftcoreError, ValueError):
+    """A gate option or baseline cannot be used (bad tolerance text, wrong baseline file)."""
+
+
 class AssetError(PeftcoreError):
     """A model or data asset is missing or damaged; the message says how to fix it."""
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from peftcore.results.record import RECORD_FORMAT
 from peftcore.results.store import write_record
+from peftcore.vocab.record import RECORD_FORMAT
 
 MODEL = "smollm2-135m"
 TOTAL_PARAMS = 134_515_008

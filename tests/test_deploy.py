@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from tiny_llama import tiny_base
 
-from peftcore.deploy.variants import GGUF_TYPES, NOT_MERGEABLE_TUNERS, parse_variant
 from peftcore.errors import SpecError
 from peftcore.results.variants import variant_rows, with_variants
 from peftcore.spec import SpecStore, TrainingBudget, expand
+from peftcore.vocab.variants import GGUF_TYPES, NOT_MERGEABLE_TUNERS, parse_variant
 
 pytestmark = pytest.mark.filterwarnings(
     # peft 0.21.2's get_peft_model reads a property transformers 5.23 deprecates.
@@ -171,8 +171,8 @@ def test_merged_logits_equal_the_unmerged_adapter(
     import torch
 
     from peftcore.deploy.build import merge_adapter
-    from peftcore.deploy.variants import mergeable
     from peftcore.train.methods import apply_method, save_trained
+    from peftcore.vocab.variants import mergeable
 
     model, tokenizer = tiny
     method = store.get("methods", method_name)

@@ -42,8 +42,8 @@ from typing import Any
 
 import pytest
 
-from peftcore.results.record import RecordError
 from peftcore.results.store import read_record
+from peftcore.vocab.record import RecordError
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "fault_assets"

@@ -21,10 +21,10 @@ from tiny_llama import tiny_base
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline import off_task
 from peftcore.pipeline.off_task import general_text_figures, load_off_task_data, score_off_task
-from peftcore.results.record import Record
 from peftcore.score.general_text import mean_token_loss, truncated_requests
 from peftcore.spec import Case, SpecStore, expand
 from peftcore.train.prompting import PromptFormat
+from peftcore.vocab.record import Record
 
 pytestmark = pytest.mark.filterwarnings(
     # peft 0.21.2's get_peft_model reads model.is_gradient_checkpointing, which transformers 5.23

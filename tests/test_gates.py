@@ -15,9 +15,9 @@ from peftcore.errors import PeftcoreError, SpecError
 from peftcore.gates import GateError, failures_for
 from peftcore.gates.baseline import compare_to_baseline, load_baseline
 from peftcore.gates.tolerances import parse_tolerances
-from peftcore.results.quantities import Quantity, Tolerance, parse_quantity, reported_metrics
-from peftcore.results.record import case_key, task_metrics
 from peftcore.spec.gates import Compare, Expect, parse_rules
+from peftcore.vocab.quantities import Quantity, Tolerance, parse_quantity, reported_metrics
+from peftcore.vocab.record import case_key, task_metrics
 
 TASK_FILE = "benchmarks/specs/tasks/squad.yaml"
 PROFILE_FILE = "benchmarks/specs/profiles/quick.yaml"

@@ -116,7 +116,7 @@ def test_brier_score_matches_lm_evaluation_harness() -> None:
 
 
 def test_directions_of_metrics_and_cost_figures() -> None:
-    from peftcore.results.quantities import higher_is_better
+    from peftcore.vocab.quantities import higher_is_better
 
     assert higher_is_better("f1") is True
     assert higher_is_better("perplexity") is False
@@ -139,7 +139,33 @@ def test_inputs_kinds_and_judge_metrics_have_no_function() -> None:
 
 def test_a_name_cannot_be_registered_twice() -> None:
     with pytest.raises(ValueError, match="'f1' registered twice"):
-        metrics.register("f1", higher_is_better=True, description="again")(lambda p, r: 0.0)
+        metrics.register("f1", description="again", per_example=lambda p, r: [0.0])(lambda p, r: 0.0)
+
+
+def test_a_metric_function_needs_a_declared_name_and_agrees_with_its_uncertainty() -> None:
+    with pytest.raises(ValueError, match=r"not declared in peftcore\.vocab\.metrics"):
+        metrics.register("no_such_metric", description="new")(lambda p, r: 0.0)
+    with pytest.raises(ValueError, match="needs per-example scores"):
+        metrics.register("f1", description="a mean without its scores")(lambda p, r: 0.0)
+    with pytest.raises(ValueError, match="takes no per-example scores"):
+        metrics.register("macro_f1", description="a corpus metric", per_example=lambda p, r: [0.0])(
+            lambda p, r: 0.0
+        )
+
+
+def test_every_declared_metric_has_its_function_and_the_declaration_holds() -> None:
+    """The vocabulary every layer reads (peftcore.vocab.metrics) and scoring's registry name the
+    same metrics, with the same direction and inputs, and the evaluators report what it says."""
+    from peftcore.score.run import EVALUATORS
+    from peftcore.vocab.metrics import BUILT_IN_METRICS, CORPUS_METRICS, EVALUATOR_METRICS, has_example_scores
+
+    assert METRICS.keys() == BUILT_IN_METRICS.keys()
+    for name, info in BUILT_IN_METRICS.items():
+        metric = METRICS[name]
+        assert (metric.higher_is_better, metric.inputs) == (info.higher_is_better, info.inputs), name
+        assert has_example_scores(name) == (metric.per_example is not None or name in CORPUS_METRICS)
+    assert set(CORPUS_METRICS) == {"macro_f1", "perplexity"}
+    assert {kind: evaluator.extra for kind, evaluator in EVALUATORS.items()} == EVALUATOR_METRICS
 
 
 def test_resolve_metric_returns_the_builtin() -> None:

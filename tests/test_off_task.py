@@ -21,10 +21,10 @@ from peftcore.pipeline.identity import identify
 from peftcore.pipeline.off_task import load_off_task_data
 from peftcore.pipeline.session import BenchmarkSession
 from peftcore.report import write_report
-from peftcore.results.quantities import Quantity, higher_is_better, parse_quantity
-from peftcore.results.record import figure_direction
 from peftcore.spec import SpecStore, expand
 from peftcore.spec.gates import Compare, Expect
+from peftcore.vocab.quantities import Quantity, higher_is_better, parse_quantity
+from peftcore.vocab.record import figure_direction
 
 PROFILE = """\
 description: tests/test_off_task.py

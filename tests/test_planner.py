@@ -324,8 +324,8 @@ def _write_records(
     seed: int | None = None,
     finished_at: str | None = None,
 ) -> None:
-    from peftcore.results.record import RECORD_FORMAT
     from peftcore.results.store import write_record
+    from peftcore.vocab.record import RECORD_FORMAT
 
     for method, task, value in rows:
         metric = "perplexity" if task == "lambada" else "accuracy"

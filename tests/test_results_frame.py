@@ -12,8 +12,8 @@ from report_fixtures import grid, make_record, scored, write_run
 
 import peftcore
 from peftcore.results.frame import figure_column, record_numbers, records_frame, seed_stats
-from peftcore.results.record import RecordError
 from peftcore.results.store import RunError
+from peftcore.vocab.record import RecordError
 
 
 @pytest.fixture

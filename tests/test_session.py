@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from peftcore.models.checkpoints import model_sha256
 from peftcore.pipeline import execute, failures
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.session import BenchmarkSession, Outcome, RerunPolicy, keyword_matcher
-from peftcore.results.provenance import PACKAGES, package_versions
-from peftcore.results.record import RECORD_FORMAT
+from peftcore.results import provenance
+from peftcore.results.provenance import PACKAGES, Scope, package_versions
 from peftcore.results.store import Earlier, History, read_record, record_path, write_record
 from peftcore.spec import Case, SpecStore, expand
+from peftcore.vocab.record import RECORD_FORMAT
 
 MODEL_SHA = "ab" * 32
 VERSIONS = {
@@ -132,15 +133,22 @@ def test_an_evaluation_setting_changes_the_case_but_not_its_training(
 
 
 @pytest.mark.parametrize(
-    ("package", "hashed"),
-    [*((name, True) for name in PACKAGES), ("matplotlib", False)],
+    ("package", "scope"),
+    [
+        *PACKAGES.items(),
+        ("peftcore", "case"),  # its code enters the training hash as the training path's fingerprint
+        ("matplotlib", None),
+    ],
 )
-def test_package_versions_change_both_hashes(
-    grid: Callable[[], Identities], package: str, hashed: bool
+def test_a_package_version_changes_the_hashes_of_its_scope(
+    grid: Callable[[], Identities], package: str, scope: str | None
 ) -> None:
+    """A training package (torch, peft, ...) retrains every case; a scoring package (evaluate,
+    bert-score, ...) re-scores them; a plotting library changes nothing."""
     before = grid()
     changed, retrained = _changed(before, grid({**VERSIONS, package: VERSIONS[package] + ".post1"}))
-    assert changed == retrained == (set(before) if hashed else set())
+    assert changed == (set(before) if scope is not None else set())
+    assert retrained == (set(before) if scope == "training" else set())
 
 
 def test_the_model_hash_changes_both_hashes(specs: Path) -> None:
@@ -653,7 +661,7 @@ case = next(c for c in expand(SpecStore(sys.argv[1]), "smoke") if c.case_id == "
 data = load_task(case.task, case.data)
 first = BenchmarkSession(run_dir=results / "r1", results_dir=results)
 identity = first.plan(case, data).identity  # the model's hash, the data's, the versions
-from peftcore.results.record import RECORD_FORMAT
+from peftcore.vocab.record import RECORD_FORMAT
 from peftcore.results.store import write_record
 write_record(results / "r0", {"format": RECORD_FORMAT, "run_id": "r0", "case_id": case.case_id,
     "method": "lora", "model": "smollm2-135m", "task": "sst2", "status": "finished",
@@ -683,29 +691,142 @@ def test_planning_and_adopting_a_case_imports_no_torch(shipped_specs: Path, tmp_
 # --------------------------------------------------------------------------- what the identity covers
 
 
-def test_the_code_fingerprint_covers_every_module_a_case_runs_through() -> None:
-    """Derived, not a hand-kept list: every peftcore module but the readers of finished records."""
-    from peftcore.results.provenance import PACKAGE_ROOT, numeric_sources
+# Where each kind of module lands: the rule of peftcore.results.provenance, applied to this source.
+SCOPE_EXAMPLES: dict[str, Scope] = {
+    # the training stages, what they import, and the module that runs the trainer
+    "train/trainer.py": "training",
+    "train/distributed.py": "training",
+    "data/render.py": "training",
+    "models/load.py": "training",
+    "spec/types.py": "training",
+    "device.py": "training",
+    "measure.py": "training",
+    "pipeline/execute.py": "training",
+    # the rest of what makes a record: scoring, metrics, deployment variants, the record
+    "score/text_metrics.py": "scoring",
+    "score/metric_modules/squad_f1.py": "scoring",  # an evaluate script: its folder's scope
+    "score/uncertainty.py": "scoring",
+    "deploy/build.py": "scoring",
+    "pipeline/deploy.py": "scoring",
+    "vocab/metrics.py": "scoring",  # names: imported by spec, but no weight depends on them
+    "results/store.py": "scoring",
+    "stats.py": "scoring",
+    # what orchestrates cases or reads finished records
+    "gates/bounds.py": "neither",
+    "pipeline/session.py": "neither",
+    "pytest_plugin/fixtures.py": "neither",
+    "pytest_plugin/hooks.py": "neither",
+    "report/tables.py": "neither",
+    "plan/cli.py": "neither",
+    "cli.py": "neither",
+    "__init__.py": "neither",
+}
 
-    covered = {p.relative_to(PACKAGE_ROOT).as_posix() for p in numeric_sources()}
-    for module in (
-        "measure.py",
-        "device.py",
-        "spec/cases.py",
-        "gates/bounds.py",
-        "data/split.py",
-        "models/load.py",
-        "train/trainer.py",
-        "score/choices.py",
-        "score/metric_modules/squad_f1.py",
-        "pipeline/execute.py",
-        "pytest_plugin/fixtures.py",
-    ):
-        assert module in covered, module
-    assert not any(name.startswith(("report/", "plan/")) for name in covered)
-    every = {p.relative_to(PACKAGE_ROOT).as_posix() for p in PACKAGE_ROOT.rglob("*.py")}
-    new_module = every - covered - {n for n in every if n.startswith(("report/", "plan/"))}
-    assert new_module <= {"cli.py", "listing.py"}  # a module added anywhere else is covered
+
+def test_every_source_file_of_peftcore_is_placed_by_the_rule() -> None:
+    """Derived, not a hand-kept list: a module added anywhere is placed by what imports it."""
+    scopes = provenance.code_scopes()
+    every = {p.relative_to(provenance.PACKAGE_ROOT).as_posix() for p in provenance.PACKAGE_ROOT.rglob("*.py")}
+    assert scopes.keys() == every
+    assert set(scopes.values()) == {"training", "scoring", "neither"}
+    assert {name: scopes[name] for name in SCOPE_EXAMPLES} == SCOPE_EXAMPLES
+    # everything a training module imports is on the training path, but the vocabulary
+    graph = provenance.import_graph()
+    by_module = provenance.module_scopes()
+    for module, imported in graph.items():
+        if by_module[module] == "training" and not module.startswith("peftcore.pipeline."):
+            assert all(by_module[m] == "training" or m.startswith("peftcore.vocab") for m in imported), module
+
+
+def test_the_rule_reads_the_import_graph_that_import_linter_checks() -> None:
+    """The runtime rule parses import statements itself (grimp is a dev tool); here the two
+    graphs, and the training path grimp's graph gives, are the same."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("peftcore", cache_dir=None)
+    ours = provenance.import_graph()
+    assert ours.keys() == graph.modules
+    assert {m: graph.find_modules_directly_imported_by(m) for m in graph.modules} == ours
+    vocab = {m for m in graph.modules if m.startswith(provenance.NAMES_ONLY)}
+    drivers = graph.find_modules_that_directly_import(provenance.TRAINER)
+    for module in vocab:
+        graph.remove_module(module)
+    stages = {m for m in graph.modules if m.startswith(tuple(p + "." for p in provenance.TRAINING_STAGES))}
+    stages |= set(provenance.TRAINING_STAGES)
+    training = set(stages) | drivers
+    for module in stages:
+        training |= graph.find_upstream_modules(module)
+    assert training == {m for m, scope in provenance.module_scopes().items() if scope == "training"}
+
+
+@pytest.fixture
+def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of peftcore's source that the fingerprints read instead of this one: edit it."""
+    copy = tmp_path / "code" / "peftcore"
+    shutil.copytree(provenance.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_ROOT", copy)
+    _forget_code()
+    yield copy
+    _forget_code()  # the next reader sees this peftcore again
+
+
+def _forget_code() -> None:
+    provenance._fingerprints.cache_clear()
+    provenance._versions.cache_clear()
+
+
+def _edit_code(copy: Path, module: str) -> None:
+    path = copy / module
+    path.write_text(path.read_text() + "\n# an edit\n")
+    _forget_code()
+
+
+@pytest.fixture(scope="module")
+def lora_sst2() -> tuple[Case, TaskData]:
+    """The smoke profile's LoRA case on SST-2 with its data, loaded once for the module."""
+    shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "specs"
+    case = next(c for c in expand(SpecStore(shipped), "smoke") if c.case_id == LORA_SST2)
+    return case, load_task(case.task, case.data)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        *("train/trainer.py", "data/render.py", "spec/types.py", "pipeline/execute.py"),
+        *("score/text_metrics.py", "score/metric_modules/squad_f1.py", "vocab/metrics.py", "deploy/build.py"),
+        *("gates/bounds.py", "pytest_plugin/fixtures.py", "report/tables.py"),
+    ],
+)
+def test_editing_a_module_changes_the_hashes_its_scope_says(
+    lora_sst2: tuple[Case, TaskData], code_copy: Path, module: str
+) -> None:
+    """Training code retrains every case; scoring code re-scores them; a gate, the plugin or the
+    report changes neither hash."""
+    case, data = lora_sst2
+    scope = SCOPE_EXAMPLES[module]
+    before = identify(case, MODEL_SHA, data, package_versions())
+    _edit_code(code_copy, module)
+    after = identify(case, MODEL_SHA, data, package_versions())
+    assert (before.case_hash != after.case_hash) == (scope != "neither")
+    assert (before.training_hash != after.training_hash) == (scope == "training")
+
+
+def test_edited_scoring_code_rescores_a_finished_case_and_edited_training_code_retrains_it(
+    lora_sst2: tuple[Case, TaskData], tmp_path: Path, code_copy: Path
+) -> None:
+    """The session's own reuse: the same code adopts the record, a metric's code edited re-scores
+    the saved adapter, the trainer's edited trains again."""
+    case, data = lora_sst2
+    runs = tmp_path / "runs"
+    _earlier_finished(runs, "r1", case, data)
+    assert _session(runs).plan(case, data).earlier is not None
+    _edit_code(code_copy, "gates/bounds.py")  # a gate: the record stands
+    assert _session(runs).plan(case, data).earlier is not None
+    _edit_code(code_copy, "score/text_metrics.py")
+    plan = _session(runs).plan(case, data)
+    assert plan.earlier is None and plan.rescore is not None and plan.rescore.run_id == "r1"
+    _edit_code(code_copy, "train/trainer.py")
+    plan = _session(runs).plan(case, data)
+    assert plan.earlier is None and plan.rescore is None
 
 
 def test_changing_a_module_on_the_case_path_changes_peftcores_version(tmp_path: Path) -> None:

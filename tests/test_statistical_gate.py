@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from peftcore.errors import SpecError
+from peftcore.errors import GateError, SpecError
 from peftcore.gates.baseline import compare_to_baseline
 from peftcore.gates.noise import Noise, NoiseModel, measured_noise, upper_sd
 from peftcore.gates.rules import check_relative
-from peftcore.gates.tolerances import GateError, load_tolerances
+from peftcore.gates.tolerances import load_tolerances
 from peftcore.results.compare import CompareError, compare, examples_frame
 from peftcore.spec.gates import Compare, parse_rules
 
@@ -418,7 +418,7 @@ def test_lora_at_a_tenth_of_its_learning_rate_is_caught() -> None:
     """A real regression smaller than a broken pipeline: the smoke profile's LoRA cases trained
     at 2e-5 instead of 2e-4 (reports/baselines/lora-lr-tenth.jsonl.gz), against the baseline."""
     from peftcore.gates.baseline import load_baseline
-    from peftcore.results.record import case_key
+    from peftcore.vocab.record import case_key
 
     weak = {case_key(r): r for r in _shipped_runs("lora-lr-tenth.jsonl.gz")}
     baseline = load_baseline(BASELINES / "smoke.json")

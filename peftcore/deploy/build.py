@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftcore.models.load import load_base, quantization_config
+from peftcore.models.load import load_base, quantization_config, torch_dtype
 from peftcore.spec import BaseOptions, MethodSpec, ModelSpec
+from peftcore.train.methods import load_trained
+from peftcore.vocab.variants import mergeable
 
 
 class NotBuilt(Exception):
@@ -41,8 +43,6 @@ def merge(spec: ModelSpec, method: MethodSpec, adapter_dir: Path | None, device:
     ``none`` (the untrained base) is its own merged model. NotBuilt for a tuner that cannot
     merge, and for full fine-tuning or an adapter whose weights were not kept.
     """
-    from peftcore.deploy.variants import mergeable
-
     if not mergeable(method.tuner):
         raise NotBuilt(f"not mergeable: {method.tuner} adds virtual tokens, no weights to merge them into")
     if method.tuner == "full":
@@ -63,8 +63,6 @@ def merge(spec: ModelSpec, method: MethodSpec, adapter_dir: Path | None, device:
 
 def merge_adapter(base_model: Any, adapter_dir: Path, method: MethodSpec) -> Any:
     """``base_model`` (full precision, changed in place) with the saved adapter merged into it."""
-    from peftcore.train.methods import load_trained
-
     with warnings.catch_warnings():
         # peft warns that merging an adapter trained on a quantized base into full-precision
         # weights may give slightly different outputs: that difference is what is measured.
@@ -88,8 +86,6 @@ def load_merged(folder: Path, spec: ModelSpec, device: str) -> Any:
     """The merged folder loaded as a plain full-precision model."""
     from transformers import AutoModelForCausalLM
 
-    from peftcore.models.load import torch_dtype
-
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=torch_dtype(spec.dtype), device_map={"": device}, use_safetensors=True
     )
@@ -103,8 +99,6 @@ def bnb_options(kind: str, double_quant: bool, compute_dtype: str) -> BaseOption
 def load_bnb(folder: Path, options: BaseOptions, device: str) -> Any:
     """The merged folder quantized by bitsandbytes as it loads (post-training quantization)."""
     from transformers import AutoModelForCausalLM
-
-    from peftcore.models.load import torch_dtype
 
     model = AutoModelForCausalLM.from_pretrained(
         folder,

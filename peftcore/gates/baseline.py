@@ -1,7 +1,7 @@
 """Regressions against a stored baseline (``--metric-compare-fail``) and run-to-run comparison.
 
 Cases are matched across runs on (method, model, task, seed); each metric and cost figure of a
-matched pair is compared in its declared direction (:func:`peftcore.results.quantities.higher_is_better`),
+matched pair is compared in its declared direction (:func:`peftcore.vocab.quantities.higher_is_better`),
 within a tolerance when one is given. A baseline is a pytest-benchmark JSON file
 (``--benchmark-save``) or a run folder. Nothing here imports pytest.
 """
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peftcore.errors import suggest
+from peftcore.errors import GateError, suggest
 from peftcore.gates.noise import Drop, Noise, NoiseModel, paired_drop
-from peftcore.gates.tolerances import GateError, Tolerances
-from peftcore.results.quantities import (
+from peftcore.gates.tolerances import Tolerances
+from peftcore.results.store import load_run, newest_by_case
+from peftcore.vocab.quantities import (
     RECORD_FIGURES,
     Quantity,
     Tolerance,
@@ -29,8 +30,7 @@ from peftcore.results.quantities import (
     parse_quantity,
     reported_metrics,
 )
-from peftcore.results.record import CaseKey, Record, RecordError, check_record
-from peftcore.results.store import load_run, newest_by_case
+from peftcore.vocab.record import CaseKey, Record, RecordError, check_record
 
 Verdict = Literal["regressed", "improved", "unchanged", "better", "worse", "same", "changed"]
 

@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftcore.gates.tolerances import GateError
-from peftcore.results.record import case_seed
+from peftcore.errors import GateError
 from peftcore.results.store import newest_by_case, read_run, resolve_run
 from peftcore.storage import atomic_write_text
+from peftcore.vocab.record import case_seed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftcore.results.quantities import format_value
 from peftcore.spec.gates import Expect, matches
+from peftcore.vocab.quantities import format_value
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from typing import Any
 
 from peftcore.gates.baseline import ComparisonRow, compare_statistical
 from peftcore.gates.noise import NoiseModel, measured_noise
-from peftcore.results.record import case_seed
+from peftcore.gates.tolerances import load_tolerances
+from peftcore.results.store import newest_by_case, read_run, resolve_run
+from peftcore.vocab.record import case_seed
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,6 @@ def rerun_trials(
     """One gate decision per ordered pair of distinct seeds of ``records`` (see the module
     docstring). ``model`` is the noise to gate with; with ``holdout`` it is measured afresh for
     each pair from the seeds outside it (needs at least four seeds)."""
-    from peftcore.results.store import newest_by_case
-
     by_seed: dict[int, list[Mapping[str, Any]]] = {}
     for record in newest_by_case(records).values():  # one record a case and seed
         by_seed.setdefault(case_seed(record), []).append(record)
@@ -84,9 +84,6 @@ def describe(trials: Sequence[GateTrial]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from peftcore.gates.tolerances import load_tolerances
-    from peftcore.results.store import read_run, resolve_run
-
     parser = argparse.ArgumentParser(prog="python -m peftcore.gates.calibration", description=__doc__)
     parser.add_argument("run", help="a run of several seeds: a run id or folder")
     parser.add_argument("noise", type=Path, help="a statistical tolerance file (mode: statistical)")

@@ -33,8 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftcore.gates.tolerances import GateError, case_name
-from peftcore.results.quantities import Quantity, higher_is_better, parse_quantity, parse_tolerance
+from peftcore.errors import GateError
+from peftcore.results.compare import CompareError, compare
+from peftcore.results.store import newest_by_case
+from peftcore.vocab.quantities import Quantity, higher_is_better, parse_quantity, parse_tolerance
+from peftcore.vocab.record import case_name, case_seed
 
 # Drops no gate can resolve. Metrics: float differences of fp32 scoring on another CPU's kernels,
 # relative to the value's size (the untrained base scored on an AMX Xeon and on an AVX2 EPYC:
@@ -246,9 +249,6 @@ def measured_noise(
     ``peftcore tolerances`` file) when given, else they are left out of the gate; its exact
     figures stay exact and its peak memory gets the floor only. GateError when no case has two
     seeds and nothing earlier is given."""
-    from peftcore.results.record import case_seed
-    from peftcore.results.store import newest_by_case
-
     by_case: dict[str, list[Mapping[str, Any]]] = {}
     for record in newest_by_case(records).values():  # one record a seed (a resumed run adopts)
         by_case.setdefault(case_name(record), []).append(record)
@@ -305,8 +305,6 @@ def _relative_noise(values: Sequence[float], floor_percent: float) -> Noise:
 def sampling_stderr(now: Mapping[str, Any], then: Mapping[str, Any], quantity: Quantity) -> float:
     """The paired standard error of ``now - then`` for a metric, over the examples both records
     scored. GateError when either lacks per-example scores of it or they scored different examples."""
-    from peftcore.results.compare import CompareError, compare
-
     try:
         return compare(now, then, quantity.name, split=quantity.block).stderr
     except CompareError as err:

@@ -9,9 +9,10 @@ from typing import Any
 
 from peftcore.errors import SpecError
 from peftcore.gates.bounds import GateFailure
-from peftcore.results.quantities import RELATIVE_SLACK, Quantity, format_value, higher_is_better
-from peftcore.results.record import case_key
+from peftcore.results.compare import CompareError, compare
 from peftcore.spec.gates import Compare, Rule, matches
+from peftcore.vocab.quantities import RELATIVE_SLACK, Quantity, format_value, higher_is_better
+from peftcore.vocab.record import case_key
 
 
 def check_relative(
@@ -123,8 +124,6 @@ def _check_with_confidence(
     side of 0; ``max_drop`` when the interval's worse bound is within the drop allowed. A case
     without per-example scores, or scored on other examples than its baseline, fails the rule
     with the reason (never a silently unpaired test)."""
-    from peftcore.results.compare import CompareError, compare
-
     assert rule.confidence is not None
     direction = _direction(rule, quantity, source_file, instead="a rule without confidence:")
     method_base = str(reference["method"])
@@ -156,6 +155,6 @@ def _direction(rule: Rule, quantity: Quantity, source_file: str | Path | None, i
         raise SpecError(
             source_file,
             f"compare[{rule.index}]",
-            f"{quantity.name!r} has no declared direction in peftcore.score.metrics; use {instead}",
+            f"{quantity.name!r} has no declared direction in peftcore.vocab.metrics; use {instead}",
         )
     return direction

@@ -27,28 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from peftcore.errors import PeftcoreError
-from peftcore.results.quantities import (
+from peftcore.errors import GateError, SpecError
+from peftcore.results.store import Run, read_run, resolve_run
+from peftcore.spec.loader import read_yaml
+from peftcore.storage import atomic_write_text
+from peftcore.vocab.quantities import (
     Quantity,
     Tolerance,
     parse_quantity,
     parse_tolerance,
 )
-from peftcore.results.record import case_seed
-from peftcore.results.store import Run, read_run, resolve_run
-from peftcore.storage import atomic_write_text
+from peftcore.vocab.record import case_name, case_seed
 
 if TYPE_CHECKING:
     from peftcore.gates.noise import NoiseModel
-
-
-class GateError(PeftcoreError, ValueError):
-    """A gate option or baseline cannot be used (bad tolerance text, wrong baseline file)."""
-
-
-def case_name(record: Mapping[str, Any]) -> str:
-    """``<method>-<model>-<task>``: a case whatever its seed."""
-    return f"{record['method']}-{record['model']}-{record['task']}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ def _quantity_label(name: str, where: str) -> str:
 def parse_tolerances(text: str) -> Tolerances | NoiseModel:
     """``"f1:2%,accuracy:0.02"`` -> every case alike; a path to a ``.yaml`` file -> its tables.
 
-    Names follow the quantity vocabulary of :mod:`peftcore.results.quantities` (``seen.f1``,
+    Names follow the quantity vocabulary of :mod:`peftcore.vocab.quantities` (``seen.f1``,
     ``peak_memory_bytes``, ``primary``). GateError on unreadable text; whether a case reports
     the metric is checked by :func:`peftcore.gates.baseline.compare_to_baseline`.
     """
@@ -129,9 +121,6 @@ def _table(raw: Any, where: str) -> dict[str, Tolerance]:
 def load_tolerances(path: Path) -> Tolerances | NoiseModel:
     """A tolerance file (see the module docstring), or a statistical one (``mode: statistical``,
     :mod:`peftcore.gates.noise`); GateError naming the file and key."""
-    from peftcore.errors import SpecError
-    from peftcore.spec.loader import read_yaml
-
     # The spec loader: safe, duplicate keys refused, alias expansion bounded (a file copied from
     # elsewhere cannot hang the session).
     try:

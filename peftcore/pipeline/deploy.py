@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.data.example import TaskData
-from peftcore.deploy.variants import Variant, parse_variant
 from peftcore.measure import release_freed_memory
 from peftcore.pipeline.failures import one_line
-from peftcore.results.record import Record, keep_scores
 from peftcore.results.store import write_record
 from peftcore.spec.cases import Case
+from peftcore.vocab.record import Record, keep_scores
+from peftcore.vocab.variants import Variant, parse_variant
 
 REUSED = ("finished", "not_mergeable", "skipped")
 

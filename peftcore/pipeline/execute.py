@@ -1,7 +1,7 @@
 """One case, end to end: fresh model -> method -> train -> save adapter -> score -> record.
 
 ``run_case`` is what the session calls for a case that has to run (or re-score an earlier
-adapter). Everything the case measures goes into its record (:mod:`peftcore.results.record`),
+adapter). Everything the case measures goes into its record (:mod:`peftcore.vocab.record`),
 which is written before ``run_case`` returns, whatever happened. A case that fails returns its
 record (status ``failed``, ``oom``) with the error; Ctrl-C or SIGTERM writes the record as
 ``cancelled`` and lets the interrupt go on.
@@ -35,10 +35,10 @@ from peftcore.pipeline.off_task import OffTaskData, score_off_task
 from peftcore.pipeline.signals import interrupts_deferred
 from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
-from peftcore.results.record import RECORD_FORMAT, Record, TrainingFigures, keep_scores
 from peftcore.results.store import Earlier, adapter_path, write_record
 from peftcore.spec.cases import Case
 from peftcore.storage import atomic_folder
+from peftcore.vocab.record import RECORD_FORMAT, Record, TrainingFigures, keep_scores
 
 if TYPE_CHECKING:
     from peftcore.train.launch import Launched

@@ -1,10 +1,11 @@
 """A case's identity: content hashes of everything that determines its record and its weights.
 
 ``case_hash`` covers the fully resolved spec, the model and data hashes and the versions of the
-packages that change numbers (peftcore's own carries a fingerprint of its code, see
-:mod:`peftcore.results.provenance`). ``training_hash`` covers only what determines the trained
-weights, so a case whose scoring settings changed can re-score its saved adapter instead of
-training again.
+packages that change numbers (peftcore's own carries a fingerprint of the code a case runs
+through, see :mod:`peftcore.results.provenance`). ``training_hash`` covers only what determines
+the trained weights: the training settings, the examples trained on, the training packages'
+versions and the fingerprint of the training path's code. So a case whose scoring settings,
+scoring code or scoring packages changed re-scores its saved adapter instead of training again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.data.example import TaskData
-from peftcore.results.provenance import hashed_versions
+from peftcore.results.provenance import code_fingerprint, hashed_versions
 from peftcore.spec.cases import Case
 
 # Keys of a spec that do not change what is trained (descriptions, licences, scoring).
@@ -58,19 +59,14 @@ def identify(
     versions: Mapping[str, str | None],
     off_task_data: Mapping[str, Sequence[str]] | None = None,
 ) -> Identity:
-    """``off_task_data``: the data and split hashes of what the case is scored on outside its
-    task, by role (:meth:`peftcore.pipeline.off_task.OffTaskData.hashes`); scoring only."""
-    hashed = hashed_versions(dict(versions))
-    case_hash = _digest(
-        {
-            "spec": _hashed_spec(case),
-            "model_sha256": model_sha256,
-            "data_sha256": data.data_sha256,
-            "split_sha256": data.split_sha256,
-            "versions": hashed,
-            **({"off_task_data": {k: list(v) for k, v in off_task_data.items()}} if off_task_data else {}),
-        }
-    )
+    """The case's two hashes. ``versions``: :func:`peftcore.results.provenance.package_versions`
+    (peftcore's carries the fingerprint of the code a case runs through); the training path's
+    code enters ``training_hash`` as this process's ``code_fingerprint("training")``.
+    ``off_task_data``: the data and split hashes of what the case is scored on outside its
+    task, by role (:meth:`peftcore.pipeline.off_task.OffTaskData.hashes`); scoring only.
+
+    ``case_hash`` covers ``training_hash``: whatever changes the training changes the case.
+    """
     spec = _hashed_spec(case)
     for section, keys in _NOT_TRAINING.items():
         for key in keys:
@@ -83,7 +79,19 @@ def identify(
             "training": spec["training"],
             "train_uids": [ex.uid for ex in data.train],
             "model_sha256": model_sha256,
-            "versions": hashed,
+            "versions": hashed_versions(versions, "training"),
+            "code": code_fingerprint("training"),
+        }
+    )
+    case_hash = _digest(
+        {
+            "spec": _hashed_spec(case),
+            "model_sha256": model_sha256,
+            "data_sha256": data.data_sha256,
+            "split_sha256": data.split_sha256,
+            "versions": hashed_versions(versions),
+            "training_hash": training_hash,
+            **({"off_task_data": {k: list(v) for k, v in off_task_data.items()}} if off_task_data else {}),
         }
     )
     return Identity(case_hash, training_hash)

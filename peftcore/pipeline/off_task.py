@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 from peftcore.data.example import TaskData
 from peftcore.errors import SizeError, SpecError
 from peftcore.models.load import LoadedBase
-from peftcore.results.record import OOD_PREFIX, GeneralTextFigures, Record, keep_scores
 from peftcore.spec import DataSizes
 from peftcore.spec.cases import Case
 from peftcore.train.prompting import PromptFormat
+from peftcore.vocab.record import OOD_PREFIX, GeneralTextFigures, Record, keep_scores
 
 if TYPE_CHECKING:
     from peftcore.score.general_text import TextLoss

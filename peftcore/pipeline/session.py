@@ -32,10 +32,10 @@ from peftcore.pipeline.execute import CaseContext, Timer, record_early_failure, 
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.off_task import OffTaskData, load_off_task_data
 from peftcore.results.provenance import package_versions
-from peftcore.results.record import Record, RecordError
 from peftcore.results.store import Earlier, History, adopt, read_record, record_path
 from peftcore.spec import ProfileSpec
 from peftcore.spec.cases import Case
+from peftcore.vocab.record import Record, RecordError
 
 How = Literal["ran", "rescored", "adopted", "resumed"]
 

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from peftcore.plan.estimator import Estimate
+from peftcore.results.store import all_runs, newest_per_case
+from peftcore.vocab.quantities import higher_is_better
+from peftcore.vocab.record import primary_metric
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,6 @@ def measured_quality(results: Path, model: str | None) -> tuple[dict[str, Qualit
     those of every model, each model's tasks ranked apart. Unreadable records are skipped, as
     everywhere the store is read.
     """
-    from peftcore.results.store import all_runs, newest_per_case
-
     newest = newest_per_case(all_runs(results))
     same_model = {key: record for key, record in newest.items() if key[1] == model}
     chosen = same_model or newest
@@ -66,9 +67,6 @@ def measured_quality(results: Path, model: str | None) -> tuple[dict[str, Qualit
 
 def _signed_primary(record: Mapping[str, Any]) -> tuple[str, float] | None:
     """(primary metric, held-out value signed so that higher is better), or None without one."""
-    from peftcore.results.quantities import higher_is_better
-    from peftcore.results.record import primary_metric
-
     metric = primary_metric(record)
     value = ((record.get("metrics") or {}).get("held_out") or {}).get(metric) if metric else None
     if metric is None or isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -25,17 +25,15 @@ import pytest
 
 from peftcore.errors import PeftcoreError, SizeError
 from peftcore.pytest_plugin import options
+from peftcore.pytest_plugin.state import SESSION, remote_results, spec_store
 from peftcore.pytest_plugin.workers import RECORD_PROPERTY, is_worker
 
 if TYPE_CHECKING:
     from peftcore.data.example import TaskData
     from peftcore.models.load import LoadedBase
     from peftcore.pipeline.session import BenchmarkSession, Outcome
-    from peftcore.results.remote import RemoteResults
     from peftcore.spec import DataSizes
     from peftcore.spec.cases import Case
-
-SESSION = pytest.StashKey["BenchmarkSession"]()
 
 
 class TaskDataCache:
@@ -124,21 +122,10 @@ def peftcore_run_dir(pytestconfig: pytest.Config) -> Path:
     return options.results_dir(pytestconfig) / options.run_id(pytestconfig)
 
 
-def remote_results(config: pytest.Config) -> RemoteResults | None:
-    """The results URL's store (``--results-dir s3://...``), or None for a local folder."""
-    url, mirror = options.results_location(config)
-    if url is None:
-        return None
-    from peftcore.results.remote import RemoteResults
-
-    return RemoteResults(url, mirror)
-
-
 def benchmark_session(config: pytest.Config, device: str = "cpu") -> BenchmarkSession:
     """The session's pipeline, made at its first use and kept in the config's stash."""
     if SESSION not in config.stash:
         from peftcore.pipeline.session import BenchmarkSession, RerunPolicy, keyword_matcher
-        from peftcore.pytest_plugin.hooks import spec_store
 
         rerun = config.getoption("--rerun")
         policy = RerunPolicy()

@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from peftcore.errors import AssetError, PeftcoreError, SpecError
+from peftcore.errors import AssetError, GateError, PeftcoreError, SpecError
 from peftcore.models.checkpoints import check_available
 from peftcore.offline import NetworkGuard, set_offline_env
 from peftcore.pytest_plugin import options, workers
-from peftcore.pytest_plugin.fixtures import SESSION
-from peftcore.results.record import Record
+from peftcore.pytest_plugin.state import SESSION, SPEC_STORE, remote_results, spec_store
 from peftcore.spec import SECTION, SpecStore
 from peftcore.spec.cases import Case, expand
+from peftcore.vocab.record import Record, RecordError, check_record
 
-_STORE = pytest.StashKey[SpecStore | None]()
 _CASES = pytest.StashKey[list[Case]]()
 _GUARD = pytest.StashKey[NetworkGuard]()
 _OUTCOME = pytest.StashKey[dict[str, Any]]()  # what the terminal summary reports at the end
@@ -67,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         store = SpecStore(options.spec_dir(config))
     except SpecError:
         store = None  # reported when a case is collected; other tests still run
-    config.stash[_STORE] = store
+    config.stash[SPEC_STORE] = store
     if store is None:
         return
     # One marker per spec name, so `-m qlora` selects exactly and `--strict-markers` holds.
@@ -99,12 +98,6 @@ def _profile_variants(store: SpecStore, name: str) -> list[str]:
         return list(store.get("profiles", name).variants)
     except SpecError:
         return []
-
-
-def spec_store(config: pytest.Config) -> SpecStore:
-    """The session's spec store (raises the SpecError that made it unusable)."""
-    store = config.stash.get(_STORE, None)
-    return store if store is not None else SpecStore(options.spec_dir(config))
 
 
 # --------------------------------------------------------------------------- the grid
@@ -212,8 +205,6 @@ def pytest_collection_modifyitems(
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
     if not config.option.collectonly:
-        from peftcore.pytest_plugin.fixtures import remote_results
-
         run_dir = options.results_dir(config) / options.run_id(config)
         manifest = write_manifest(run_dir, shard, [case.case_id for case in grid], sorted(mine))
         remote = remote_results(config)
@@ -265,7 +256,7 @@ def _load_baseline(config: pytest.Config) -> None:
     path = config.getoption("--metric-baseline")
     if not path:
         return
-    from peftcore.gates.baseline import GateError, load_baseline
+    from peftcore.gates.baseline import load_baseline
 
     try:
         config.stash[_BASELINE] = load_baseline(path, options.profile_name(config))
@@ -274,9 +265,6 @@ def _load_baseline(config: pytest.Config) -> None:
 
 
 def _baseline_records(config: pytest.Config) -> list[Record] | None:
-    from peftcore.gates.baseline import GateError
-    from peftcore.results.record import RecordError, check_record
-
     if _BASELINE in config.stash:
         return config.stash[_BASELINE]
     try:
@@ -335,7 +323,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if result.failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not config.getoption("--no-report"):
-        from peftcore.pytest_plugin.fixtures import remote_results
         from peftcore.report import write_report
 
         remote = remote_results(config)
@@ -355,7 +342,7 @@ def _check_rules_between_workers(
     only against the cases it ran itself."""
     from peftcore import gates
 
-    store = config.stash.get(_STORE, None)
+    store = config.stash.get(SPEC_STORE, None)
     if store is None:
         return
     try:

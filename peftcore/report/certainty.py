@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from peftcore.report.comparison import Table
 from peftcore.report.formats import DASH, decimals
 from peftcore.report.rows import Groups, Row, primary_of
-from peftcore.results.quantities import Quantity, higher_is_better
+from peftcore.vocab.quantities import Quantity, higher_is_better
 
 if TYPE_CHECKING:
     from peftcore.stats import Comparison

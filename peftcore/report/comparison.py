@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from peftcore.gates.baseline import ComparisonResult, ComparisonRow
 from peftcore.report.formats import DASH, fmt_count, fmt_seconds
 from peftcore.report.rows import Stat
-from peftcore.results.record import primary_metric
 from peftcore.results.store import Run
 from peftcore.units import format_bytes
+from peftcore.vocab.record import primary_metric
 
 COMPARISON_LEAD = (
     "{new} against {old}, case by case (matched on method, model, task and seed). ▲ better, ▼ worse, by "

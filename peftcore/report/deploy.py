@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.report.formats import DASH
-from peftcore.results.quantities import format_value
-from peftcore.results.record import primary_metric
 from peftcore.results.variants import unbuilt_variants, variant_rows
 from peftcore.units import format_bytes
+from peftcore.vocab.quantities import format_value
+from peftcore.vocab.record import primary_metric
 
 
 def _num(block: Mapping[str, Any] | None, key: str) -> float | None:

@@ -31,9 +31,9 @@ from peftcore.report.certainty import indistinct_from_best
 from peftcore.report.formats import decimals, fmt_bytes, fmt_count, fmt_metric, fmt_ms, fmt_seconds
 from peftcore.report.rows import Row, Stat, group_rows, pareto_front
 from peftcore.results.frame import GROUP_KEYS, figure_column, is_uncertainty_column, seed_stats
-from peftcore.results.quantities import Quantity
-from peftcore.results.record import METRIC_BLOCKS, OOD_PREFIX
 from peftcore.units import BINARY_UNITS, byte_unit
+from peftcore.vocab.quantities import Quantity
+from peftcore.vocab.record import METRIC_BLOCKS, OOD_PREFIX
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from peftcore.report.formats import DASH
-from peftcore.results.record import case_seed
 from peftcore.results.store import Run
+from peftcore.vocab.record import case_seed
 
 
 def _distinct(values: Iterable[Any]) -> str:

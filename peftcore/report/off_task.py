@@ -32,9 +32,9 @@ from peftcore.report.rows import (
     pareto_front,
     primary_of,
 )
-from peftcore.results.quantities import Quantity, higher_is_better, ood_primary, ood_tasks
-from peftcore.results.record import OOD_PREFIX
 from peftcore.results.store import Run
+from peftcore.vocab.quantities import Quantity, higher_is_better, ood_primary, ood_tasks
+from peftcore.vocab.record import OOD_PREFIX
 
 FORGETTING = Quantity("general_text", "forgetting")
 _BEFORE, _AFTER = Quantity("general_text", "before_loss"), Quantity("general_text", "after_loss")

@@ -40,9 +40,9 @@ from peftcore.report.rows import (
     pareto_methods,
     primary_of,
 )
-from peftcore.results.quantities import Quantity
 from peftcore.results.store import Run
 from peftcore.units import BINARY_UNITS, byte_unit, format_bytes
+from peftcore.vocab.quantities import Quantity
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftcore.results.frame import GROUP_KEYS, quantity_column, records_frame, seed_stats
-from peftcore.results.quantities import Quantity, higher_is_better, metric_names
-from peftcore.results.record import primary_metric
+from peftcore.vocab.quantities import Quantity, higher_is_better, metric_names
+from peftcore.vocab.record import primary_metric
 
 SEEDS_NOTE = "Values are mean ± standard deviation over the seeds of each row."
 

@@ -45,7 +45,7 @@ from peftcore.report.rows import (
     primary_of,
     seeded,
 )
-from peftcore.results.quantities import Quantity, higher_is_better
+from peftcore.vocab.quantities import Quantity, higher_is_better
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
 from peftcore.report.summary import GroupSummary, shows_intervals, summarize
 from peftcore.results.frame import records_frame
-from peftcore.results.quantities import Quantity
-from peftcore.results.record import primary_metric
 from peftcore.results.store import Run
 from peftcore.units import format_bytes
+from peftcore.vocab.quantities import Quantity
+from peftcore.vocab.record import primary_metric
 
 # --------------------------------------------------------------------------- csv
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftcore.errors import PeftcoreError
-from peftcore.results.record import METRIC_BLOCKS, OOD_PREFIX
+from peftcore.results.frame import DEFAULT_RESULTS, run_records
+from peftcore.results.variants import with_variants
+from peftcore.vocab.metrics import corpus_statistic
+from peftcore.vocab.record import METRIC_BLOCKS, OOD_PREFIX, case_seed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,7 +118,6 @@ def compare(
     different examples, or the confidence is outside (0, 1).
     """
     from peftcore import stats
-    from peftcore.score.uncertainty import corpus_statistic
 
     if not 0 < confidence < 1:
         raise CompareError(f"compare: confidence must be in (0, 1), got {confidence!r}")
@@ -185,9 +187,6 @@ def examples_frame(records: Iterable[CaseLike]) -> pd.DataFrame:
     the means; a corpus metric's inputs as ``<metric>.<input>``, e.g. ``macro_f1.predicted``)."""
     import pandas as pd
 
-    from peftcore.results.record import case_seed
-    from peftcore.results.variants import with_variants
-
     rows: list[dict[str, Any]] = []
     for record in with_variants(list(records)):
         identity = {
@@ -226,7 +225,5 @@ def load_examples(
     >>> df = load_examples("reports/runs/smoke")                                   # doctest: +SKIP
     >>> df[df.split == "held_out"].pivot(index="uid", columns="method", values="accuracy")  # doctest: +SKIP
     """
-    from peftcore.results.frame import DEFAULT_RESULTS, run_records
-
     records = run_records(source, results_dir=results_dir or DEFAULT_RESULTS, newest_only=newest_only)
     return examples_frame(records)

@@ -14,7 +14,7 @@ from it (mean and standard deviation over seeds are a ``groupby``, :func:`seed_s
 
 A value a record does not carry (the untrained base has no training; a failed case no metrics) is
 missing (NaN / <NA>), never zero. A cost figure's unit is the one its field declares in
-:mod:`peftcore.results.record`; when the field's name does not already say it, the column name
+:mod:`peftcore.vocab.record`; when the field's name does not already say it, the column name
 gets it as a suffix (``forgetting`` in nats/token -> ``forgetting_nats_per_token``). Lists in the
 spec (``target_modules``, ``metrics``) are JSON text, so every column can be grouped by.
 ``frame.attrs`` holds ``units`` and ``higher_is_better`` by column.
@@ -34,8 +34,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peftcore.results.quantities import Quantity, higher_is_better, metric_names
-from peftcore.results.record import (
+from peftcore.results.store import (
+    RunError,
+    list_runs,
+    load_run,
+    newest_by_case,
+    record_path,
+)
+from peftcore.results.variants import with_variants
+from peftcore.spec.schema import flat
+from peftcore.vocab.quantities import Quantity, higher_is_better, metric_names
+from peftcore.vocab.record import (
     COST_BLOCKS,
     FIGURES,
     METRIC_BLOCKS,
@@ -46,15 +55,6 @@ from peftcore.results.record import (
     case_seed,
     primary_metric,
 )
-from peftcore.results.store import (
-    RunError,
-    list_runs,
-    load_run,
-    newest_by_case,
-    record_path,
-)
-from peftcore.results.variants import with_variants
-from peftcore.spec.schema import flat
 
 if TYPE_CHECKING:
     import pandas as pd

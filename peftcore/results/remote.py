@@ -28,6 +28,7 @@ from typing import Any
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.manifest import GRID_FOLDER
+from peftcore.results.store import record_path
 from peftcore.storage import atomic_write_bytes, cache_root
 
 
@@ -89,8 +90,6 @@ class RemoteResults:
 
     def push(self, run_dir: Path, record: Mapping[str, Any]) -> None:
         """Upload the record of ``run_dir`` (in the mirror), its own adapter's files first."""
-        from peftcore.results.store import record_path
-
         relative = record.get("adapter_dir")
         if relative:
             adapter = (run_dir / relative).resolve()

@@ -2,7 +2,7 @@
 
 Layout::
 
-    <results>/<run-id>/cases/<case-id>.json     a record (peftcore.results.record), written atomically
+    <results>/<run-id>/cases/<case-id>.json     a record (peftcore.vocab.record), written atomically
     <results>/<run-id>/adapters/<case-id>/      its trained adapter (PeftModel.from_pretrained)
     <results>/<run-id>/grid/<K>-of-<N>.json      what each session (shard) selected (results.manifest)
 
@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.manifest import GridStatus, grid_status
-from peftcore.results.record import (
+from peftcore.storage import atomic_write_json
+from peftcore.vocab.record import (
     REQUIRED_KEYS,
     STATUSES,
     CaseKey,
@@ -37,7 +38,6 @@ from peftcore.results.record import (
     check_record,
     finished_at,
 )
-from peftcore.storage import atomic_write_json
 
 __all__ = [
     "Earlier",

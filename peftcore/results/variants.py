@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from peftcore.deploy.variants import variant_method
+from peftcore.vocab.variants import variant_method
 
 _DEPLOYMENT = ("size_bytes", "load_seconds", "build_seconds", "footprint_bytes")
 

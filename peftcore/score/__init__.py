@@ -19,8 +19,9 @@ The modules, in the order a call goes through them:
 - ``judge``: the optional LLM judge.
 
 ``score`` and ``ScoreResult`` are loaded on first use: importing the package (as importing
-``peftcore.score.metrics`` or ``peftcore.score.judge`` does, at pytest collection) loads no
-evaluator, and nothing here imports torch, transformers or sentence-transformers at import.
+``peftcore.score.metrics`` or ``peftcore.score.judge`` does) loads no evaluator, and nothing here
+imports torch, transformers or sentence-transformers at import. Collection imports none of it:
+specs check metric names against :mod:`peftcore.vocab.metrics`.
 """
 
 from __future__ import annotations

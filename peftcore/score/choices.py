@@ -25,13 +25,13 @@ from peftcore.score.evaluator import (
     metric_names,
 )
 from peftcore.score.loglikelihood import TokenRequest, sum_logprobs, token_loglikelihoods
-from peftcore.score.metric_registry import TASK_INPUTS
 from peftcore.score.metrics import resolve_metric
 from peftcore.score.model_capabilities import can_share_context
 from peftcore.train.prompting import PromptFormat
+from peftcore.vocab.metrics import EVALUATOR_METRICS, TASK_INPUTS
 
 # What the choice evaluator reports whatever the task lists.
-CHOICE_METRICS = ("accuracy", "accuracy_norm")
+CHOICE_METRICS = EVALUATOR_METRICS["multiple_choice"]
 # Metrics of a choice task take the chosen indices, or every choice's log-likelihood (Brier score).
 CHOICE_INPUTS = TASK_INPUTS["multiple_choice"]
 

@@ -25,6 +25,7 @@ from peftcore.score.evaluator import (
     metric_names,
 )
 from peftcore.score.number_metrics import extract_number
+from peftcore.vocab.metrics import EVALUATOR_METRICS
 
 if TYPE_CHECKING:
     from peftcore.spec import EvalSettings, TaskSpec
@@ -110,4 +111,4 @@ def _finish_generation(
     return metrics, predictions, kept
 
 
-GENERATION = Evaluator(("texts",), (), _infer_generation, _finish_generation)
+GENERATION = Evaluator(("texts",), EVALUATOR_METRICS["generation"], _infer_generation, _finish_generation)

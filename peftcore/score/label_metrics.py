@@ -25,25 +25,19 @@ def correct(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> list[flo
 
 @register(
     "accuracy",
-    higher_is_better=True,
     per_example=correct,
     description="fraction of examples whose chosen label is the gold label",
-    inputs="indices",
 )
 @register(
     "accuracy_norm",
-    higher_is_better=True,
     description="accuracy when each choice's log-likelihood is divided by its length in characters "
     "(lm-evaluation-harness acc_norm)",
-    inputs="indices",
     per_example=correct,
 )
 @register(
     "accuracy_bytes",
-    higher_is_better=True,
     description="accuracy when each choice's log-likelihood is divided by its length in UTF-8 bytes "
     "(lm-evaluation-harness acc_bytes)",
-    inputs="indices",
     per_example=correct,
 )
 def accuracy(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
@@ -61,9 +55,7 @@ def accuracy(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
 
 @register(
     "macro_f1",
-    higher_is_better=True,
     description="unweighted mean of per-class F1 over the classes in gold or predicted",
-    inputs="indices",
 )
 def macro_f1(predicted: Sequence[Hashable], gold: Sequence[Hashable]) -> float:
     """Macro-averaged F1 over every class that appears in ``gold`` or ``predicted``.
@@ -105,10 +97,8 @@ def brier_terms(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) 
 
 @register(
     "brier_score",
-    higher_is_better=False,
     description="mean squared distance between the softmax over the choices' log-likelihoods and the "
     "gold one-hot (lm-evaluation-harness brier_score; 0 is certain and right, 2 certain and wrong)",
-    inputs="choice_loglikelihoods",
     per_example=brier_terms,
 )
 def brier_score(loglikelihoods: Sequence[Sequence[float]], gold: Sequence[int]) -> float:

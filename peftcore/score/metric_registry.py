@@ -1,13 +1,15 @@
-"""The metric registry: every built-in metric by the name task specs use, with its direction.
+"""The metric registry: every built-in metric's function, under the name task specs use.
 
-``METRICS`` maps a name to a :class:`Metric`; ``register`` adds a function under a name and
-rejects a name given twice. A metric that is a mean over examples also registers the function
-giving each example's score (``per_example``): scoring keeps those scores, so the metric's
-standard error and paired comparisons between cases come from them (:mod:`peftcore.stats`).
-The metric functions register themselves from their own modules (``text_metrics``,
-``number_metrics``, ...); :mod:`peftcore.score.metrics` imports them all, so the registry is
-complete once that module is imported. This module imports nothing of them, which is what lets
-them import ``register`` from here.
+``METRICS`` maps a name to a :class:`Metric`; ``register`` adds a function under a name that
+:mod:`peftcore.vocab.metrics` declares (its direction, inputs and kind of uncertainty are
+declared there, once, for every layer to read) and rejects a name given twice or not declared.
+A metric that is a mean over examples also registers the function giving each example's score
+(``per_example``): scoring keeps those scores, so the metric's standard error and paired
+comparisons between cases come from them (:mod:`peftcore.stats`). The metric functions register
+themselves from their own modules (``text_metrics``, ``number_metrics``, ...);
+:mod:`peftcore.score.metrics` imports them all, so the registry is complete once that module is
+imported. This module imports nothing of them, which is what lets them import ``register`` from
+here.
 """
 
 from __future__ import annotations
@@ -15,19 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from peftcore.errors import PeftcoreError
-
-MetricInputs = Literal["texts", "indices", "choice_loglikelihoods", "nll", "judge"]
-
-# What each task type's evaluator gives its metrics (judged metrics come from generated answers).
-TASK_INPUTS: dict[str, tuple[str, ...]] = {
-    "multiple_choice": ("indices", "choice_loglikelihoods"),
-    "classification": ("indices", "choice_loglikelihoods"),
-    "generation": ("texts", "judge"),
-    "language_modeling": ("nll",),
-}
+from peftcore.vocab.metrics import BUILT_IN_METRICS, MetricInputs
 
 
 @dataclass(frozen=True)
@@ -63,19 +56,37 @@ class MetricError(PeftcoreError):
 METRICS: dict[str, Metric] = {}
 
 
-def register(
+def built_in(
     name: str,
-    *,
-    higher_is_better: bool,
+    fn: Callable[..., float] | None,
     description: str,
-    inputs: MetricInputs = "texts",
     per_example: Callable[..., Sequence[float]] | None = None,
+) -> Metric:
+    """The :class:`Metric` of a name :mod:`peftcore.vocab.metrics` declares, computed by ``fn``.
+
+    ``ValueError`` for a name not declared there, or per-example scores that disagree with the
+    declared uncertainty (a ``"mean"`` metric has them, any other has none).
+    """
+    info = BUILT_IN_METRICS.get(name)
+    if info is None:
+        raise ValueError(f"metric {name!r} is not declared in peftcore.vocab.metrics.BUILT_IN_METRICS")
+    if (per_example is not None) != (info.uncertainty == "mean"):
+        raise ValueError(
+            f"metric {name!r} is declared with uncertainty {info.uncertainty!r}, so it "
+            + ("needs" if info.uncertainty == "mean" else "takes no")
+            + " per-example scores"
+        )
+    return Metric(name, fn, info.higher_is_better, description, info.inputs, per_example)
+
+
+def register(
+    name: str, *, description: str, per_example: Callable[..., Sequence[float]] | None = None
 ) -> Callable[[Any], Any]:
     """Decorator adding ``fn`` to ``METRICS`` as ``name`` (with its per-example scores, for a
-    mean); ``ValueError`` if the name is taken."""
+    mean); ``ValueError`` if the name is taken or not declared (see :func:`built_in`)."""
 
     def decorate(fn: Any) -> Any:
-        add_metric(Metric(name, fn, higher_is_better, description, inputs, per_example))
+        add_metric(built_in(name, fn, description, per_example))
         return fn
 
     return decorate

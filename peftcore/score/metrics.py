@@ -1,8 +1,9 @@
-"""Quality metrics as pure functions, each declaring once whether higher or lower is better.
+"""Quality metrics as pure functions, each under a name :mod:`peftcore.vocab.metrics` declares.
 
 Every metric lives in ``METRICS`` under the name task specs use (``metrics: [f1, exact_match]``);
-importing this module registers them all. What a metric's function takes depends on
-``Metric.inputs``:
+importing this module registers them all. Whether higher or lower is better, and what a metric
+takes, is declared once, with its name, in :mod:`peftcore.vocab.metrics`. What a metric's
+function takes depends on ``Metric.inputs``:
 
 - ``"texts"``: ``fn(predictions, references) -> float``; ``predictions`` are generated strings,
   each reference is one gold string or a sequence of gold strings (the best one counts).
@@ -34,7 +35,7 @@ from typing import Any
 
 from peftcore.score.label_metrics import accuracy, macro_f1
 from peftcore.score.metric_inputs import Reference, check_pairs, mean
-from peftcore.score.metric_registry import METRICS, Metric, MetricError, MetricInputs, add_metric, register
+from peftcore.score.metric_registry import METRICS, Metric, MetricError, add_metric, built_in, register
 from peftcore.score.nll_metrics import perplexity
 from peftcore.score.number_metrics import (
     abs_diff,
@@ -52,13 +53,13 @@ from peftcore.score.text_metrics import (
     normalize_answer,
     rouge_l,
 )
+from peftcore.vocab.metrics import judged_metrics
 
 __all__ = [
     "METRICS",
     "MINILM_INSTALL",
     "Metric",
     "MetricError",
-    "MetricInputs",
     "Reference",
     "abs_diff",
     "accuracy",
@@ -84,15 +85,10 @@ __all__ = [
 
 # --------------------------------------------------------------------------- judged metrics
 
-for _criterion in ("correctness", "completeness", "faithfulness"):
+for _name in judged_metrics():
+    _criterion = _name.removeprefix("judge_")
     add_metric(
-        Metric(
-            f"judge_{_criterion}",
-            None,
-            higher_is_better=True,
-            description=f"mean {_criterion} score 1-5 given by an LLM judge (peftcore.score.judge)",
-            inputs="judge",
-        )
+        built_in(_name, None, f"mean {_criterion} score 1-5 given by an LLM judge (peftcore.score.judge)")
     )
 
 

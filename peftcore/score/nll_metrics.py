@@ -12,9 +12,7 @@ from peftcore.score.metric_registry import register
 
 @register(
     "perplexity",
-    higher_is_better=False,
     description="exp(total negative log-likelihood / total tokens) of the held-out text",
-    inputs="nll",
 )
 def perplexity(total_nll: float, total_tokens: int) -> float:
     """Perplexity from a summed natural-log NLL; ``inf`` when it overflows a float.

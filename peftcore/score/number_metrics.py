@@ -83,7 +83,6 @@ def number_matches(predictions: Sequence[str], references: Sequence[Reference]) 
 
 @register(
     "number_exact_match",
-    higher_is_better=True,
     description="fraction of answers whose extracted number equals a gold number (GSM8K)",
     per_example=number_matches,
 )
@@ -135,7 +134,6 @@ def abs_diffs(predictions: Sequence[str], references: Sequence[Reference]) -> li
 
 @register(
     "abs_diff",
-    higher_is_better=False,
     description="mean |predicted - gold| number over answers that contain a number (see "
     "number_unparseable_rate for the others); nan when none does",
     per_example=abs_diffs,
@@ -163,7 +161,6 @@ def unparseable(predictions: Sequence[str], references: Sequence[Reference]) -> 
 
 @register(
     "number_unparseable_rate",
-    higher_is_better=False,
     description="fraction of answers with no number in them (the ones abs_diff leaves out)",
     per_example=unparseable,
 )

@@ -21,6 +21,7 @@ from peftcore.score.evaluator import (
 )
 from peftcore.score.loglikelihood import TokenRequest, token_loglikelihoods
 from peftcore.score.metrics import resolve_metric
+from peftcore.vocab.metrics import EVALUATOR_METRICS
 
 
 def sliding_windows(tokens: Sequence[int], window: int, stride: int) -> list[TokenRequest]:
@@ -100,4 +101,6 @@ def _finish_perplexity(
     return metrics, predictions, kept
 
 
-PERPLEXITY = Evaluator(("nll",), ("perplexity",), _infer_perplexity, _finish_perplexity)
+PERPLEXITY = Evaluator(
+    ("nll",), EVALUATOR_METRICS["language_modeling"], _infer_perplexity, _finish_perplexity
+)

@@ -64,7 +64,6 @@ def best_cosines(predictions: Sequence[str], references: Sequence[Reference]) ->
 
 @register(
     "cosine_similarity",
-    higher_is_better=True,
     description="cosine of all-MiniLM-L6-v2 sentence embeddings, best reference, mean (-1..1)",
     per_example=best_cosines,
 )
@@ -107,7 +106,6 @@ def bertscore_f1s(predictions: Sequence[str], references: Sequence[Reference]) -
 
 @register(
     "bertscore_f1",
-    higher_is_better=True,
     description="BERTScore F1 with all-MiniLM-L6-v2 (6 layers, not rescaled), best reference, mean",
     per_example=bertscore_f1s,
 )

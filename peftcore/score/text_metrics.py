@@ -82,7 +82,6 @@ def exact_match_score(prediction: str, gold: str) -> float:
 
 @register(
     "f1",
-    higher_is_better=True,
     description="SQuAD v1.1 token F1, best gold answer, mean (0-1)",
     per_example=functools.partial(best_over_golds, f1_score),
 )
@@ -97,7 +96,6 @@ def f1(predictions: Sequence[str], references: Sequence[Reference]) -> float:
 
 @register(
     "exact_match",
-    higher_is_better=True,
     description="SQuAD v1.1 exact match, any gold answer (0-1)",
     per_example=functools.partial(best_over_golds, exact_match_score),
 )
@@ -127,7 +125,6 @@ def _rouge_l_fmeasure(prediction: str, gold: str) -> float:
 
 @register(
     "rouge_l",
-    higher_is_better=True,
     description="ROUGE-L F-measure, best reference, mean (0-1)",
     per_example=functools.partial(best_over_golds, _rouge_l_fmeasure),
 )

@@ -6,52 +6,25 @@ per-example scores (:class:`peftcore.score.evaluator.ExampleScores`).
   ``mean_stderr``; the Wilson interval when every score is 0 or 1, else the normal interval.
   Examples the metric leaves out (nan, e.g. ``abs_diff`` without a number) are not counted.
 - A corpus-level metric (macro F1, perplexity): a seeded bootstrap over examples, vectorised
-  (:mod:`peftcore.stats`); the number of resamples and the seed are recorded.
+  (:mod:`peftcore.stats`, the statistic from :func:`peftcore.vocab.metrics.corpus_statistic`);
+  the number of resamples and the seed are recorded.
 - Any other metric (an ``evaluate`` metric, a judged one): no interval; it is left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import numpy as np
+from peftcore.vocab.metrics import corpus_statistic
 
+if TYPE_CHECKING:
     from peftcore.score.evaluator import ExampleScores
 
 CONFIDENCE = 0.95
 RESAMPLES = 1000
 SEED = 0
-# Corpus-level metrics recomputed on a resample from their kept inputs.
-CORPUS_METRICS = ("macro_f1", "perplexity")
-
-
-def has_example_scores(name: str) -> bool:
-    """Whether scoring keeps what metric ``name`` needs for intervals and paired comparisons:
-    per-example scores of a mean, or a corpus metric's inputs."""
-    from peftcore.score.metrics import METRICS
-
-    metric = METRICS.get(name)
-    return name in CORPUS_METRICS or (metric is not None and metric.per_example is not None)
-
-
-def _corpus_statistic(name: str, inputs: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
-    from peftcore import stats
-
-    if name == "macro_f1":
-        return stats.macro_f1_statistic(inputs["predicted"], inputs["gold"])
-    if name == "perplexity":
-        return stats.ratio_perplexity(inputs["nll"], inputs["tokens"])
-    return None
-
-
-def corpus_statistic(name: str, examples: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The vectorised statistic of corpus metric ``name`` over a split's stored ``examples``
-    block (``corpus`` inputs), or None when the block cannot recompute it."""
-    inputs = (examples.get("corpus") or {}).get(name)
-    return _corpus_statistic(name, inputs) if isinstance(inputs, Mapping) else None
 
 
 def metric_intervals(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftcore.errors import SpecError, suggest
-from peftcore.results.quantities import Quantity
 from peftcore.spec.checks import (
     check_bounds_reported,
     check_budget,
@@ -36,6 +35,9 @@ from peftcore.spec.types import (
     TaskSpec,
     TrainingBudget,
 )
+from peftcore.vocab.quantities import Quantity
+from peftcore.vocab.record import METRIC_BLOCKS
+from peftcore.vocab.variants import mergeable, split_variant_method, variant_method
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,6 @@ def _deployed_cells(
 ) -> list[tuple[str, str, str]]:
     """The grid's deployment variants as cells (``lora@nf4``), for gates that name them. A rule
     naming a variant of a method whose tuner cannot merge is an error: it could never apply."""
-    from peftcore.deploy.variants import mergeable, split_variant_method, variant_method
-
     variants = profile.deploy.variants
     for rule in profile.compare.rules:
         for key, name in [("case", c) for c in rule.cases] + [("baseline", rule.baseline)]:
@@ -351,8 +351,6 @@ def _check_gates_reported(
     """A gate on a metric that no case it applies to reports would pass unchecked (the gates
     find it not applicable): an ``expect:`` bound (the profile's, or a task's) or a ``compare:``
     rule. One line naming the file, the key, and the metrics those cases report."""
-    from peftcore.results.record import METRIC_BLOCKS
-
     judge = profile.eval.judge is not None
     for task in tasks.values():
         check_bounds_reported(task, judge=judge)

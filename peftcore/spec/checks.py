@@ -16,6 +16,9 @@ from peftcore.spec.schema import build
 from peftcore.spec.templates import check_templates
 from peftcore.spec.trainer_names import accepted
 from peftcore.spec.types import SECTION, DataSizes, ProfileSpec, TaskSpec, TrainingBudget
+from peftcore.vocab.metrics import BUILT_IN_METRICS, EVALUATOR_METRICS, TASK_INPUTS, judged_metrics
+from peftcore.vocab.record import METRIC_BLOCKS
+from peftcore.vocab.variants import parse_variant
 
 
 def check_spec(kind: str, spec: Any) -> None:
@@ -94,9 +97,7 @@ def check_spec(kind: str, spec: Any) -> None:
 
 
 def _check_deploy(profile: ProfileSpec) -> None:
-    """Every ``deploy.variants`` name is one peftcore can build (peftcore.deploy.variants), once."""
-    from peftcore.deploy.variants import parse_variant
-
+    """Every ``deploy.variants`` name is one peftcore can build (peftcore.vocab.variants), once."""
     names = profile.deploy.variants
     for index, name in enumerate(names):
         try:
@@ -233,19 +234,18 @@ def check_sizes(sizes: DataSizes, file: str | Path | None, prefix: str = "data")
 def check_metrics(task: TaskSpec) -> None:
     """Every metric a task names exists and takes what the task's evaluator gives.
 
-    A built-in metric declares its inputs (peftcore.score.metrics); a name that is not built in
+    A built-in metric declares its inputs (peftcore.vocab.metrics); a name that is not built in
     is an ``evaluate`` metric: a module file by path, or a name on the hub, which needs a
     network (refused here when the run is offline, as pytest runs are unless --allow-network).
     """
-    from peftcore.score.metric_registry import TASK_INPUTS
-    from peftcore.score.metrics import METRICS
-
     for index, name in enumerate(task.metrics):
         key = f"metrics[{index}]"
-        metric = METRICS.get(name)
+        metric = BUILT_IN_METRICS.get(name)
         if metric is not None:
             if metric.inputs not in TASK_INPUTS[task.type]:
-                fitting = sorted(m for m, spec in METRICS.items() if spec.inputs in TASK_INPUTS[task.type])
+                fitting = sorted(
+                    m for m, info in BUILT_IN_METRICS.items() if info.inputs in TASK_INPUTS[task.type]
+                )
                 raise SpecError(
                     task.file,
                     key,
@@ -260,7 +260,9 @@ def check_metrics(task: TaskSpec) -> None:
             raise SpecError(
                 task.file,
                 key,
-                f"unknown metric {name!r}; " + suggest(name, METRICS) + " (a hub `evaluate` metric needs "
+                f"unknown metric {name!r}; "
+                + suggest(name, BUILT_IN_METRICS)
+                + " (a hub `evaluate` metric needs "
                 "a network: --allow-network; offline, name a local module file)",
             )
 
@@ -268,18 +270,15 @@ def check_metrics(task: TaskSpec) -> None:
 def reported_metrics(task: TaskSpec, *, judge: bool | None = None) -> tuple[str, ...]:
     """The metrics a case of ``task`` reports on its held-out and seen splits, in order.
 
-    The task's own, what its evaluator adds whatever the task lists (:mod:`peftcore.score.run`:
+    The task's own, what its evaluator adds whatever the task lists (:mod:`peftcore.vocab.metrics`:
     ``accuracy`` and ``accuracy_norm`` for choices, ``perplexity`` for language modelling;
     ``number_unparseable_rate`` next to ``abs_diff``, :mod:`peftcore.score.generation`), and on a
     generation task the LLM judge's scores when the profile sets ``eval.judge`` (``judge`` None:
     not known yet, counted as possible). A judged metric the task lists is reported only then.
     """
-    from peftcore.score.metrics import METRICS
-    from peftcore.score.run import EVALUATORS
-
-    judged = tuple(name for name, metric in METRICS.items() if metric.inputs == "judge")
+    judged = judged_metrics()
     judge_on = task.type == "generation" and judge is not False
-    names = [*EVALUATORS[task.type].extra, *(m for m in task.metrics if judge_on or m not in judged)]
+    names = [*EVALUATOR_METRICS[task.type], *(m for m in task.metrics if judge_on or m not in judged)]
     if "abs_diff" in task.metrics:
         names.append("number_unparseable_rate")
     if judge_on:
@@ -290,8 +289,6 @@ def reported_metrics(task: TaskSpec, *, judge: bool | None = None) -> tuple[str,
 def check_bounds_reported(task: TaskSpec, *, judge: bool | None = None) -> None:
     """SpecError for a task's ``expect:`` bound on a metric its cases never report (the gate
     would find it not applicable and pass it unchecked), naming the metrics they do report."""
-    from peftcore.results.record import METRIC_BLOCKS
-
     reported = reported_metrics(task, judge=judge)
     for bound in task.expect.bounds:
         quantity = bound.quantity

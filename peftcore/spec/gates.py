@@ -3,7 +3,7 @@
 Checking them against records is :mod:`peftcore.gates`; here they only become typed values, so
 a malformed gate fails at collection (and in ``peftcore list``) with the file and key named,
 before anything trains. Quantity names (``f1``, ``seen.f1``, ``primary``, ``peak_memory_bytes``,
-...) are those of :mod:`peftcore.results.quantities`.
+...) are those of :mod:`peftcore.vocab.quantities`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peftcore.errors import SpecError
-from peftcore.results.quantities import Quantity, Tolerance, parse_quantity, parse_tolerance
 from peftcore.spec.schema import plain, suggest
 from peftcore.units import parse_bytes
+from peftcore.vocab.metrics import has_example_scores
+from peftcore.vocab.quantities import Quantity, Tolerance, parse_quantity, parse_tolerance
 
 
 def _number(value: Any, *, bytes_ok: bool) -> float:
@@ -280,8 +281,6 @@ def _confidence(
             f"{key}.confidence",
             "only a metric: rule with must: beat or max_drop: has a paired interval (per-example scores)",
         )
-    from peftcore.score.uncertainty import has_example_scores
-
     name = str(rule["metric"]).rpartition(".")[2]
     if name != "primary" and not has_example_scores(name):
         raise SpecError(

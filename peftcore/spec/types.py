@@ -143,7 +143,7 @@ class EvalSettings:
 @dataclass(frozen=True)
 class DeploySettings:
     """Deployment variants derived from every trained case's saved adapter, each scored on the
-    case's held-out and seen examples (peftcore.deploy.variants lists the names)."""
+    case's held-out and seen examples (peftcore.vocab.variants lists the names)."""
 
     variants: tuple[str, ...] = ()  # the variants to build, e.g. [merged, int8, nf4, gguf-f16, gguf-q8_0]
     double_quant: bool = True  # nf4/fp4 variants: quantize the 4-bit scales too

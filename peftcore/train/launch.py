@@ -239,10 +239,8 @@ def _rank_environment(processes: int) -> dict[str, str]:
     same code) and the session's CPU threads shared between the ranks."""
     import torch
 
-    import peftcore
-
     env = dict(os.environ)
-    root = str(Path(peftcore.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding this peftcore package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // processes))
     env["PYTHONUNBUFFERED"] = "1"

@@ -8,7 +8,7 @@ The cost figures a record carries (``FIGURES``) are derived from the field annot
 a field annotated ``Annotated[<type>, Figure(unit, higher_is_better)]`` is a figure that gates,
 baselines and reports can name; its direction (``True``: higher is better, ``False``: lower is
 better, ``None``: neither, a count) is declared once, here, as metric directions are declared
-next to each metric (:mod:`peftcore.score.metrics`).
+with each metric's name (:mod:`peftcore.vocab.metrics`).
 """
 
 from __future__ import annotations
@@ -330,6 +330,11 @@ def case_seed(record: Mapping[str, Any]) -> int:
 
 
 CaseKey = tuple[str, str, str, int]
+
+
+def case_name(record: Mapping[str, Any]) -> str:
+    """``<method>-<model>-<task>``: a case whatever its seed."""
+    return f"{record['method']}-{record['model']}-{record['task']}"
 
 
 def case_key(record: Mapping[str, Any]) -> CaseKey:

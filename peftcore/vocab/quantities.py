@@ -1,7 +1,8 @@
 """The numbers of a case record: their names, where a record keeps them, and how they are written.
 
-Pure functions over records (see :mod:`peftcore.results.store`), shared by the gates
-(:mod:`peftcore.gates.checks`), the baseline comparison (:mod:`peftcore.gates.baseline`) and the report.
+Pure functions over records (see :mod:`peftcore.results.store`), shared by specs (``expect:`` and
+``compare:`` name quantities), the gates (:mod:`peftcore.gates.bounds`, :mod:`peftcore.gates.rules`),
+the baseline comparison (:mod:`peftcore.gates.baseline`) and the report.
 
 Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-fail``::
 
@@ -15,8 +16,8 @@ Names of quantities, shared by ``expect:``, ``compare:`` and ``--metric-compare-
     ood.nq_open.f1               a metric of another task the case is also scored on
     ood.nq_open.primary          (profile eval.also_score: metrics["ood.nq_open"]), its first metric
 
-Directions (is higher better?) are declared once: next to each metric
-(:mod:`peftcore.score.metrics`) and on each figure of the record (:mod:`peftcore.results.record`);
+Directions (is higher better?) are declared once: with each metric's name
+(:mod:`peftcore.vocab.metrics`) and on each figure of the record (:mod:`peftcore.vocab.record`);
 :func:`higher_is_better` answers for both.
 """
 
@@ -29,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.errors import suggest
-from peftcore.results.record import (
+from peftcore.units import format_bytes
+from peftcore.vocab.metrics import BUILT_IN_METRICS
+from peftcore.vocab.record import (
     FIGURES,
     METRIC_BLOCKS,
     OOD_PREFIX,
@@ -38,10 +41,8 @@ from peftcore.results.record import (
     primary_metric,
     task_metrics,
 )
-from peftcore.score.metrics import METRICS
-from peftcore.units import format_bytes
 
-# The numeric figures each cost block of a record carries (see peftcore.results.record).
+# The numeric figures each cost block of a record carries (see peftcore.vocab.record).
 RECORD_FIGURES: dict[str, tuple[str, ...]] = {block: tuple(names) for block, names in FIGURES.items()}
 RELATIVE_SLACK = 1e-9  # so that 0.40 - 0.38 is not "more than 0.02" in binary floating point
 
@@ -51,8 +52,8 @@ RELATIVE_SLACK = 1e-9  # so that 0.40 - 0.38 is not "more than 0.02" in binary f
 
 def higher_is_better(name: str) -> bool | None:
     """Direction of a metric or cost figure by name; None when unknown or a figure without one."""
-    if name in METRICS:
-        return METRICS[name].higher_is_better
+    if name in BUILT_IN_METRICS:
+        return BUILT_IN_METRICS[name].higher_is_better
     return figure_direction(name)
 
 
@@ -127,7 +128,7 @@ def parse_quantity(text: str, known_metrics: Collection[str] = (), *, lenient: b
     """
     if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z_][\w.-]*", text):
         raise ValueError(f"{text!r} is not a metric or figure name")
-    metrics = {*METRICS, *known_metrics, "primary"}
+    metrics = {*BUILT_IN_METRICS, *known_metrics, "primary"}
     head, _, tail = text.partition(".")
     if head == "ood":
         task, _, metric = tail.partition(".")
