@@ -446,6 +446,4 @@ def test_device_and_learning_rates_read_as_words(tmp_path: Path) -> None:
     newer = grid(methods=("base",), tasks=("squad",), provenance={"device": device})
     out = write_report([write_run(tmp_path / "runs", "r2", newer)], tmp_path / "report2")
     md = (out / "summary.md").read_text()
-    assert (
-        "- **Device:** cpu (Xeon 8488C, amx, 2 cores, 2 torch threads, fast bf16)" in md
-    )
+    assert "- **Device:** cpu (Xeon 8488C, amx, 2 cores, 2 torch threads, fast bf16)" in md
