@@ -42,12 +42,13 @@ browser:
 
 # CI gate: the smoke profile against a committed real smoke run (pytest-benchmark JSON, seed 0),
 # through the statistical gate: a drop fails only beyond the paired sampling error plus the
-# training noise measured over seeds 0-3, Holm over every quantity (README, Gates that know noise).
+# training noise measured over seeds 0-3, Holm over every quantity (docs/gates.md).
 SMOKE_BASELINE ?= reports/baselines/smoke.json
 SMOKE_TOLERANCES ?= reports/baselines/smoke-noise.yaml
 
+# --durations: where the suite's time went, printed at the end of every run.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 	$(PY) -m pytest benchmarks --profile smoke \
 		--metric-baseline $(SMOKE_BASELINE) --metric-compare-fail=$(SMOKE_TOLERANCES)
 
