@@ -316,6 +316,32 @@ def test_the_report_has_a_row_per_variant_with_its_drop() -> None:
     assert csv_lines[2].split(",")[1] == "lora-m-sst2@nf4"
 
 
+def test_a_variants_change_carries_its_interval_paired_over_the_examples() -> None:
+    """Δ of a variant scored on the same examples as its case: the paired difference and its 95%
+    interval (peftcore.compare), the same numbers compare() gives for the two rows."""
+    from peftcore.report.deploy import deploy_md
+    from peftcore.results.compare import compare
+
+    uids = [f"e{i}" for i in range(8)]
+    case_scores = [0.10, 0.30, 0.20, 0.40, 0.25, 0.35, 0.15, 0.25]
+    variant_scores = [s + d for s, d in zip(case_scores, [0.02, 0.0, 0.01, 0.03, -0.01, 0.02, 0.01, 0.0])]
+
+    def examples(scores: list[float]) -> dict[str, Any]:
+        return {"held_out": {"uid": uids, "scores": {"brier_score": scores}}}
+
+    variant = {
+        "status": "finished",
+        "metrics": {"held_out": {"brier_score": sum(variant_scores) / 8}},
+        "examples": examples(variant_scores),
+    }
+    record = _record("lora", sum(case_scores) / 8, {"nf4": variant})
+    record["examples"] = examples(case_scores)
+    change = compare(variant_rows(record)[0], record, "brier_score")
+    assert change.low < change.difference < change.high and change.n == 8
+    row = next(line for line in deploy_md([record]) if line.startswith("| lora@nf4 |"))
+    assert f"| {change.difference:+.4f} [{change.low:+.4f}, {change.high:+.4f}] |" in row
+
+
 def test_the_html_report_plots_each_variant_against_size_and_latency(tmp_path: Path) -> None:
     from peftcore.report.html import report_html
     from peftcore.report.plots import draw_plots

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftcore.report.formats import DASH
+from peftcore.results.compare import CompareError, compare
 from peftcore.results.variants import unbuilt_variants, variant_rows
 from peftcore.units import format_bytes
 from peftcore.vocab.quantities import format_value
@@ -25,6 +26,19 @@ from peftcore.vocab.record import primary_metric
 def _num(block: Mapping[str, Any] | None, key: str) -> float | None:
     value = (block or {}).get(key)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _change(variant: Mapping[str, Any], case: Mapping[str, Any], metric: str, delta: float | None) -> str:
+    """The variant's change against the case as trained, with its 95% interval paired over the
+    examples both were scored on (``+0.0050 [-0.0021, +0.0121]``); the bare change when either
+    has no per-example scores of the metric."""
+    if delta is None:
+        return DASH
+    try:
+        change = compare(variant, case, metric)
+    except (CompareError, LookupError, TypeError):  # no or malformed per-example scores
+        return _cell(delta, "signed")
+    return f"{change.difference:+.4f} [{change.low:+.4f}, {change.high:+.4f}]"
 
 
 def _cell(value: float | None, kind: str) -> str:
@@ -100,7 +114,7 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
                     [
                         str(row["method"]),
                         format_value(metric, value),
-                        _cell(delta, "signed"),
+                        _change(row, record, metric, delta) if variant is not None else DASH,
                         _cell(_num(deployment, "size_bytes"), "bytes"),
                         _cell(_num(deployment, "load_seconds"), "number"),
                         _cell(latency, "number"),
@@ -120,7 +134,8 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
 
 LEAD = (
     "Each variant is built from the case's saved adapter (merged, then quantized or exported) and "
-    "scored on the same held-out examples; Δ is against the case as trained (the unmerged adapter)."
+    "scored on the same held-out examples; Δ is against the case as trained (the unmerged adapter), "
+    "with its 95% interval paired over those examples when both kept per-example scores."
 )
 
 
