@@ -324,7 +324,8 @@ def test_a_variants_change_carries_its_interval_paired_over_the_examples() -> No
 
     uids = [f"e{i}" for i in range(8)]
     case_scores = [0.10, 0.30, 0.20, 0.40, 0.25, 0.35, 0.15, 0.25]
-    variant_scores = [s + d for s, d in zip(case_scores, [0.02, 0.0, 0.01, 0.03, -0.01, 0.02, 0.01, 0.0])]
+    shifts = [0.02, 0.0, 0.01, 0.03, -0.01, 0.02, 0.01, 0.0]
+    variant_scores = [s + d for s, d in zip(case_scores, shifts, strict=True)]
 
     def examples(scores: list[float]) -> dict[str, Any]:
         return {"held_out": {"uid": uids, "scores": {"brier_score": scores}}}
