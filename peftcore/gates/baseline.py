@@ -175,6 +175,54 @@ def scalar_quantities(records: Iterable[Mapping[str, Any]]) -> list[Quantity]:
     return ordered + list(figures)
 
 
+@dataclass(frozen=True)
+class _Matched:
+    """The cases of a run matched with the baseline's (on method, model, task, seed)."""
+
+    pairs: list[tuple[CaseKey, Mapping[str, Any], Mapping[str, Any]]]  # both finished: (key, now, then)
+    unavailable: list[tuple[str, str]]  # (case id, why): matched, but one side did not finish
+    notes: list[str]
+    new: tuple[str, ...]  # in the run, not in the baseline
+    missing: tuple[str, ...]  # in the baseline, not run
+    matched: tuple[str, ...]
+
+    def result(self, rows: Sequence[ComparisonRow], tolerances: Mapping[str, Tolerance]) -> ComparisonResult:
+        return ComparisonResult(
+            tuple(rows),
+            self.new,
+            self.missing,
+            tuple(self.unavailable),
+            tuple(self.notes),
+            dict(tolerances),
+            self.matched,
+        )
+
+
+def _match(records: Iterable[Mapping[str, Any]], baseline_records: Iterable[Mapping[str, Any]]) -> _Matched:
+    current = newest_by_case(records, finished_only=False)
+    baseline = newest_by_case(baseline_records, finished_only=False)
+    pairs, unavailable, notes = [], [], []
+    for key in sorted(current.keys() & baseline.keys()):
+        now, then = current[key], baseline[key]
+        case_id = str(now["case_id"])
+        if now["status"] != "finished" or then["status"] != "finished":
+            which = "this run" if now["status"] != "finished" else "the baseline"
+            status = now["status"] if now["status"] != "finished" else then["status"]
+            unavailable.append((case_id, f"{status} in {which}"))
+            continue
+        if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
+            notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
+        pairs.append((key, now, then))
+    return _Matched(
+        pairs,
+        unavailable,
+        notes,
+        tuple(sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())),
+        tuple(sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())),
+        tuple(sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())),
+    )
+
+
 def compare_records(
     records: Iterable[Mapping[str, Any]],
     baseline_records: Iterable[Mapping[str, Any]],
@@ -188,20 +236,10 @@ def compare_records(
     metric and cost figure is compared and rows read better, worse, same (or changed, for a
     figure without a direction).
     """
-    current = newest_by_case(records, finished_only=False)
-    baseline = newest_by_case(baseline_records, finished_only=False)
+    matched = _match(records, baseline_records)
     table = tolerances if isinstance(tolerances, Tolerances) or tolerances is None else Tolerances(tolerances)
-    rows, unavailable, notes = [], [], []
-    for key in sorted(current.keys() & baseline.keys()):
-        now, then = current[key], baseline[key]
-        case_id = str(now["case_id"])
-        if now["status"] != "finished" or then["status"] != "finished":
-            which = "this run" if now["status"] != "finished" else "the baseline"
-            status = now["status"] if now["status"] != "finished" else then["status"]
-            unavailable.append((case_id, f"{status} in {which}"))
-            continue
-        if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
-            notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
+    rows = []
+    for key, now, then in matched.pairs:
         case_tolerances = table.for_record(now) if table is not None else None
         chosen = (
             [parse_quantity(name, lenient=True) for name in case_tolerances]
@@ -217,7 +255,7 @@ def compare_records(
             tolerance = case_tolerances.get(quantity.label) if case_tolerances is not None else None
             rows.append(
                 ComparisonRow(
-                    case_id,
+                    str(now["case_id"]),
                     key,
                     resolved.label,
                     reference,
@@ -227,18 +265,7 @@ def compare_records(
                     _verdict(value, reference, direction, tolerance),
                 )
             )
-    new = sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())
-    missing = sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())
-    matched = sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())
-    return ComparisonResult(
-        tuple(rows),
-        tuple(new),
-        tuple(missing),
-        tuple(unavailable),
-        tuple(notes),
-        dict(tolerances or {}),
-        tuple(matched),
-    )
+    return matched.result(rows, tolerances or {})
 
 
 def _verdict(value: float, reference: float, direction: bool | None, tolerance: Tolerance | None) -> Verdict:
@@ -263,35 +290,15 @@ def compare_statistical(
     on either side, or the two were scored on different examples."""
     from peftcore.stats import holm
 
-    current = newest_by_case(records, finished_only=False)
-    baseline = newest_by_case(baseline_records, finished_only=False)
+    matched = _match(records, baseline_records)
     pending: list[tuple[str, CaseKey, Quantity, float, float, Noise, Drop]] = []
-    unavailable, notes = [], []
-    for key in sorted(current.keys() & baseline.keys()):
-        now, then = current[key], baseline[key]
-        case_id = str(now["case_id"])
-        if now["status"] != "finished" or then["status"] != "finished":
-            which = "this run" if now["status"] != "finished" else "the baseline"
-            status = now["status"] if now["status"] != "finished" else then["status"]
-            unavailable.append((case_id, f"{status} in {which}"))
-            continue
-        if now.get("case_hash") and then.get("case_hash") and now["case_hash"] != then["case_hash"]:
-            notes.append(f"{case_id}: resolved spec differs from the baseline's (case_hash changed)")
+    for key, now, then in matched.pairs:
         for label, noise in model.for_record(now).items():
             quantity = parse_quantity(label, lenient=True).resolve(now)
             drop = paired_drop(now, then, quantity, noise)
             if drop is not None:
-                pending.append(
-                    (
-                        case_id,
-                        key,
-                        quantity,
-                        quantity.value(then) or 0.0,
-                        quantity.value(now) or 0.0,
-                        noise,
-                        drop,
-                    )
-                )
+                value, reference = quantity.value(now) or 0.0, quantity.value(then) or 0.0
+                pending.append((str(now["case_id"]), key, quantity, reference, value, noise, drop))
     alpha = 1 - model.confidence
     worse: list[float] = list(holm([d.p_worse for *_, d in pending])) if pending else []
     better: list[float] = list(holm([d.p_better for *_, d in pending])) if pending else []
@@ -320,16 +327,11 @@ def compare_statistical(
                 noise=noise.describe(),
             )
         )
-    new = sorted(str(current[k]["case_id"]) for k in current.keys() - baseline.keys())
-    missing = sorted(str(baseline[k]["case_id"]) for k in baseline.keys() - current.keys())
-    matched = sorted(str(current[k]["case_id"]) for k in current.keys() & baseline.keys())
-    notes.append(
+    matched.notes.append(
         f"statistical gate: {len(rows)} quantities, Holm at family-wise {model.confidence:.0%} "
         f"(noise measured in {model.source})"
     )
-    return ComparisonResult(
-        tuple(rows), tuple(new), tuple(missing), tuple(unavailable), tuple(notes), {}, tuple(matched)
-    )
+    return matched.result(rows, {})
 
 
 def compare_to_baseline(
