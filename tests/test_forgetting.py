@@ -20,11 +20,11 @@ from tiny_llama import tiny_base
 
 from peftcore.models.load import LoadedBase
 from peftcore.pipeline import off_task
-from peftcore.pipeline.off_task import general_text_figures, load_off_task_data, score_off_task
+from peftcore.pipeline.off_task import general_text_figures, load_off_task_data, other_tasks_scores
 from peftcore.score.general_text import mean_token_loss, truncated_requests
 from peftcore.spec import Case, SpecStore, expand
 from peftcore.train.prompting import PromptFormat
-from peftcore.vocab.record import Record
+from peftcore.vocab.record import OOD_PREFIX, Record, keep_scores
 
 pytestmark = pytest.mark.filterwarnings(
     # peft 0.21.2's get_peft_model reads model.is_gradient_checkpointing, which transformers 5.23
@@ -193,7 +193,7 @@ def test_prompt_tuning_is_measured_against_the_base_without_any_adapter(
     assert figures["forgetting"] != 0
 
 
-def test_scoring_outside_the_task_fills_the_record_and_computes_before_once(
+def test_scoring_outside_the_task_gives_each_score_and_computes_before_once(
     lora_case: Case, tiny: LoadedBase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import peftcore.score.general_text as general_text
@@ -212,7 +212,12 @@ def test_scoring_outside_the_task_fills_the_record_and_computes_before_once(
     for _ in range(2):  # two cases on the same base variant
         record: Any = {"metrics": {"held_out": {}}}
         model = copy.deepcopy(tiny.model)
-        score_off_task(lora_case, tiny, model, fmt, data, record, device="cpu", precision="fp32")
+        assert data.general_text is not None
+        record["general_text"] = general_text_figures(
+            lora_case, tiny, model, fmt, data.general_text, "cpu", "fp32"
+        )
+        for task, result in other_tasks_scores(lora_case, model, fmt, data, device="cpu", precision="fp32"):
+            keep_scores(record, OOD_PREFIX + task, result)
         records.append(record)
     assert [m is tiny.model for m in calls] == [True, False, False]  # "before" once, on the template
     first, second = ({k: v for k, v in r["general_text"].items() if k != "seconds"} for r in records)

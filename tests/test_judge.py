@@ -465,7 +465,8 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
         "seen": SimpleNamespace(predictions=[{"generated": "Lyon"}]),
     }
     record: dict[str, Any] = {"metrics": {"held_out": {"f1": 0.5}, "seen": {"f1": 0.0}}}
-    _judge(case, data, results, record)
+    for split, judged in _judge(case, data, results):
+        record["metrics"][split].update(judged)
     assert record["metrics"]["held_out"] == {
         "f1": 0.5,
         "judge_correctness": 3.0,

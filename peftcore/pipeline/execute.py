@@ -13,7 +13,7 @@ import contextlib
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -31,17 +31,20 @@ from peftcore.pipeline.failures import (
     one_line,
 )
 from peftcore.pipeline.identity import Identity
-from peftcore.pipeline.off_task import OffTaskData, score_off_task
+from peftcore.pipeline.off_task import OffTaskData, general_text_figures, other_tasks_scores
 from peftcore.pipeline.signals import interrupts_deferred
 from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
 from peftcore.results.store import Earlier, adapter_path, write_record
 from peftcore.spec.cases import Case
 from peftcore.storage import atomic_folder
-from peftcore.vocab.record import RECORD_FORMAT, Record, TrainingFigures, keep_scores
+from peftcore.train.prompting import PromptFormat, Truncation
+from peftcore.vocab.record import OOD_PREFIX, RECORD_FORMAT, Record, TrainingFigures, keep_scores
 
 if TYPE_CHECKING:
+    from peftcore.score.run import ScoreResult
     from peftcore.train.launch import Launched
+    from peftcore.train.outcome import TrainOutcome
 
 T = TypeVar("T")
 # Runs ``fn`` once and returns its result; ``what`` is "training" or "scoring". The pytest plugin
@@ -193,7 +196,7 @@ class _CaseState:
     memory: PeakMemory
     stage: str = "setup"
     model: Any = None
-    outcome: Any = None
+    outcome: TrainOutcome | None = None  # filled as training goes
     trackers: Any = None  # the case's open tracker runs (training.report_to), until closed
 
 
@@ -250,138 +253,237 @@ def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) 
 def _train_and_score(
     case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext, record: Record, state: _CaseState
 ) -> None:
-    import peftcore.train.trainer as train
-    from peftcore import score as scoring
-    from peftcore.train import methods, prompting
-
-    fmt = prompting.PromptFormat.for_model(base.tokenizer, case.model.chat_template)
-    budget = case.training
-    if budget.report_to:  # opened before the measured window: wandb starts a service process
+    """The case's model made ready one of four ways, then scored, into ``record``. The model is
+    kept in ``state`` (never in a local), so :func:`run_case` can drop it whatever happens."""
+    fmt = PromptFormat.for_model(base.tokenizer, case.model.chat_template)
+    if case.training.report_to:  # opened before the measured window: wandb starts a service process
         from peftcore.train.trackers import Trackers
 
         state.stage = "opening the tracker runs"
-        state.trackers = Trackers(budget.report_to, case.case_id, case.resolved(), ctx.run_dir)
-    train_set = None
-    cut = None
-    trains_now = case.method.trains and ctx.reuse is None
-    # Trained over several processes under torchrun (peftcore.train.launch), not in this one.
-    across_processes = trains_now and budget.processes > 1
-    if trains_now:
-        state.stage = "tokenization"
-        lm = case.task.type == "language_modeling"
-        cut = prompting.truncation(data.train, fmt, budget.max_length, lm=lm)
-        refusal = cut.refusal(budget.max_length)
-        if refusal is not None:
-            raise SpecError(case.task.file or case.task.name, "training.max_length", refusal)
-        train_set = prompting.tokenized_train_set(
-            data.train,
-            fmt,
-            budget.max_length,
-            lm=lm,
-            data_key=f"{data.data_sha256}:{data.split_sha256}",
-        )
-    peak_flops = None
-    # Measured before the memory window: its matrices are not the case's. (The ranks of a case
-    # trained over several processes measure their own.)
-    if trains_now and not across_processes:
-        from peftcore.train.flops import peak_matmul_flops
+        state.trackers = Trackers(case.training.report_to, case.case_id, case.resolved(), ctx.run_dir)
+    if ctx.reuse is not None:
+        ready = _rescore_earlier(case, base, ctx, ctx.reuse, state)
+    elif not case.method.trains:
+        ready = _untrained(case, base, state)
+    elif case.training.processes > 1:  # under torchrun (peftcore.train.launch), not in this process
+        ready = _train_across_processes(case, base, _train_set(case, data, fmt, state), ctx, state)
+    else:
+        ready = _train_in_process(case, base, _train_set(case, data, fmt, state), ctx, state)
+    record["reused_training_from"] = ready.reused_training_from
+    record["adapter_dir"] = ready.adapter_dir
+    record["training"] = ready.training
+    _score(case, base, data, fmt, ctx, state, record, timed=ready.timed_by_scoring)
+    if state.trackers is not None:
+        state.stage = "logging to the trackers"
+        state.trackers.finish(record_numbers(record), step=int(ready.training.get("steps") or 0))
+        state.trackers = None
 
-        state.stage = "measuring the device's matmul peak"
-        peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
-    launched: Launched | None = None
+
+@dataclass(frozen=True)
+class _Ready:
+    """A case's model ready to score (in ``_CaseState.model``), and what the record says of it."""
+
+    training: TrainingFigures
+    adapter_dir: str | None = None  # relative to the run folder
+    reused_training_from: str | None = None  # the run that trained a re-scored adapter
+    timed_by_scoring: bool = False  # untrained or re-scored: timed by its scoring, the work it does
+
+
+@dataclass(frozen=True)
+class _TrainSet:
+    """The case's training examples, tokenized, and what ``training.max_length`` cut from them."""
+
+    examples: Any  # a datasets.Dataset (prompting.tokenized_train_set)
+    cut: Truncation
+
+
+def _rescore_earlier(
+    case: Case, base: LoadedBase, ctx: CaseContext, earlier: Earlier, state: _CaseState
+) -> _Ready:
+    """The adapter an earlier run trained (``ctx.reuse``), loaded on a fresh base. Its training
+    figures are the earlier record's: the adapter reloaded for scoring is frozen (0 trainable)."""
+    from peftcore.train import methods
+
+    with state.memory:  # not recorded: the earlier record has the training's memory
+        _start_preparation(case, state)
+        state.model = methods.load_trained(base.fresh(), earlier.adapter(), case.method)
+        counts = _parameter_counts(*methods.parameter_counts(state.model))
+    return _Ready(
+        training=cast(TrainingFigures, {**counts, **(earlier.record.get("training") or {})}),
+        adapter_dir=os.path.relpath(earlier.adapter() or "", ctx.run_dir.resolve()),
+        reused_training_from=earlier.trained_in,
+        timed_by_scoring=True,
+    )
+
+
+def _untrained(case: Case, base: LoadedBase, state: _CaseState) -> _Ready:
+    """A method that trains nothing (the base as it is): a fresh copy, with its memory."""
+    from peftcore.train import methods
+
     with state.memory:
-        from transformers import set_seed
+        _start_preparation(case, state)
+        state.model = methods.apply_method(base.fresh(), case.method, case.training)
+        counts = _parameter_counts(*methods.parameter_counts(state.model))
+    return _Ready(training={**counts, **_memory_figures(state.memory)}, timed_by_scoring=True)
 
-        state.stage = "model preparation"
-        set_seed(budget.seed)
-        if ctx.reuse is not None:
-            state.model = methods.load_trained(base.fresh(), ctx.reuse.adapter(), case.method)
-            record["reused_training_from"] = ctx.reuse.trained_in
-        elif across_processes:
-            with tempfile.TemporaryDirectory(prefix="peftcore-ranks-") as scratch:
-                launched = _train_across_processes(case, train_set, ctx, state, Path(scratch))
-                state.stage = "loading the trained weights"
-                state.model = launched.trained_model(base, case.method)
-        else:
-            state.model = methods.apply_method(base.fresh(), case.method, budget)
-        if launched is not None:  # counted as trained (the adapter loaded for scoring is frozen)
-            trainable, total = launched.trainable_params, launched.total_params
-        else:
-            trainable, total = methods.parameter_counts(state.model)
-        training: TrainingFigures = {
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_percent": 100.0 * trainable / total if total else 0.0,
-        }
-        if ctx.reuse is not None:
-            earlier = ctx.reuse.record.get("training") or {}
-            # The adapter reloaded for scoring is frozen (0 trainable): the counts are the
-            # training's, as the earlier record has them.
-            training = cast(TrainingFigures, {**training, **earlier})
-            record["adapter_dir"] = os.path.relpath(ctx.reuse.adapter() or "", ctx.run_dir.resolve())
-        elif trains_now:
-            if launched is not None:
-                outcome = launched.outcome
-            else:
-                state.stage = "training"
-                with tempfile.TemporaryDirectory(prefix="peftcore-trainer-") as scratch:
-                    state.outcome = train.TrainOutcome()
 
-                    def fit() -> train.TrainOutcome:
-                        return train.train(
-                            state.model,
-                            base.tokenizer,
-                            train_set,
-                            budget,
-                            case.method,
-                            device=ctx.device,
-                            output_dir=Path(scratch),
-                            case_id=case.case_id,
-                            outcome=state.outcome,
-                            trackers=state.trackers,
-                            peak_flops=peak_flops,
-                        )
+def _train_in_process(
+    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: _CaseState
+) -> _Ready:
+    """The method applied to a fresh base and trained here, timed as the case's training; the
+    trained weights saved."""
+    import peftcore.train.trainer as train
+    from peftcore.train import methods
+    from peftcore.train.flops import peak_matmul_flops
 
-                    outcome = ctx.timer("training", fit)
-            state.stage = "saving the adapter"
-            adapter_bytes, adapter_dir = save_adapter(
-                state.model, case, ctx.run_dir, keep_full=ctx.keep_full_models
-            )
-            record["adapter_dir"] = adapter_dir
-            training.update(
-                {
-                    "steps": outcome.steps,
-                    "train_seconds": round(outcome.train_seconds, 3),
-                    "train_tokens": outcome.train_tokens,
-                    "padded_tokens": outcome.padded_tokens,
-                    "padding_fraction": round(outcome.padding_fraction, 4),
-                    "labeled_tokens": outcome.labeled_tokens,
-                    "lm_head_positions": outcome.lm_head_positions,
-                    "tokens_per_second": round(outcome.tokens_per_second, 2),
-                    "precision": outcome.precision,
-                    "final_loss": outcome.final_loss,
-                    "loss_curve": [[s, v] for s, v in outcome.loss_curve],
-                    "adapter_bytes": adapter_bytes,
-                }
-            )
-            if cut is not None:
-                training["truncation"] = cut.as_dict()
-            cast(dict[str, Any], training).update(outcome.extra)  # tuner-specific figures
-    if ctx.reuse is None:
-        training.update(
-            {
-                "peak_memory_bytes": state.memory.peak_bytes,
-                "peak_reserved_bytes": state.memory.peak_reserved_bytes,
-                "memory_method": state.memory.method,
-            }
-        )
-    if launched is not None:  # the ranks trained: their memory, not this process's
-        training.update(_across_processes_figures(launched))
-    record["training"] = training
+    budget = case.training
+    # Measured before the memory window: its matrices are not the case's.
+    state.stage = "measuring the device's matmul peak"
+    peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
+    with state.memory:
+        _start_preparation(case, state)
+        state.model = methods.apply_method(base.fresh(), case.method, budget)
+        counts = _parameter_counts(*methods.parameter_counts(state.model))
+        state.stage = "training"
+        with tempfile.TemporaryDirectory(prefix="peftcore-trainer-") as scratch:
+            state.outcome = so_far = train.TrainOutcome()  # kept by a case that stops
+
+            def fit() -> TrainOutcome:
+                return train.train(
+                    state.model,
+                    base.tokenizer,
+                    train_set.examples,
+                    budget,
+                    case.method,
+                    device=ctx.device,
+                    output_dir=Path(scratch),
+                    case_id=case.case_id,
+                    outcome=so_far,
+                    trackers=state.trackers,
+                    peak_flops=peak_flops,
+                )
+
+            outcome: TrainOutcome = ctx.timer("training", fit)
+        adapter_dir, trained = _save_trained(case, ctx, state, outcome, train_set)
+    return _Ready(training={**counts, **trained, **_memory_figures(state.memory)}, adapter_dir=adapter_dir)
+
+
+def _train_across_processes(
+    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: _CaseState
+) -> _Ready:
+    """Trained over ``training.processes`` processes (peftcore.train.launch), timed as the
+    case's training; the trained weights loaded onto a fresh base here and saved. Its memory
+    figures are the ranks' (the largest, and each rank's)."""
+    from peftcore.train.launch import train_across_processes
+    from peftcore.train.outcome import TrainOutcome
+
+    with state.memory:
+        _start_preparation(case, state)
+        with tempfile.TemporaryDirectory(prefix="peftcore-ranks-") as scratch:
+            state.stage = "training"
+            state.outcome = so_far = TrainOutcome()  # rank 0's loss curve as it goes, for a case that stops
+
+            def fit() -> Launched:
+                return train_across_processes(
+                    case,
+                    train_set.examples,
+                    device=ctx.device,
+                    scratch=Path(scratch),
+                    outcome=so_far,
+                    logs_to=ctx.run_dir / "ranks" / case.case_id,  # kept when the launch does not finish
+                )
+
+            launched: Launched = ctx.timer("training", fit)
+            state.stage = "loading the trained weights"
+            state.model = launched.trained_model(base, case.method)
+        # Counted as trained (the adapter loaded for scoring is frozen).
+        counts = _parameter_counts(launched.trainable_params, launched.total_params)
+        adapter_dir, trained = _save_trained(case, ctx, state, launched.outcome, train_set)
+    # The ranks trained: their memory, not this process's, where both have a figure.
+    training: TrainingFigures = {
+        **counts,
+        **trained,
+        **_memory_figures(state.memory),
+        **_across_processes_figures(launched),
+    }
+    return _Ready(training=training, adapter_dir=adapter_dir)
+
+
+def _train_set(case: Case, data: TaskData, fmt: PromptFormat, state: _CaseState) -> _TrainSet:
+    """The train split tokenized (cached); SpecError when ``training.max_length`` would leave
+    too little of the prompts to train on."""
+    from peftcore.train import prompting
+
+    state.stage = "tokenization"
+    budget = case.training
+    lm = case.task.type == "language_modeling"
+    cut = prompting.truncation(data.train, fmt, budget.max_length, lm=lm)
+    refusal = cut.refusal(budget.max_length)
+    if refusal is not None:
+        raise SpecError(case.task.file or case.task.name, "training.max_length", refusal)
+    examples = prompting.tokenized_train_set(
+        data.train,
+        fmt,
+        budget.max_length,
+        lm=lm,
+        data_key=f"{data.data_sha256}:{data.split_sha256}",
+    )
+    return _TrainSet(examples, cut)
+
+
+def _start_preparation(case: Case, state: _CaseState) -> None:
+    """Inside the memory window, before the model is made: every mode seeds the same way."""
+    from transformers import set_seed
+
+    state.stage = "model preparation"
+    set_seed(case.training.seed)
+
+
+def _parameter_counts(trainable: int, total: int) -> TrainingFigures:
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100.0 * trainable / total if total else 0.0,
+    }
+
+
+def _memory_figures(memory: PeakMemory) -> TrainingFigures:
+    """The case's peak memory, once its window has closed."""
+    return {
+        "peak_memory_bytes": memory.peak_bytes,
+        "peak_reserved_bytes": memory.peak_reserved_bytes,
+        "memory_method": memory.method,
+    }
+
+
+def _save_trained(
+    case: Case, ctx: CaseContext, state: _CaseState, outcome: TrainOutcome, train_set: _TrainSet
+) -> tuple[str | None, TrainingFigures]:
+    """Save the trained weights; return their folder (None: not kept) and the training's figures."""
+    state.stage = "saving the adapter"
+    adapter_bytes, adapter_dir = save_adapter(state.model, case, ctx.run_dir, keep_full=ctx.keep_full_models)
+    return adapter_dir, outcome.figures(adapter_bytes=adapter_bytes, truncation=train_set.cut.as_dict())
+
+
+def _score(
+    case: Case,
+    base: LoadedBase,
+    data: TaskData,
+    fmt: PromptFormat,
+    ctx: CaseContext,
+    state: _CaseState,
+    record: Record,
+    *,
+    timed: bool,
+) -> None:
+    """Score the case's model on its held-out and seen examples (``timed``: as the case's timed
+    work), judge them when the profile asks, then score it outside the task; into ``record``."""
+    from peftcore import score as scoring
+
     state.stage = "scoring"
     precision = scoring_precision(case.eval.precision)
 
-    def score_splits() -> dict[str, Any]:
+    def score_splits() -> dict[str, ScoreResult]:
         return {
             split: scoring.score(
                 state.model,
@@ -396,48 +498,25 @@ def _train_and_score(
             if data.split(split)  # a scoring-only profile has no seen examples
         }
 
-    # An untrained or re-scored case is timed by its scoring: the work it does.
-    results = score_splits() if trains_now else ctx.timer("scoring", score_splits)
+    results: dict[str, ScoreResult] = ctx.timer("scoring", score_splits) if timed else score_splits()
     for split, result in results.items():
         keep_scores(record, split, result)
     if case.eval.judge is not None and case.task.type == "generation":
         state.stage = "judging"
-        _judge(case, data, results, record)
+        for split, judged in _judge(case, data, results):
+            record["metrics"][split].update(judged)
     record["inference"] = cast(Any, results["held_out"].inference)
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
     if ctx.off_task:
         state.stage = "scoring outside the task"
-        score_off_task(
-            case, base, state.model, fmt, ctx.off_task, record, device=ctx.device, precision=precision
-        )
-    if state.trackers is not None:
-        state.stage = "logging to the trackers"
-        state.trackers.finish(record_numbers(record), step=int(training.get("steps") or 0))
-        state.trackers = None
-
-
-def _train_across_processes(
-    case: Case, train_set: Any, ctx: CaseContext, state: _CaseState, scratch: Path
-) -> Launched:
-    """Train the case over ``training.processes`` processes (peftcore.train.launch), timed as
-    its training; the trained weights are in ``scratch`` until it is removed."""
-    import peftcore.train.trainer as train
-    from peftcore.train.launch import train_across_processes
-
-    state.stage = "training"
-    state.outcome = train.TrainOutcome()  # rank 0's loss curve as it goes, for a case that stops
-
-    def fit() -> Launched:
-        return train_across_processes(
-            case,
-            train_set,
-            device=ctx.device,
-            scratch=scratch,
-            outcome=state.outcome,
-            logs_to=ctx.run_dir / "ranks" / case.case_id,  # kept when the launch does not finish
-        )
-
-    return ctx.timer("training", fit)
+        if ctx.off_task.general_text is not None:
+            record["general_text"] = general_text_figures(
+                case, base, state.model, fmt, ctx.off_task.general_text, ctx.device, precision
+            )
+        for task, result in other_tasks_scores(
+            case, state.model, fmt, ctx.off_task, device=ctx.device, precision=precision
+        ):
+            keep_scores(record, OOD_PREFIX + task, result)
 
 
 def _across_processes_figures(launched: Launched) -> TrainingFigures:
@@ -454,9 +533,13 @@ def _across_processes_figures(launched: Launched) -> TrainingFigures:
     }
 
 
-def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) -> None:
+def _judge(
+    case: Case, data: TaskData, results: dict[str, ScoreResult]
+) -> Iterator[tuple[str, dict[str, float]]]:
     """LLM-as-judge scores of the generated answers, next to the task's metrics (profile
-    ``eval.judge``; off by default). The question is the prompt the model answered."""
+    ``eval.judge``; off by default): each split's mean scores, yielded as it is judged (a case
+    that fails on a later split keeps the earlier ones). The question is the prompt the model
+    answered."""
     from peftcore.score.judge import Judge
 
     assert case.eval.judge is not None
@@ -465,7 +548,7 @@ def _judge(case: Case, data: TaskData, results: dict[str, Any], record: Record) 
         examples = data.split(split)
         answers = [p["generated"] for p in result.predictions]
         references = [list(e.answers) or e.target for e in examples]
-        record["metrics"][split].update(judge.score_many([e.prompt for e in examples], answers, references))
+        yield split, judge.score_many([e.prompt for e in examples], answers, references)
 
 
 def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> tuple[int, str | None]:
@@ -525,12 +608,5 @@ def _safetensors_bytes(folder: Path) -> int:
 def _partial_training(state: _CaseState) -> TrainingFigures:
     info: TrainingFigures = {"peak_memory_bytes": state.memory.read(), "memory_method": state.memory.method}
     if state.outcome is not None:
-        info["loss_curve"] = [[s, v] for s, v in state.outcome.loss_curve]
-        # Optimizer steps taken (train() sets it even when training stops on an error); the
-        # last logged step when that bookkeeping did not happen.
-        logged = state.outcome.loss_curve[-1][0] if state.outcome.loss_curve else 0
-        info["steps"] = max(int(state.outcome.steps), int(logged))
-        if state.outcome.train_seconds:  # training ended (a failure after it keeps its cost)
-            info["train_seconds"] = round(state.outcome.train_seconds, 3)
-            info["train_tokens"] = state.outcome.train_tokens
+        info.update(state.outcome.partial_figures())
     return info

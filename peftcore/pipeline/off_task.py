@@ -24,7 +24,7 @@ missing source fails the case before anything trains, and its hashes enter the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +34,11 @@ from peftcore.models.load import LoadedBase
 from peftcore.spec import DataSizes
 from peftcore.spec.cases import Case
 from peftcore.train.prompting import PromptFormat
-from peftcore.vocab.record import OOD_PREFIX, GeneralTextFigures, Record, keep_scores
+from peftcore.vocab.record import OOD_PREFIX, GeneralTextFigures
 
 if TYPE_CHECKING:
     from peftcore.score.general_text import TextLoss
+    from peftcore.score.run import ScoreResult
 
 # The untouched base's loss on general text, by everything that determines it.
 _BEFORE: dict[tuple[Any, ...], TextLoss] = {}
@@ -93,39 +94,31 @@ def load_off_task_data(case: Case) -> OffTaskData:
     return OffTaskData(general, ood)
 
 
-def score_off_task(
-    case: Case,
-    base: LoadedBase,
-    model: Any,
-    fmt: PromptFormat,
-    data: OffTaskData,
-    record: Record,
-    *,
-    device: str,
-    precision: str,
-) -> None:
-    """Score ``model`` (the case's, trained or not) outside its task, into ``record``.
-
-    ``base`` is the case's loaded variant: its ``model`` is the untouched template, scored (once
-    per process) for the loss before fine-tuning. Raises what scoring raises.
-    """
+def other_tasks_scores(
+    case: Case, model: Any, fmt: PromptFormat, data: OffTaskData, *, device: str, precision: str
+) -> Iterator[tuple[str, ScoreResult]]:
+    """``model`` (the case's, trained or not) scored on each other task of ``case.also_score``
+    that ``data`` holds: the task's name and its held-out scores, yielded as each is scored (a
+    case that fails on a later task keeps the earlier ones). The caller keeps them under
+    ``ood.<task>``. Raises what scoring raises."""
     from peftcore import score as scoring
 
-    if data.general_text is not None:
-        record["general_text"] = general_text_figures(
-            case, base, model, fmt, data.general_text, device, precision
-        )
     for task in case.also_score:
         if task.name in data.ood:
             examples = data.ood[task.name].held_out
-            result = scoring.score(model, fmt, examples, task, case.eval, device=device, precision=precision)
-            keep_scores(record, OOD_PREFIX + task.name, result)
+            yield (
+                task.name,
+                scoring.score(model, fmt, examples, task, case.eval, device=device, precision=precision),
+            )
 
 
 def general_text_figures(
     case: Case, base: LoadedBase, model: Any, fmt: PromptFormat, text: TaskData, device: str, precision: str
 ) -> GeneralTextFigures:
-    """Loss on the general text before (the untouched base, cached) and after (``model``)."""
+    """Loss on the general text before (the untouched base, cached) and after (``model``, the
+    case's, trained or not): the record's ``general_text``. ``base`` is the case's loaded
+    variant: its ``model`` is the untouched template, scored once per process. Raises what
+    scoring raises."""
     from peftcore.score.general_text import mean_token_loss
 
     settings = case.eval.forgetting

@@ -34,7 +34,7 @@ from peftcore.train.launch import Scratch
 
 if TYPE_CHECKING:
     from peftcore.spec import MethodSpec
-    from peftcore.train.trainer import TrainOutcome
+    from peftcore.train.outcome import TrainOutcome
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -132,7 +132,8 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
     from peftcore.spec.types import MethodSpec, ModelSpec, TrainingBudget
     from peftcore.train import methods
     from peftcore.train.flops import peak_matmul_flops
-    from peftcore.train.trainer import TrainOutcome, train
+    from peftcore.train.outcome import TrainOutcome
+    from peftcore.train.trainer import train
 
     job = json.loads(files.job.read_text())
     spec = job["spec"]
@@ -186,12 +187,8 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
             "peak_reserved_bytes": memory.peak_reserved_bytes,
             "memory_method": memory.method,
             "peak_flops_per_second": peak_flops,
-            "train_seconds": outcome.train_seconds,
-            "padded_tokens": outcome.padded_tokens,
-            "lm_head_positions": outcome.lm_head_positions,
-            "labeled_tokens": outcome.labeled_tokens,
-            "squared_lengths": outcome.squared_lengths,
             "parameters_held": _parameters_held(model),
+            "outcome": outcome.to_dict(),
         }
         ranks: list[Any] = [None] * world
         progress.enter("gathering the ranks' figures")
@@ -199,14 +196,14 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
         if rank == 0:
             progress.enter("saving the trained weights")
             methods.save_trained(model, files.trained, method, full_state)
-            total_outcome = _over_ranks(outcome, ranks)
+            total_outcome = outcome.over_ranks([TrainOutcome.from_dict(r["outcome"]) for r in ranks])
             if budget.parallelism == "fsdp":
                 total_outcome.extra["parameters_held_per_rank"] = [r["parameters_held"] for r in ranks]
             _utilization(model, method, total_outcome, ranks)
             atomic_write_json(
                 files.outcome,
                 {
-                    **dataclasses.asdict(total_outcome),
+                    "outcome": total_outcome.to_dict(),
                     "trainable_params": trainable,
                     "total_params": total,
                     "ranks": ranks,
@@ -220,21 +217,6 @@ def _parameters_held(model: Any) -> int:
     """The parameters this rank holds: all of them under DDP, its shards under FSDP (whose
     parameters are DTensors, each rank's ``to_local()`` part of the whole)."""
     return sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
-
-
-def _over_ranks(outcome: TrainOutcome, ranks: list[dict[str, Any]]) -> TrainOutcome:
-    """Rank 0's outcome made the run's: positions and labeled tokens summed over the ranks, the
-    slowest rank's training time. The real-token count is already every rank's (the Trainer
-    gathers ``num_input_tokens_seen``), and the loss it logs is the mean over the ranks."""
-    return dataclasses.replace(
-        outcome,
-        train_seconds=max(r["train_seconds"] for r in ranks),
-        padded_tokens=sum(r["padded_tokens"] for r in ranks),
-        lm_head_positions=sum(r["lm_head_positions"] for r in ranks),
-        labeled_tokens=sum(r["labeled_tokens"] for r in ranks),
-        squared_lengths=sum(r["squared_lengths"] for r in ranks),
-        extra=dict(outcome.extra),
-    )
 
 
 def _utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, ranks: list[dict[str, Any]]) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from peftcore.models.load import LoadedBase
     from peftcore.spec import MethodSpec
     from peftcore.spec.cases import Case
-    from peftcore.train.trainer import TrainOutcome
+    from peftcore.train.outcome import TrainOutcome
 
 # The module torchrun runs in each process (a test launches one that injects a fault first).
 ENTRY_MODULE = "peftcore.train.distributed"
@@ -357,24 +357,12 @@ _ERROR_LINE = re.compile(
 
 
 def _launched(files: Scratch, processes: int, launch_seconds: float) -> Launched:
-    from peftcore.train.trainer import TrainOutcome
+    from peftcore.train.outcome import TrainOutcome
 
     data = json.loads(files.outcome.read_text())
     ranks = sorted(data["ranks"], key=lambda r: r["rank"])
-    outcome = TrainOutcome(
-        steps=data["steps"],
-        train_seconds=data["train_seconds"],
-        train_tokens=data["train_tokens"],
-        padded_tokens=data["padded_tokens"],
-        lm_head_positions=data["lm_head_positions"],
-        labeled_tokens=data["labeled_tokens"],
-        squared_lengths=data["squared_lengths"],
-        loss_curve=[(int(s), float(v)) for s, v in data["loss_curve"]],
-        precision=data["precision"],
-        extra=data["extra"],
-    )
     return Launched(
-        outcome=outcome,
+        outcome=TrainOutcome.from_dict(data["outcome"]),
         processes=processes,
         peak_memory_bytes_per_rank=[int(r["peak_memory_bytes"]) for r in ranks],
         peak_reserved_bytes_per_rank=[r["peak_reserved_bytes"] for r in ranks],

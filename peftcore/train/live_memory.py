@@ -14,7 +14,10 @@ operation (measured: 27x for LoRA on SmolLM2-135M, 5.5x for full fine-tuning), h
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peftcore.train.outcome import TrainExtras
 
 # MemTracker's kinds -> the names a record uses.
 KINDS = {
@@ -28,7 +31,7 @@ KINDS = {
 }
 
 
-def live_memory_callback(model: Any, steps: int, into: dict[str, Any]) -> Any:
+def live_memory_callback(model: Any, steps: int, into: TrainExtras) -> Any:
     """A Trainer callback that tracks the first ``steps`` steps and puts, into ``into``,
     ``live_peak_bytes`` (all kinds at the peak), ``live_peak_by_kind`` and ``live_tracked_steps``."""
     from transformers import TrainerCallback

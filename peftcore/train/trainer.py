@@ -18,13 +18,13 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError, UnchangedWeightsError
 from peftcore.spec import MethodSpec, TrainingBudget
+from peftcore.train.outcome import TrainOutcome
 
 if TYPE_CHECKING:
     from peftcore.train.trackers import Trackers
@@ -80,32 +80,6 @@ def effective_batch_size(batch_size: int, examples: int, processes: int = 1) -> 
     (40, 4, 20)
     """
     return max(0, min(batch_size, -(-examples // max(processes, 1))))
-
-
-@dataclass
-class TrainOutcome:
-    steps: int = 0
-    train_seconds: float = 0.0
-    train_tokens: int = 0  # real tokens (no padding) the model trained on
-    padded_tokens: int = 0  # all positions in the batches, padding included
-    lm_head_positions: int = 0  # positions the LM head computed (training.lm_head)
-    labeled_tokens: int = 0  # tokens the loss is on
-    squared_lengths: int = 0  # sum over sequences of their real length squared
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)
-    precision: str = "fp32"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.train_tokens / self.train_seconds if self.train_seconds > 0 else 0.0
-
-    @property
-    def final_loss(self) -> float | None:
-        return self.loss_curve[-1][1] if self.loss_curve else None
-
-    @property
-    def padding_fraction(self) -> float:
-        return 1.0 - self.train_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
 class _CountingCollator:

@@ -96,6 +96,7 @@ class TrainingFigures(TypedDict, total=False):
     # rank loading the base, training, saving), of which train_seconds is the training.
     processes: int
     peak_memory_bytes_per_rank: list[int]
+    parameters_held_per_rank: list[int]  # FSDP: the parameters each rank held (its shards)
     launch_seconds: Annotated[float, Figure("seconds", LOWER)]
     # The live-tensor peak of the first live_tracked_steps steps (torch's MemTracker): what the
     # method allocates, without what the allocator keeps; and its parts by kind.
