@@ -43,7 +43,7 @@ def cpu_kind() -> tuple[str, str]:
         import platform
 
         return platform.processor() or platform.machine(), "unknown"
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and not model:
