@@ -168,7 +168,7 @@ def training_candidates(device: str) -> tuple[tuple[str, ...], str]:
         return ("fp32", "bf16" if bf16_supported(device) else "fp16"), ""
     if cpu_has_fast_bf16():
         return ("fp32", "bf16"), ""
-    return ("fp32",), "bf16 not measured: this CPU lacks AVX-512 BF16 and AMX, so bf16 would be emulated (slow)"
+    return ("fp32",), "bf16 not measured: without AVX-512 BF16 or AMX this CPU emulates it (slow)"
 
 
 def resolve_precision(setting: str, device: str, *, bf16_capable: bool | None = None) -> str:
@@ -231,7 +231,8 @@ def _choose(figures: Mapping[str, float], left_out: str, source: str) -> Precisi
         reason = f"auto: {best}, {reduced[best] / fp32:.2f}x fp32 ({measured})"
         return PrecisionChoice(best, reason, dict(figures), source)
     if best is not None:
-        why = f"{best} is {reduced[best] / fp32:.2f}x fp32, under the {REDUCED_PRECISION_MARGIN}x it must reach"
+        ratio = reduced[best] / fp32
+        why = f"{best} is {ratio:.2f}x fp32, under the {REDUCED_PRECISION_MARGIN}x it must reach"
     else:
         why = left_out or "no reduced precision to measure"
     return PrecisionChoice("fp32", f"auto: fp32, {why} ({measured})", dict(figures), source)

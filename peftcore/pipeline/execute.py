@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import device_info, resolve_precision, scoring_precision
+from peftcore.device import device_info, precision_choice, scoring_precision
 from peftcore.errors import DivergenceError, PeftcoreError, SpecError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
@@ -283,11 +283,12 @@ def _train_and_score(
     peak_flops = None
     # Measured before the memory window: its matrices are not the case's. (The ranks of a case
     # trained over several processes measure their own.)
-    if trains_now and not across_processes:
-        from peftcore.train.flops import peak_matmul_flops
+    choice = precision_choice(budget.precision, ctx.device) if trains_now else None
+    if choice is not None and not across_processes:
+        from peftcore.train.flops import training_peaks
 
         state.stage = "measuring the device's matmul peak"
-        peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
+        peak_flops = training_peaks(ctx.device, choice.precision)
     launched: Launched | None = None
     with state.memory:
         from transformers import set_seed
@@ -367,6 +368,7 @@ def _train_and_score(
             if cut is not None:
                 training["truncation"] = cut.as_dict()
             cast(dict[str, Any], training).update(outcome.extra)  # tuner-specific figures
+            cast(dict[str, Any], training).update(choice.record_fields() if choice else {})
     if ctx.reuse is None:
         training.update(
             {
