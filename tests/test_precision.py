@@ -64,7 +64,7 @@ def test_figures_from_the_environment(bf16_cpu: None, monkeypatch: pytest.Monkey
     assert resolve_precision("auto", "cpu") == "bf16"
     assert precision_choice("auto", "cpu").measured_in == PRECISION_FLOPS_ENV
     monkeypatch.setenv(PRECISION_FLOPS_ENV, "fp32=fast")
-    with pytest.raises(ValueError, match="fp32=3.2e11"):
+    with pytest.raises(ValueError, match="expected"):
         precision_choice("auto", "cpu")
 
 
@@ -95,7 +95,9 @@ def _cache_files(root: Path) -> list[Path]:
     return sorted((root / "cache" / "device").glob("precision-*.json"))
 
 
-def test_the_measurement_is_cached_once_and_reused(bf16_cpu: None, measuring: list[str], tmp_path: Path) -> None:
+def test_the_measurement_is_cached_once_and_reused(
+    bf16_cpu: None, measuring: list[str], tmp_path: Path
+) -> None:
     first = precision_choice("auto", "cpu")
     assert first.precision == "fp32" and first.measured_in == "measured"
     assert sorted(measuring) == ["bf16", "fp32"]
@@ -115,7 +117,11 @@ def test_the_measurement_is_cached_once_and_reused(bf16_cpu: None, measuring: li
     ids=["threads", "torch-version", "cpu-model"],
 )
 def test_what_the_answer_depends_on_measures_again(
-    bf16_cpu: None, measuring: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict[str, Any]
+    bf16_cpu: None,
+    measuring: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, Any],
 ) -> None:
     precision_choice("auto", "cpu")
     key = device.precision_cache_key
