@@ -79,13 +79,13 @@ def cpu_kind() -> tuple[str, str]:
         import platform
 
         return platform.processor() or platform.machine(), "unknown"
-    model, flags = "", set()
+    model = ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
+        if key.strip() == "model name":
             model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
+            break
+    flags = _cpu_flags()
     isa = next((name for flag, name in _CPU_ISAS if flag in flags), "other")
     return model or "unknown", isa
 
