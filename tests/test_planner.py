@@ -564,10 +564,14 @@ def test_model_spec_overrides_apply_as_in_a_case(model_spec: Any, model_info: pl
 def test_auto_precision_asks_the_device_that_is_here(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    monkeypatch.setenv("PEFTCORE_PRECISION_FLOPS", "fp32=1e11,bf16=3e11,fp16=3e11")  # as if measured
     monkeypatch.setattr("peftcore.device.cpu_has_fast_bf16", lambda: False)
-    assert activation_precision("auto", "cpu") == PlannedPrecision("fp32")
+    assert activation_precision("auto", "cpu") == PlannedPrecision("fp32")  # bf16 not a candidate
     monkeypatch.setattr("peftcore.device.cpu_has_fast_bf16", lambda: True)
     assert activation_precision("auto", "cpu") == PlannedPrecision("bf16")
+    monkeypatch.setenv("PEFTCORE_PRECISION_FLOPS", "fp32=3e11,bf16=1e11")  # bf16 there, but slower
+    assert activation_precision("auto", "cpu") == PlannedPrecision("fp32")
+    monkeypatch.setenv("PEFTCORE_PRECISION_FLOPS", "fp32=1e11")
     # a GPU that is here and has no bf16 (a T4, a V100): trains in fp32, not bf16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -140,10 +140,11 @@ def test_flop_count_examples():
 @pytest.mark.slow
 def test_every_training_run_reports_mfu_against_the_measured_peak(bases, fixed_batch, tmp_path):
     case = make_case("lora", REAL, precision="fp32")
-    peak = flops.peak_matmul_flops("cpu", "fp32")
-    _, outcome, _ = run_training(case, bases(case.method.base), fixed_batch, tmp_path, peak_flops=peak)
+    peaks = flops.training_peaks("cpu", "fp32")
+    _, outcome, _ = run_training(case, bases(case.method.base), fixed_batch, tmp_path, peak_flops=peaks)
     extra = outcome.extra
     # LoRA on SmolLM2: about 4 x 106M decoder FLOPs a token, plus the head on labeled tokens.
     assert extra["model_flops"] > 4 * 106e6 * outcome.train_tokens
-    assert extra["peak_flops_per_second"] == round(peak)
+    assert extra["peak_flops_per_second"] == round(max(peaks.values()))
+    assert extra["precision_peak_flops_per_second"] == round(peaks["fp32"])
     assert 0 < extra["mfu"] < 1.0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import device_info, resolve_precision, scoring_precision
+from peftcore.device import device_info, precision_choice, scoring_precision
 from peftcore.errors import DivergenceError, PeftcoreError, SpecError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
@@ -334,12 +334,13 @@ def _train_in_process(
     trained weights saved."""
     import peftcore.train.trainer as train
     from peftcore.train import methods
-    from peftcore.train.flops import peak_matmul_flops
+    from peftcore.train.flops import training_peaks
 
     budget = case.training
     # Measured before the memory window: its matrices are not the case's.
     state.stage = "measuring the device's matmul peak"
-    peak_flops = peak_matmul_flops(ctx.device, resolve_precision(budget.precision, ctx.device))
+    choice = precision_choice(budget.precision, ctx.device)
+    peak_flops = training_peaks(ctx.device, choice.precision)
     with state.memory:
         _start_preparation(case, state)
         state.model = methods.apply_method(base.fresh(), case.method, budget)
@@ -365,7 +366,8 @@ def _train_in_process(
 
             outcome: TrainOutcome = ctx.timer("training", fit)
         adapter_dir, trained = _save_trained(case, ctx, state, outcome, train_set)
-    return _Ready(training={**counts, **trained, **_memory_figures(state.memory)}, adapter_dir=adapter_dir)
+    training = cast(TrainingFigures, {**counts, **trained, **choice.record_fields()})
+    return _Ready(training={**training, **_memory_figures(state.memory)}, adapter_dir=adapter_dir)
 
 
 def _train_across_processes(

@@ -34,6 +34,14 @@ def _device(info: Any) -> str | None:
     return f"{info.get('device', '?')} ({', '.join(shown)})" if shown else str(info.get("device", "?"))
 
 
+def _precision(training: Any) -> str | None:
+    """A record's training precision with its reason: ``auto: fp32, bf16 is 0.55x fp32, ...``
+    (records written before the reason was kept give the precision alone)."""
+    if not isinstance(training, Mapping) or not training.get("precision"):
+        return None
+    return str(training.get("precision_reason") or training["precision"])
+
+
 def _per_method(records: Iterable[Mapping[str, Any]], value: Any) -> str:
     """A budget value of the records: one value as is; several, each with the methods that have it
     (``0.0002 (lora, qlora) / 1e-05 (full)``)."""
@@ -80,6 +88,7 @@ def run_facts(run: Run) -> list[tuple[str, str]]:
         ("Cases", f"{len(records)} ({finished} finished, {len(records) - finished} not)"),
         ("Models", _distinct(r["model"] for r in records)),
         ("Device", _distinct(_device(p.get("device")) for p in prov)),
+        ("Training precision", _distinct(_precision(r.get("training")) for r in records)),
         (
             "Training budget",
             f"{_distinct(b.get('max_steps') for b in budget)} steps"

@@ -54,8 +54,8 @@ class TrainingBudget:
     # Seeds torch, numpy and random before the method is applied (adapter initialisation) and the
     # Trainer's data order; --seeds runs a case once per seed.
     seed: int = between(0, MAX_SEED, 0)
-    # Training's precision: auto is bf16 autocast where the device has fast bf16, else fp32;
-    # bf16 and fp16 autocast; fp32 none.
+    # Training's precision: auto is the one the device was measured fastest in (fp32, or bf16
+    # autocast, fp16 on a GPU without bf16; docs/training-speed.md); bf16 and fp16 autocast; fp32 none.
     precision: Precision = "auto"
     # Recompute activations in the backward pass instead of keeping them: less memory, more time.
     gradient_checkpointing: bool = False

@@ -131,7 +131,7 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
     from peftcore.spec.schema import build
     from peftcore.spec.types import MethodSpec, ModelSpec, TrainingBudget
     from peftcore.train import methods
-    from peftcore.train.flops import peak_matmul_flops
+    from peftcore.train.flops import training_peaks
     from peftcore.train.outcome import TrainOutcome
     from peftcore.train.trainer import train
 
@@ -155,7 +155,7 @@ def _train_rank(files: Scratch, rank: int, world: int, local_rank: int, progress
     try:
         progress.enter("measuring the matmul peak")
         dist.barrier()  # every rank at once: on a shared CPU each measures its share of it
-        peak_flops = peak_matmul_flops(device, resolve_precision(budget.precision, device))
+        peak_flops = training_peaks(device, resolve_precision(budget.precision, device))
         with PeakMemory(device) as memory:
             progress.enter("loading the base model")
             base = load_base(model_spec, method.base, device)
@@ -224,7 +224,8 @@ def _utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, ranks: l
     the same moment (on a shared CPU, each its share)."""
     from peftcore.train.trainer import utilization
 
-    peak = sum(r["peak_flops_per_second"] for r in ranks)
+    peaks = [r["peak_flops_per_second"] for r in ranks]  # per precision, each rank's
+    peak = {name: sum(p[name] for p in peaks) for name in peaks[0]}
     if peak:
         utilization(model, method, outcome, peak)
 

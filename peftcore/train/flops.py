@@ -12,14 +12,17 @@ adds ``2 L h d n`` forward for a sequence of ``n`` tokens per token summed over 
 (``2 L h d n**2`` a sequence), times three with its backward. The LM head (``d x V``)
 counts ``4 d V`` per labeled token, ``6 d V`` when it trains.
 
-The peak is measured, not looked up: the best of a few square matmuls in the training's
-precision on the same device, once per process.
+The peak is measured, not looked up: the best of a few square matmuls on the same device, once
+per process, in every precision the device could train in (``peftcore.device.training_candidates``,
+and the one chosen). MFU divides by the best of them, so a run in a slow precision shows as low
+utilization; the chosen precision's own peak is kept beside it.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,3 +112,29 @@ def peak_matmul_flops(device: str, precision: str) -> float:
         sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
+
+
+def training_peaks(device: str, precision: str) -> dict[str, float]:
+    """The measured peak (:func:`peak_matmul_flops`) of each precision ``device`` could train in,
+    and of ``precision`` (the one the run trains in) if that is not among them."""
+    from peftcore.device import training_candidates
+
+    candidates, _ = training_candidates(device)
+    names = dict.fromkeys((*candidates, precision))
+    return {name: peak_matmul_flops(device, name) for name in names}
+
+
+def utilization_figures(achieved: float, peaks: Mapping[str, float], precision: str) -> dict[str, Any]:
+    """MFU of ``achieved`` FLOP/s against the best of ``peaks`` (per precision), with the
+    precision that reached it and the peak of ``precision`` (the run's) beside it.
+
+    >>> utilization_figures(1e11, {"fp32": 3.2e11, "bf16": 1.8e11}, "bf16")["mfu"]
+    0.3125
+    """
+    best = max(peaks, key=lambda name: peaks[name])
+    return {
+        "peak_flops_per_second": round(peaks[best]),
+        "peak_precision": best,
+        "precision_peak_flops_per_second": round(peaks[precision]) if precision in peaks else None,
+        "mfu": round(achieved / peaks[best], 4),
+    }

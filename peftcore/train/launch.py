@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError, PeftcoreError
 from peftcore.storage import atomic_write_json
 
@@ -168,6 +169,9 @@ def train_across_processes(
     files = Scratch(scratch)
     files.root.mkdir(parents=True, exist_ok=True)
     spec = case.resolved()
+    # The ranks train in the session's choice: measured with their share of the threads, each
+    # could choose another.
+    spec["training"] = {**spec["training"], "precision": resolve_precision(budget.precision, device)}
     atomic_write_json(
         files.job,
         {

@@ -41,8 +41,10 @@ class TrainExtras(TypedDict, total=False):
     # peftcore.train.flops (the device's measured matmul peak given)
     model_flops: int
     flops_per_second: int
-    peak_flops_per_second: int
-    mfu: float
+    peak_flops_per_second: int  # the best peak of any training precision
+    peak_precision: str  # the precision that reaches it
+    precision_peak_flops_per_second: int  # the run's own precision's peak
+    mfu: float  # against the best peak
     mfu_unavailable: str
     # AdaLoRA only
     adalora_updates: int

@@ -17,14 +17,14 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from peftcore.device import resolve_precision
 from peftcore.errors import DivergenceError, UnchangedWeightsError
 from peftcore.spec import MethodSpec, TrainingBudget
-from peftcore.train.outcome import TrainOutcome
+from peftcore.train.outcome import TrainExtras, TrainOutcome
 
 if TYPE_CHECKING:
     from peftcore.train.trackers import Trackers
@@ -211,11 +211,13 @@ def _callbacks(outcome: TrainOutcome, method: MethodSpec, case_id: str, max_step
     return callbacks
 
 
-def utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flops: float) -> None:
+def utilization(
+    model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flops: Mapping[str, float]
+) -> None:
     """Model FLOPs, achieved FLOP/s and MFU into ``outcome.extra`` (module peftcore.train.flops).
 
     ``outcome``'s counts and ``peak_flops`` must cover the same processes: a data-parallel run
-    passes every rank's counts and the sum of the ranks' peaks (peftcore.train.distributed).
+    passes every rank's counts and, per precision, the sum of the ranks' peaks (peftcore.train.distributed).
     """
     from peftcore.train import flops
 
@@ -238,13 +240,9 @@ def utilization(model: Any, method: MethodSpec, outcome: TrainOutcome, peak_flop
         full=full,
     )
     achieved = total / outcome.train_seconds if outcome.train_seconds > 0 else 0.0
+    outcome.extra.update({"model_flops": total, "flops_per_second": round(achieved)})
     outcome.extra.update(
-        {
-            "model_flops": total,
-            "flops_per_second": round(achieved),
-            "peak_flops_per_second": round(peak_flops),
-            "mfu": round(achieved / peak_flops, 4),
-        }
+        cast(TrainExtras, flops.utilization_figures(achieved, peak_flops, outcome.precision))
     )
 
 
@@ -332,7 +330,7 @@ def train(
     case_id: str = "case",
     outcome: TrainOutcome | None = None,
     trackers: Trackers | None = None,
-    peak_flops: float | None = None,
+    peak_flops: Mapping[str, float] | None = None,
     extra_callbacks: Sequence[Any] = (),
     full_state_dict: dict[str, Any] | None = None,
 ) -> TrainOutcome:
@@ -343,7 +341,7 @@ def train(
     when given, is filled as training goes, so a caller still has the curve of a case that
     diverged or was interrupted. ``trackers`` (the case's open tracker runs) adds their
     integration callbacks: the loss curve goes to each tracker as it is logged. ``peak_flops``
-    (the device's measured matmul peak, :func:`peftcore.train.flops.peak_matmul_flops`) adds
+    (the device's measured matmul peaks, :func:`peftcore.train.flops.training_peaks`) adds
     the run's model FLOPs and MFU to ``outcome.extra``. ``extra_callbacks`` are more TrainerCallbacks
     (a rank's progress heartbeat, peftcore.train.distributed).
 

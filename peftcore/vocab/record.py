@@ -77,13 +77,20 @@ class TrainingFigures(TypedDict, total=False):
     lm_head_positions: int  # positions the LM head computed
     fast_dropout_modules: int
     # Model FLOPs utilization (peftcore/train/flops.py): the loss's FLOPs over the run, per
-    # second, and as a fraction of the device's matmul peak measured in the same process.
+    # second, and as a fraction of the device's best matmul peak in any precision it could
+    # train in, measured in the same process (a run in a slow precision shows as low MFU).
     model_flops: int
     flops_per_second: int
-    peak_flops_per_second: int
+    peak_flops_per_second: int  # the best peak, reached in peak_precision
+    peak_precision: str
+    precision_peak_flops_per_second: int  # the peak in the precision the run trained in
     mfu: float
     mfu_unavailable: str  # why not (a config the FLOP count does not know)
     precision: str  # bf16 | fp16 | fp32 (autocast) as resolved on the device
+    # why: set in the spec, or auto's measured choice (peftcore.device.precision_choice) with
+    # each candidate's FLOP/s at a decoder's matmul shapes
+    precision_reason: str
+    precision_flops_per_second: dict[str, int]
     final_loss: Annotated[float | None, Figure("loss", LOWER)]
     loss_curve: list[list[float]]  # [[step, loss], ...], every logged step
     adapter_bytes: Annotated[int, Figure("bytes", LOWER)]  # safetensors files save_pretrained wrote
