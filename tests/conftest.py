@@ -29,3 +29,19 @@ def shipped_specs() -> Path:
 def specs(tmp_path: Path) -> Path:
     """A copy of the shipped spec directory that a test may break."""
     return Path(shutil.copytree(SHIPPED_SPECS, tmp_path / "specs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama (tests/tiny_llama.py) and SmolLM2's tokenizer, saved as a model folder:
+    a ``kind: local`` model for pytest sessions whose point is not the real weights."""
+    from tiny_llama import tiny_base
+
+    from peftcore.spec import SpecStore
+
+    base = tiny_base(SpecStore(SHIPPED_SPECS).get("models", "smollm2-135m"))
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    return folder
+

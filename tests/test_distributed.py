@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_llama import tiny_base
+from tiny_llama import add_tiny_model
 
 from peftcore.pipeline.execute import CaseContext, Executed, run_case
 from peftcore.pipeline.identity import Identity
@@ -74,14 +74,8 @@ eval: {{batch_size: 4}}
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama and SmolLM2's tokenizer, saved as a model folder."""
-    specs = SpecStore(Path(__file__).resolve().parents[1] / "benchmarks" / "specs")
-    base = tiny_base(specs.get("models", "smollm2-135m"))
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    base.model.save_pretrained(folder)
-    base.tokenizer.save_pretrained(folder)
-    return folder
+def tiny_folder(tiny_model_folder: Path) -> Path:
+    return tiny_model_folder
 
 
 def _specs(
@@ -100,9 +94,7 @@ def _specs(
     specs = Path(
         shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "specs", root / "specs")
     )
-    (specs / "models" / "tiny.yaml").write_text(
-        f"description: the tiny Llama (tests/tiny_llama.py)\nsource: {{kind: local, path: {tiny_folder}}}\n"
-    )
+    add_tiny_model(specs, tiny_folder)
     (specs / "profiles" / "dist.yaml").write_text(
         PROFILE.format(
             steps=STEPS,

@@ -12,6 +12,7 @@ import pytest
 from report_fixtures import grid as record_grid
 from report_fixtures import write_run
 from test_plugin import INI, collected, own_grid_test, planned
+from tiny_llama import add_tiny_model
 
 from peftcore.cli import main
 from peftcore.pytest_plugin.shard import partition
@@ -192,9 +193,9 @@ def test_an_unreadable_manifest_is_named_not_fatal(tmp_path: Path) -> None:
 # than IA3) breaks: with `-n 2` the two cases run on different workers, so only the controller
 # sees both.
 TWO_CASES = """\
-description: two cases for the xdist test
+description: two cases for the xdist test, on the tiny Llama (what is tested is the scheduling)
 methods: [lora, ia3]
-models: [smollm2-135m]
+models: [tiny]
 tasks: [sst2]
 training: {max_steps: 2, batch_size: 2, max_length: 64}
 data: {train: 8, held_out: 8, seen: 4}
@@ -209,8 +210,9 @@ def _records(run_dir: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_xdist_workers_give_the_records_of_a_serial_run(
-    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tiny_model_folder: Path
 ) -> None:
+    add_tiny_model(project.path / "specs", tiny_model_folder)
     (project.path / "specs" / "profiles" / "two.yaml").write_text(TWO_CASES)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the serial run computes with one thread, as each worker
     common = ["-p", "no:cacheprovider", "--profile", "two", "--benchmark-disable"]
@@ -220,18 +222,18 @@ def test_xdist_workers_give_the_records_of_a_serial_run(
     )
     # The rule is broken in both: on the case in the serial run, by the controller under xdist.
     assert serial.ret == parallel.ret == pytest.ExitCode.TESTS_FAILED
-    parallel.stdout.fnmatch_lines(["*compare: rules broken (over all workers)*", "*lora-smollm2-135m-sst2*"])
+    parallel.stdout.fnmatch_lines(["*compare: rules broken (over all workers)*", "*lora-tiny-sst2*"])
     workers = {line.split()[0] for line in parallel.outlines if " PASSED " in line and line.startswith("[gw")}
     assert workers == {"[gw0]", "[gw1]"}, parallel.outlines
     parallel.stdout.fnmatch_lines(["*peftcore cases*", "*peftcore report: *two/xdist*"])
     summary = (project.path / "two" / "xdist" / "summary.csv").read_text()  # written by the controller
-    assert "lora-smollm2-135m-sst2" in summary and "ia3-smollm2-135m-sst2" in summary
+    assert "lora-tiny-sst2" in summary and "ia3-tiny-sst2" in summary
 
     one, two = (
         _records(project.path / "one" / "runs" / "serial"),
         _records(project.path / "two" / "runs" / "xdist"),
     )
-    assert sorted(one) == sorted(two) == ["ia3-smollm2-135m-sst2", "lora-smollm2-135m-sst2"]
+    assert sorted(one) == sorted(two) == ["ia3-tiny-sst2", "lora-tiny-sst2"]
     for case_id in one:
         a, b = one[case_id], two[case_id]
         assert a["status"] == b["status"] == "finished"

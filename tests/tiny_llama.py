@@ -4,6 +4,7 @@ trackers, memory), where the real 135M weights would only add time."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from peftcore.models.load import LoadedBase, load_tokenizer
@@ -36,3 +37,10 @@ def tiny_base(spec: ModelSpec) -> LoadedBase:
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
     return LoadedBase(spec, BaseOptions(), model, tokenizer, 0.0, 0, "tiny-llama", "cpu")
+
+
+def add_tiny_model(specs: Path, folder: Path) -> None:
+    """Name the saved tiny Llama ``tiny`` in the spec directory ``specs``."""
+    (specs / "models" / "tiny.yaml").write_text(
+        f"description: the tiny Llama (tests/tiny_llama.py)\nsource: {{kind: local, path: {folder}}}\n"
+    )
