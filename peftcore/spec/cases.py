@@ -25,6 +25,7 @@ from peftcore.spec.gates import matches
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
+from peftcore.spec.tuning import check_objective, method_search
 from peftcore.spec.types import (
     DataSizes,
     DeploySettings,
@@ -158,6 +159,11 @@ def expand(
     deployed = _deployed_cells(profile, methods, cells)
     _check_gates_match(profile, [*cells, *deployed])
     _check_gates_reported(profile, tasks, [*cells, *deployed], also_score)
+    if profile.tune.enabled:
+        for _, method, task in cells:
+            if methods[method].trains:
+                search = method_search(profile.tune, methods[method], profile.file)
+                check_objective(search, tasks[task], reported_metrics(tasks[task]), profile.file)
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
