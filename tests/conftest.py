@@ -44,4 +44,3 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base.model.save_pretrained(folder)
     base.tokenizer.save_pretrained(folder)
     return folder
-

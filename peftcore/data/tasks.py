@@ -146,9 +146,8 @@ def _build(task: TaskSpec, fields: Sequence[CompiledField], sizes: DataSizes) ->
     train = [examples[i] for i in order[sizes.held_out : sizes.held_out + sizes.train]]
     start = sizes.held_out + sizes.train
     tune = [examples[i] for i in order[start : start + sizes.tune]]
-    uids = {
-        name: [e["uid"] for e in split] for name, split in (("train", train), ("held_out", held_out), ("tune", tune))
-    }
+    splits = {"train": train, "held_out": held_out, "tune": tune}
+    uids = {name: [e["uid"] for e in split] for name, split in splits.items()}
     return {
         "train": train,
         "held_out": held_out,

@@ -59,7 +59,7 @@ def check_tune(profile: ProfileSpec) -> None:
             "trials on, apart from held_out; set data.tune (e.g. 50)",
         )
     methods = _profile_methods(profile)
-    for name, change in tune.methods.items():
+    for name in tune.methods:
         if name not in methods:
             raise SpecError(
                 file, f"tune.methods.{name}", "not a method of this profile; " + suggest(name, methods)
