@@ -27,6 +27,7 @@ from peftcore.spec import peft_keywords
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, plain
 from peftcore.spec.types import MethodSpec, ProfileSpec, SearchSpace, TaskSpec, TrainingBudget, TuneSettings
+from peftcore.vocab.metrics import BUILT_IN_METRICS
 
 LOSS = "loss"  # the objective every task has: the mean loss of the tuning split's answers
 # Training keys a search may not change: they decide what is compared, not how well one method
@@ -51,6 +52,13 @@ def check_tune(profile: ProfileSpec) -> None:
             raise SpecError(file, "tune.methods", "per-method changes to a search, but tune.search is empty")
         return
     _check_block(tune, file, "tune")
+    if tune.pruner != "none":
+        # Not built yet: a trial would need its objective scored as it trains.
+        raise SpecError(
+            file,
+            "tune.pruner",
+            f"pruning ({tune.pruner}) is not built yet; use none (every trial trains its steps)",
+        )
     if profile.data.tune < 1:
         raise SpecError(
             file,
@@ -92,6 +100,10 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
     numeric = _numeric_training_keys()
     if not tune.search:
         raise SpecError(file, f"{where}.search", "empty: name at least one key to search")
+    if tune.choose == "one_se" and "training.learning_rate" not in tune.search:
+        raise SpecError(
+            file, f"{where}.choose", "one_se picks the largest learning rate: search training.learning_rate"
+        )
     for name, space in tune.search.items():
         key = f"{where}.search.{name}"
         section, _, field_name = name.partition(".")
@@ -160,6 +172,12 @@ def check_objective(tune: TuneSettings, task: TaskSpec, reported: Sequence[str],
             file,
             "tune.objective.metric",
             f"task {task.name!r} does not report {metric!r}; it reports {', '.join([LOSS, *reported])}",
+        )
+    if metric not in (LOSS, *BUILT_IN_METRICS) and tune.objective.direction == "auto":
+        raise SpecError(
+            file,
+            "tune.objective.direction",
+            f"{metric!r} is not a built-in metric, so its direction is unknown; set maximize or minimize",
         )
 
 
