@@ -208,3 +208,30 @@ def test_the_choice_is_the_best_or_the_largest_rate_within_one_standard_error(
     assert tuned.training.learning_rate == chosen
     assert tuned.tuning.choice["chosen"] == {"training.learning_rate": chosen}
     assert tuned.tuning.values == {"training.learning_rate": chosen}
+
+
+def test_an_answer_loss_is_the_models_own_loss_on_the_answer_tokens(shipped_specs: Path) -> None:
+    """On the tiny Llama: each example's loss equals the cross-entropy the model computes itself
+    with every prompt token labelled -100, batched with examples of other lengths."""
+    import torch
+    from tiny_llama import tiny_base
+
+    from peftcore.score import score_answer_losses
+    from peftcore.spec.types import EvalSettings
+    from peftcore.train.prompting import PromptFormat
+
+    store = SpecStore(shipped_specs)
+    base = tiny_base(store.get("models", "smollm2-135m"))
+    task = store.get("tasks", "sst2")
+    examples = load_task(task, store.get("profiles", "smoke").data).held_out[:5]
+    fmt = PromptFormat.for_model(base.tokenizer, "auto")
+    losses = score_answer_losses(
+        base.model, fmt, examples, EvalSettings(batch_size=3), device="cpu", precision="fp32"
+    )
+    for example, loss in zip(examples, losses, strict=True):
+        context, answer = fmt.encode_context(example.prompt), fmt.encode_continuation(example.target)
+        ids = torch.tensor([context + answer])
+        labels = torch.tensor([[-100] * len(context) + answer])
+        with torch.no_grad():
+            expected = base.model(input_ids=ids, labels=labels).loss.item()
+        assert loss == pytest.approx(expected, rel=1e-5)
