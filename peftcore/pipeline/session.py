@@ -167,18 +167,19 @@ class BenchmarkSession:
             return self._run(case, data=data, model=model, timer=timer)
         from peftcore.pipeline import tuning
 
-        stage = "asking the study for the trial's values"
+        trial = case.tuning.kind == "trial"
+        number = 0
         try:
-            if case.tuning.kind == "trial":
+            if trial:
                 case, number = tuning.begin_trial(self.run_dir, case)
             else:
-                stage = "choosing the tuned values"
                 case = tuning.choose(self.run_dir, case, self.records)
         except (PeftcoreError, OSError) as err:
+            stage = "asking the study for the trial's values" if trial else "choosing the tuned values"
             executed = record_early_failure(case, self._context(case, Identity("", "")), stage, err)
             return self._conclude(case, Outcome(case.case_id, executed.record, "ran", executed.error))
         outcome = self._run(case, data=data, model=model, timer=timer)
-        if case.tuning.kind == "trial":
+        if trial:
             tuning.end_trial(self.run_dir, case, number, outcome.record)
         return outcome
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from peftcore.errors import PeftcoreError
 from peftcore.results.store import read_record, record_path
@@ -38,7 +39,7 @@ class TuneError(PeftcoreError):
     """A search cannot go on (a tuned case whose trials did not finish, a study that cannot be read)."""
 
 
-def direction(search: TuneSettings) -> str:
+def direction(search: TuneSettings) -> Literal["minimize", "maximize"]:
     """``minimize`` or ``maximize``: the objective's, or its metric's own direction."""
     if search.objective.direction != "auto":
         return search.objective.direction
@@ -162,6 +163,26 @@ def _stderr(record: Mapping[str, Any], metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class _TrialRow:
+    """One trial as a tuned case's choice reads it."""
+
+    case_id: str
+    status: str  # the record's, or missing
+    values: dict[str, Any]
+    value: float | None  # its objective; None unless it finished with a finite one
+    stderr: float | None
+
+
+def _trial_row(run_dir: Path, case_id: str, records: Mapping[str, Record], search: TuneSettings) -> _TrialRow:
+    record = records.get(case_id) or _read(run_dir, case_id)
+    if record is None:
+        return _TrialRow(case_id, "missing", {}, None, None)
+    values = dict((record.get("tuning") or {}).get("values") or {})
+    value = objective_value(record, search)
+    return _TrialRow(case_id, str(record["status"]), values, value, _stderr(record, search.objective.metric))
+
+
 def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
     """The tuned case with its searched keys at the values its trials chose.
 
@@ -169,51 +190,38 @@ def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
     when none finished: the tuned case cannot run before its trials (with ``-k``, select them
     too).
     """
-    assert case.tuning is not None and case.tuning.kind == "tuned"
-    search = case.tuning.search
+    tuning = case.tuning
+    assert tuning is not None and tuning.kind == "tuned"
+    search = tuning.search
     metric, way = search.objective.metric, direction(search)
-    rows = []
-    for index in range(trial_count(case)):
-        key = trial_id(case, index)
-        record = records.get(key) or _read(run_dir, key)
-        value = objective_value(record, search) if record else None
-        rows.append(
-            {
-                "case_id": key,
-                "status": record.get("status") if record else "missing",
-                "values": dict((record.get("tuning") or {}).get("values") or {}) if record else {},
-                "value": value,
-                "stderr": _stderr(record, metric) if record else None,
-            }
-        )
-    done = [row for row in rows if row["value"] is not None]
+    rows = [_trial_row(run_dir, trial_id(case, i), records, search) for i in range(trial_count(case))]
+    done = [(row, row.value) for row in rows if row.value is not None]
     if not done:
-        states = ", ".join(f"{row['case_id']} {row['status']}" for row in rows)
+        states = ", ".join(f"{row.case_id} {row.status}" for row in rows)
         raise TuneError(
             f"{case.case_id}: none of its {len(rows)} trials has a {metric} on the tuning split ({states}); "
             "run its trials first (select them with -k too)"
         )
     sign = 1.0 if way == "maximize" else -1.0
-    best = max(done, key=lambda row: sign * row["value"])
+    best, best_value = max(done, key=lambda pair: sign * pair[1])
     chosen, why = best, f"the best {metric} on the tuning split ({way})"
     if search.choose == "one_se":
-        margin = best["stderr"] or 0.0
-        close = [row for row in done if sign * (best["value"] - row["value"]) <= margin]
-        chosen = max(close, key=lambda row: row["values"].get(LEARNING_RATE, 0.0))
+        margin = best.stderr or 0.0
+        close = [row for row, value in done if sign * (best_value - value) <= margin]
+        chosen = max(close, key=lambda row: float(row.values.get(LEARNING_RATE, 0.0)))
         why = (
             f"the largest learning rate whose {metric} is within one standard error "
-            f"({margin:.4g}) of the best ({best['value']:.4g}, {best['case_id']})"
+            f"({margin:.4g}) of the best ({best_value:.4g}, {best.case_id})"
         )
     choice = {
         "objective": {"metric": metric, "direction": way},
-        "trials": rows,
+        "trials": [dataclasses.asdict(row) for row in rows],
         "finished": len(done),
-        "chosen": chosen["values"],
-        "chosen_trial": chosen["case_id"],
+        "chosen": chosen.values,
+        "chosen_trial": chosen.case_id,
         "why": why,
     }
-    tuned = case.with_values(chosen["values"])
-    return dataclasses.replace(tuned, tuning=dataclasses.replace(tuned.tuning, choice=choice))
+    return case.with_values(chosen.values, choice=choice)
 
 
 def _read(run_dir: Path, case_id: str) -> Record | None:

@@ -126,8 +126,9 @@ class Case:
             **({"tuning": self.tuning.to_spec()} if self.tuning is not None else {}),
         }
 
-    def with_values(self, values: Mapping[str, Any]) -> Case:
-        """This case with searched keys set (``training.<key>`` and ``adapter.<keyword>``)."""
+    def with_values(self, values: Mapping[str, Any], choice: Mapping[str, Any] | None = None) -> Case:
+        """This case with searched keys set (``training.<key>`` and ``adapter.<keyword>``), and
+        for a tuned case the choice that set them."""
         assert self.tuning is not None
         training, adapter = apply_values(values)
         method = self.method
@@ -137,7 +138,11 @@ class Case:
             self,
             method=method,
             training=dataclasses.replace(self.training, **training),
-            tuning=dataclasses.replace(self.tuning, values=freeze(dict(values))),
+            tuning=dataclasses.replace(
+                self.tuning,
+                values=freeze(dict(values)),
+                choice=self.tuning.choice if choice is None else choice,
+            ),
         )
 
 
