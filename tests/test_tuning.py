@@ -19,8 +19,8 @@ from peftcore.spec import SpecStore, expand
 from peftcore.spec.tuning import grid_values
 from peftcore.spec.types import SearchSpace
 
-pytestmark = pytest.mark.slow  # pytest sessions that train: not in the quick tier
-
+# The pytest sessions train (the tiny Llama, but several processes): marked slow, not in the
+# quick tier; the checks without a model are.
 PROFILE = """\
 description: a learning-rate search on the tiny Llama
 methods: [base, lora]
@@ -51,6 +51,7 @@ def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
 
 
+@pytest.mark.slow
 def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the_best(
     project: pytest.Pytester,
 ) -> None:
@@ -126,6 +127,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     }
 
 
+@pytest.mark.slow
 def test_a_tuned_run_whose_trials_were_not_selected_fails_saying_so(project: pytest.Pytester) -> None:
     (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID)
     result = project.runpytest_subprocess(
@@ -137,6 +139,7 @@ def test_a_tuned_run_whose_trials_were_not_selected_fails_saying_so(project: pyt
     )
 
 
+@pytest.mark.slow
 def test_a_tpe_search_draws_its_values_from_the_range_and_again_the_same(project: pytest.Pytester) -> None:
     profile = PROFILE.format(space="{low: 1.0e-4, high: 1.0e-2}", sampler="tpe")
     (project.path / "specs" / "profiles" / "search.yaml").write_text(profile)
@@ -210,6 +213,7 @@ def test_the_choice_is_the_best_or_the_largest_rate_within_one_standard_error(
     assert tuned.tuning.values == {"training.learning_rate": chosen}
 
 
+@pytest.mark.slow
 def test_an_answer_loss_is_the_models_own_loss_on_the_answer_tokens(shipped_specs: Path) -> None:
     """On the tiny Llama: each example's loss equals the cross-entropy the model computes itself
     with every prompt token labelled -100, batched with examples of other lengths."""
@@ -235,3 +239,21 @@ def test_an_answer_loss_is_the_models_own_loss_on_the_answer_tokens(shipped_spec
         with torch.no_grad():
             expected = base.model(input_ids=ids, labels=labels).loss.item()
         assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_shard_keeps_a_search_whole(specs: Path) -> None:
+    """A tuned run reads its trials' records in its own run: --shard never cuts a study apart."""
+    from peftcore.pytest_plugin.shard import partition
+    from peftcore.results.manifest import Shard
+
+    (specs / "profiles" / "search.yaml").write_text(
+        GRID.replace("models: [tiny]", "models: [smollm2-135m]").replace(
+            "methods: [base, lora]", "methods: [base, lora, ia3, dora]"
+        )
+    )
+    cases = expand(SpecStore(specs), "search")
+    shards = [partition(cases, Shard(i, 3)) for i in (1, 2, 3)]
+    assert sorted(c for s in shards for c in s) == sorted(c.case_id for c in cases)
+    for study in {c.tuning.study for c in cases if c.tuning is not None}:
+        members = {c.case_id for c in cases if c.tuning is not None and c.tuning.study == study}
+        assert sum(1 for s in shards if members & s) == 1, study
