@@ -82,7 +82,12 @@ def _distributions(case: Case) -> dict[str, Any]:
 
 
 def open_study(run_dir: Path, case: Case) -> Any:
-    """The case's study in the run folder, created at its first trial."""
+    """The case's study in the run folder, created at its first trial, with the search's sampler.
+
+    TPE's sampler is seeded with the case's seed plus the trials the study holds: a sampler is
+    made anew for each trial (sessions come and go), and one seed for all would draw the same
+    random start every time; this way a rerun after the same trials draws the same values.
+    """
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -91,21 +96,23 @@ def open_study(run_dir: Path, case: Case) -> Any:
     search = case.tuning.search
     path = run_dir / STUDY_FOLDER / f"{case.tuning.study}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if search.sampler == "grid":
-        sampler: Any = optuna.samplers.GridSampler(search_grid(search, case.method.tuner), seed=0)
-    else:
-        # A third of the trials (2 to 10) drawn at random before TPE models the rest.
-        sampler = optuna.samplers.TPESampler(
-            seed=case.training.seed, n_startup_trials=min(10, max(2, search.trials // 3))
-        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=case.tuning.study,
         storage=JournalStorage(JournalFileBackend(str(path))),
-        sampler=sampler,
+        sampler=optuna.samplers.GridSampler(search_grid(search, case.method.tuner), seed=0)
+        if search.sampler == "grid"
+        else None,
         direction=direction(search),
         load_if_exists=True,
     )
+    if search.sampler == "tpe":
+        # A third of the trials (2 to 10) drawn at random before TPE models the rest.
+        study.sampler = optuna.samplers.TPESampler(
+            seed=case.training.seed + len(study.get_trials(deepcopy=False)),
+            n_startup_trials=min(10, max(2, search.trials // 3)),
+        )
+    return study
 
 
 def begin_trial(run_dir: Path, case: Case) -> tuple[Case, int]:
