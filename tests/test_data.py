@@ -162,6 +162,36 @@ def test_split_algorithm_literal(tmp_path: Path) -> None:
     assert loaded.split_sha256 == "421e1f7cc8b611c64ad2db1c02930703b14c3b2a5bcc3db812d3d859f91f24ea"
 
 
+def test_the_tuning_split_follows_train_and_shares_no_example_with_any_split(tmp_path: Path) -> None:
+    task = task_from(tmp_path, QA_SPEC, {"qa.jsonl": jsonl(QA)})
+    without = data.load_task(task, DataSizes(train=10, held_out=5, seen=3))
+    loaded = data.load_task(task, DataSizes(train=10, held_out=5, seen=3, tune=6))
+    order = sorted(
+        (e.uid for e in without.train + without.held_out + loaded.tune),
+        key=lambda u: hashlib.sha256(f"1234:{u}".encode()).hexdigest(),
+    )
+    assert [e.uid for e in loaded.tune] == order[15:21]
+    # Adding a tuning split changes no other split (nor, without one, the split's hash).
+    assert (loaded.train, loaded.held_out, loaded.seen) == (without.train, without.held_out, without.seen)
+    assert (
+        without.tune == ()
+        and without.split_sha256 == "421e1f7cc8b611c64ad2db1c02930703b14c3b2a5bcc3db812d3d859f91f24ea"
+    )
+    assert loaded.split_sha256 != without.split_sha256
+    tune = {e.uid for e in loaded.tune}
+    assert len(tune) == 6 and not tune & {e.uid for e in loaded.held_out + loaded.train}
+    assert loaded.split("tune") == loaded.tune
+
+
+def test_a_tuning_split_that_would_overlap_another_is_refused(tmp_path: Path) -> None:
+    task = task_from(tmp_path, QA_SPEC, {"qa.jsonl": jsonl(QA)})
+    with pytest.raises(SpecError) as raised:
+        data.load_task(task, DataSizes(train=10, held_out=5, seen=3, tune=16))
+    assert "key 'data.tune'" in one_line(raised)
+    assert "train 10 + held_out 5 + tune 16 > 30 usable examples" in str(raised.value)
+    assert "the tuning split would overlap held_out or train" in str(raised.value)
+
+
 @NEEDS_ASSETS
 def test_cached_load_is_identical_and_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path))

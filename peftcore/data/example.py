@@ -41,8 +41,9 @@ class TaskData:
     """A task's examples split into disjoint parts.
 
     ``train`` is what a case trains on, ``held_out`` is never trained on, ``seen`` is a sample
-    of ``train`` scored to compare with ``held_out``. ``data_sha256`` hashes the source records
-    (before splitting); ``split_sha256`` hashes the uids of each split in order.
+    of ``train`` scored to compare with ``held_out``, ``tune`` (empty unless ``data.tune``) is
+    what a search scores its trials on, apart from all three. ``data_sha256`` hashes the source
+    records (before splitting); ``split_sha256`` hashes the uids of each split in order.
     """
 
     task_name: str
@@ -52,8 +53,9 @@ class TaskData:
     data_sha256: str
     split_sha256: str
     source_size: int
+    tune: tuple[Example, ...] = ()
 
     def split(self, name: str) -> tuple[Example, ...]:
-        if name not in ("train", "held_out", "seen"):
-            raise KeyError(f"no split {name!r}; expected train, held_out or seen")
+        if name not in ("train", "held_out", "seen", "tune"):
+            raise KeyError(f"no split {name!r}; expected train, held_out, seen or tune")
         return getattr(self, name)

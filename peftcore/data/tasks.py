@@ -84,11 +84,12 @@ def source_size(task: TaskSpec) -> int:
 
 
 def load_task(task: TaskSpec, sizes: DataSizes) -> TaskData:
-    """The task's examples, split into train / held_out / seen.
+    """The task's examples, split into train / held_out / seen / tune.
 
     Records are read from ``task.source`` (offline for package and local sources), reduced
     to distinct ones, ordered by sha256(f"{split_seed}:{uid}"): the first ``held_out`` are
-    held out, the next ``train`` are trained on, ``seen`` is the head of ``train``.
+    held out, the next ``train`` are trained on, ``seen`` is the head of ``train``, the next
+    ``tune`` are the tuning split.
 
     Each example maps ``task.fields`` and renders ``prompt`` and ``target`` with
     ``str.format``. Derived names: ``answer_text`` (gold choice text, or first gold answer),
@@ -120,6 +121,7 @@ def load_task(task: TaskSpec, sizes: DataSizes) -> TaskData:
         train=train,
         held_out=tuple(example_from_json(e) for e in payload["held_out"]),
         seen=train[: sizes.seen],
+        tune=tuple(example_from_json(e) for e in payload.get("tune", ())),
         data_sha256=payload["data_sha256"],
         split_sha256=payload["split_sha256"],
         source_size=payload["source_size"],
@@ -142,11 +144,17 @@ def _build(task: TaskSpec, fields: Sequence[CompiledField], sizes: DataSizes) ->
     order = split_order(records.uids, sizes.split_seed)
     held_out = [examples[i] for i in order[: sizes.held_out]]
     train = [examples[i] for i in order[sizes.held_out : sizes.held_out + sizes.train]]
-    uids = {name: [e["uid"] for e in split] for name, split in (("train", train), ("held_out", held_out))}
+    start = sizes.held_out + sizes.train
+    tune = [examples[i] for i in order[start : start + sizes.tune]]
+    splits = {"train": train, "held_out": held_out, "tune": tune}
+    uids = {name: [e["uid"] for e in split] for name, split in splits.items()}
     return {
         "train": train,
         "held_out": held_out,
+        "tune": tune,
         "data_sha256": records.data_sha256,
-        "split_sha256": split_sha256(uids["train"], uids["held_out"], uids["train"][: sizes.seen]),
+        "split_sha256": split_sha256(
+            uids["train"], uids["held_out"], uids["train"][: sizes.seen], uids["tune"]
+        ),
         "source_size": len(examples),
     }

@@ -14,7 +14,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -241,7 +241,12 @@ def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) 
             "model_sha256": base.sha256,
             "data_sha256": data.data_sha256,
             "split_sha256": data.split_sha256,
-            "split_sizes": {"train": len(data.train), "held_out": len(data.held_out), "seen": len(data.seen)},
+            "split_sizes": {
+                "train": len(data.train),
+                "held_out": len(data.held_out),
+                "seen": len(data.seen),
+                **({"tune": len(data.tune)} if data.tune else {}),
+            },
         },
     )
     record["case_hash"] = ctx.identity.case_hash
@@ -273,6 +278,10 @@ def _train_and_score(
     record["adapter_dir"] = ready.adapter_dir
     record["training"] = ready.training
     _score(case, base, data, fmt, ctx, state, record, timed=ready.timed_by_scoring)
+    if case.tuning is not None:
+        from peftcore.pipeline.tuning import record_block
+
+        record["tuning"] = record_block(case, record)
     if state.trackers is not None:
         state.stage = "logging to the trackers"
         state.trackers.finish(record_numbers(record), step=int(ready.training.get("steps") or 0))
@@ -479,11 +488,15 @@ def _score(
     timed: bool,
 ) -> None:
     """Score the case's model on its held-out and seen examples (``timed``: as the case's timed
-    work), judge them when the profile asks, then score it outside the task; into ``record``."""
+    work), judge them when the profile asks, then score it outside the task; into ``record``.
+    A search's trial is scored on the tuning split alone (:func:`_score_trial`)."""
     from peftcore import score as scoring
 
     state.stage = "scoring"
     precision = scoring_precision(case.eval.precision)
+    if case.tuning is not None and case.tuning.kind == "trial":
+        _score_trial(case, data, fmt, ctx, state, record, precision)
+        return
 
     def score_splits() -> dict[str, ScoreResult]:
         return {
@@ -519,6 +532,38 @@ def _score(
             case, state.model, fmt, ctx.off_task, device=ctx.device, precision=precision
         ):
             keep_scores(record, OOD_PREFIX + task, result)
+
+
+def _score_trial(
+    case: Case,
+    data: TaskData,
+    fmt: PromptFormat,
+    ctx: CaseContext,
+    state: _CaseState,
+    record: Record,
+    precision: str,
+) -> None:
+    """A trial's scores on the tuning split: the task's metrics and the answers' loss (the
+    objective every task has), each with its uncertainty; held_out and seen are never scored."""
+    from peftcore import score as scoring
+    from peftcore.score.uncertainty import metric_intervals
+    from peftcore.spec.tuning import LOSS
+
+    examples = data.split("tune")
+    result = scoring.score(
+        state.model, fmt, examples, case.task, case.eval, device=ctx.device, precision=precision
+    )
+    losses = scoring.score_answer_losses(
+        state.model, fmt, examples, case.eval, device=ctx.device, precision=precision
+    )
+    metrics = {**result.metrics, LOSS: sum(losses) / len(losses)}
+    kept = {**result.examples, "scores": {**(result.examples.get("scores") or {}), LOSS: losses}}
+    keep_scores(
+        record,
+        "tune",
+        replace(result, metrics=metrics, examples=kept, uncertainty=metric_intervals(metrics, kept)),
+    )
+    record["inference"] = cast(Any, result.inference)
 
 
 def _across_processes_figures(launched: Launched) -> TrainingFigures:
@@ -558,14 +603,16 @@ def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> t
 
     A peft adapter is saved (atomically) to ``adapters/<case-id>/``, loadable with
     ``PeftModel.from_pretrained``. A fully fine-tuned model is written too, for its size, and
-    kept only when ``keep_full`` is set (it is as large as the model). An error (a full disk
-    above all) names the folder and leaves nothing half-written.
+    kept only when ``keep_full`` is set (it is as large as the model). A search's trial is
+    written for its size and not kept (it is scored once, on the tuning split). An error (a
+    full disk above all) names the folder and leaves nothing half-written.
     """
     from peftcore.train.methods import save_trained
 
     target = adapter_path(run_dir, case.case_id)
+    trial = case.tuning is not None and case.tuning.kind == "trial"
     try:
-        if case.method.is_peft or keep_full:
+        if (case.method.is_peft or keep_full) and not trial:
             with atomic_folder(target) as tmp:
                 save_trained(model, tmp, case.method)
                 size = _safetensors_bytes(tmp)

@@ -35,7 +35,7 @@ from peftcore.results.provenance import package_versions
 from peftcore.results.store import Earlier, History, adopt, read_record, record_path
 from peftcore.spec import ProfileSpec
 from peftcore.spec.cases import Case
-from peftcore.vocab.record import Record, RecordError
+from peftcore.vocab.record import Record, RecordError, is_trial
 
 How = Literal["ran", "rescored", "adopted", "resumed"]
 
@@ -159,22 +159,63 @@ class BenchmarkSession:
         the data is asked for first, so a bad task spec fails before any model loads. ``timer``
         runs the timed part of the case once (training, or scoring for a case that trains
         nothing). Ctrl-C and SIGTERM propagate after the running case's record is written.
+
+        A search's trial takes its values from the study (peftcore.pipeline.tuning) and tells it
+        its objective after; a tuned case takes the values its trials chose, before it is planned.
         """
+        if case.tuning is None:
+            return self._run(case, data=data, model=model, timer=timer)
+        from peftcore.pipeline import tuning
+
+        trial = case.tuning.kind == "trial"
+        number = 0
+        try:
+            if trial:
+                case, number = tuning.begin_trial(self.run_dir, case)
+            else:
+                case = tuning.choose(self.run_dir, case, self.records)
+        except (PeftcoreError, OSError) as err:
+            stage = "asking the study for the trial's values" if trial else "choosing the tuned values"
+            executed = record_early_failure(case, self._context(case, Identity("", "")), stage, err)
+            return self._conclude(case, Outcome(case.case_id, executed.record, "ran", executed.error))
+        outcome = self._run(case, data=data, model=model, timer=timer)
+        if trial:
+            tuning.end_trial(self.run_dir, case, number, outcome.record)
+        return outcome
+
+    def _context(
+        self,
+        case: Case,
+        identity: Identity,
+        rescore: Earlier | None = None,
+        off_task: OffTaskData | None = None,
+        timer: Timer = untimed,
+    ) -> CaseContext:
+        return CaseContext(
+            run_dir=self.run_dir,
+            run_id=self.run_id,
+            device=self.device,
+            repo_root=self.repo_root,
+            identity=identity,
+            reuse=rescore,
+            timer=timer,
+            keep=lambda record: self._keep(case.case_id, record),  # cancelled ones too
+            off_task=off_task or OffTaskData(),
+        )
+
+    def _run(
+        self,
+        case: Case,
+        *,
+        data: Callable[[Case], TaskData],
+        model: Callable[[Case], LoadedBase],
+        timer: Timer,
+    ) -> Outcome:
 
         def context(
             identity: Identity, rescore: Earlier | None = None, off_task: OffTaskData | None = None
         ) -> CaseContext:
-            return CaseContext(
-                run_dir=self.run_dir,
-                run_id=self.run_id,
-                device=self.device,
-                repo_root=self.repo_root,
-                identity=identity,
-                reuse=rescore,
-                timer=timer,
-                keep=lambda record: self._keep(case.case_id, record),  # cancelled ones too
-                off_task=off_task or OffTaskData(),
-            )
+            return self._context(case, identity, rescore, off_task, timer)
 
         def failed_before_running(stage: str, error: Exception) -> Outcome:
             executed = record_early_failure(case, context(Identity("", "")), stage, error)
@@ -240,6 +281,9 @@ class BenchmarkSession:
         from peftcore import gates
         from peftcore.results.variants import unbuilt_variants, variant_rows, with_variants
 
+        if is_trial(record):  # scored on the tuning split only: no bound or rule is about it
+            return []
+
         # The case and its deployment variants (lora@nf4: peftcore.results.variants), each gated
         # like a case.
         rows = [record, *variant_rows(record)]
@@ -249,9 +293,8 @@ class BenchmarkSession:
         if self.profile is not None:
             for row in rows:
                 failures += gates.check_expect(row, self.profile.expect, self.profile.file)
-            between = gates.check_relative(
-                with_variants(self.records.values()), self.profile.compare, self.profile.file
-            )
+            compared = (r for r in self.records.values() if not is_trial(r))
+            between = gates.check_relative(with_variants(compared), self.profile.compare, self.profile.file)
             ids = {str(row["case_id"]) for row in rows}
             failures += [f for f in between if ids & {f.case_id, f.baseline_id}]
         # A variant that failed to build has no row, so no rule reaches it: it fails the case

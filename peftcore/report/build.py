@@ -9,6 +9,7 @@ destination and renamed into place, so a failure leaves the previous report whol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from peftcore.results.frame import records_frame
 from peftcore.results.store import Run, RunError
 from peftcore.results.variants import with_variants
 from peftcore.storage import atomic_folder, atomic_write_bytes
+from peftcore.vocab.record import is_trial
 
 DEFAULT_RESULTS = Path("reports/runs")
 MARKER = ".peftcore-report"  # only a folder carrying it is ever replaced
@@ -63,9 +65,11 @@ def newest_run(results_dir: Path = DEFAULT_RESULTS) -> Path:
 
 def read_run(run_dir: Path) -> Run:
     """The usable records of a run; unreadable record files are kept as problems, not fatal.
-    ReportError when the folder is missing, is not a run, or has no readable record."""
+    ReportError when the folder is missing, is not a run, or has no readable record. A search's
+    trials are left out: they are scored on the tuning split, not compared."""
     with _as_report_error():
-        return store.read_run(run_dir)
+        run = store.read_run(run_dir)
+    return dataclasses.replace(run, records=tuple(r for r in run.records if not is_trial(r)))
 
 
 def check_run_count(runs: Sequence[object]) -> None:

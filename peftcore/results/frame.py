@@ -49,10 +49,12 @@ from peftcore.vocab.record import (
     FIGURES,
     METRIC_BLOCKS,
     OOD_PREFIX,
+    TUNE_SPLIT,
     Record,
     RecordError,
     case_key,
     case_seed,
+    is_trial,
     primary_metric,
 )
 
@@ -84,6 +86,7 @@ IDENTITY = (
     "profile",
     "primary_metric",
     "variant_of",  # a deployment variant's row (method "<method>@<variant>"): the case it came from
+    "tuning",  # trial: a search's trial (load_results(trials=True)); tuned: run at the values it chose
 )
 GROUP_KEYS = ("model", "task", "method")  # a report row: its seeds are aggregated
 # The fields of a record's uncertainty[split][metric] that get a column after the metric's own.
@@ -129,7 +132,7 @@ def is_uncertainty_column(column: str) -> bool:
     (True, False)
     """
     head, _, rest = column.partition(".")
-    if head not in METRIC_BLOCKS and head != "ood":
+    if head not in (*METRIC_BLOCKS, TUNE_SPLIT) and head != "ood":
         return False
     depth = 2 if head == "ood" else 1  # ood.<task>.<metric>.<field> has one dot more
     return rest.count(".") >= depth and column.rpartition(".")[2] in UNCERTAINTY_FIELDS
@@ -178,7 +181,7 @@ def _metric_fields(record: Mapping[str, Any], where: str) -> dict[str, float | N
         for name in metric_names(record, split):
             row.setdefault(f"{split}.{name}", None)
     for split, values in metrics.items():
-        if split not in METRIC_BLOCKS and not split.startswith(OOD_PREFIX):
+        if split not in (*METRIC_BLOCKS, TUNE_SPLIT) and not split.startswith(OOD_PREFIX):
             continue
         if not isinstance(values, Mapping):
             raise RecordError(f"{where}: key 'metrics.{split}': expected a mapping, got {values!r}")
@@ -208,6 +211,10 @@ def _row(record: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {key: record.get(key) for key in IDENTITY}
     row["seed"] = case_seed(record)
     row["primary_metric"] = primary_metric(record)
+    tuning = record.get("tuning")
+    if isinstance(tuning, Mapping):  # a search's trial or tuned run: its kind and values
+        row["tuning"] = tuning.get("kind")
+        row.update(flat(dict(tuning.get("values") or {}), "tuning.values"))
     for column, value in _metric_fields(record, where).items():  # each metric, then its uncertainty
         row[column] = value
         row.update(_uncertainty_fields(record, column, where))
@@ -237,8 +244,8 @@ def _column_order(name: str) -> int:
     head = name.partition(".")[0]
     if name in IDENTITY:
         return 0  # a stable sort keeps IDENTITY's own order
-    if head in (*METRIC_BLOCKS, "ood"):
-        return 1 + (*METRIC_BLOCKS, "ood").index(head)
+    if head in (*METRIC_BLOCKS, "ood", TUNE_SPLIT):
+        return 1 + (*METRIC_BLOCKS, "ood", TUNE_SPLIT).index(head)
     if head in COST_BLOCKS:
         return 10 + list(COST_BLOCKS).index(head)
     return 20 if head == "provenance" else 21
@@ -258,7 +265,7 @@ def _dtype(name: str, values: Sequence[Any], declared: Mapping[str, Any]) -> str
     """The dtype of a column: metrics float64; declared fields by their annotation; the rest by
     the Python types of their values (JSON keeps ints and floats apart). None: leave as objects."""
     head = name.partition(".")[0]
-    if head in METRIC_BLOCKS or name.startswith(OOD_PREFIX):
+    if head in (*METRIC_BLOCKS, TUNE_SPLIT) or name.startswith(OOD_PREFIX):
         return "float64"
     kind = declared.get(name)
     if kind is None:
@@ -276,17 +283,18 @@ def _dtype(name: str, values: Sequence[Any], declared: Mapping[str, Any]) -> str
 
 
 def records_frame(
-    records: Iterable[Mapping[str, Any]], *, where: Sequence[str] | None = None
+    records: Iterable[Mapping[str, Any]], *, where: Sequence[str] | None = None, trials: bool = False
 ) -> pd.DataFrame:
     """One row per record, in the order given (see the module's docstring for the columns).
 
     ``where`` names each record in errors (its file); RecordError when a metric or a cost figure
-    is not a number, or a block is not a mapping.
+    is not a number, or a block is not a mapping. A search's trials (scored on the tuning split,
+    not held_out) are left out unless ``trials``: they are not rows of the comparison.
     """
     import pandas as pd
 
-    records = list(records)
-    rows = [_row(r, where[i] if where else None) for i, r in enumerate(records)]
+    pairs = [(r, where[i] if where else None) for i, r in enumerate(records)]
+    rows = [_row(r, w) for r, w in pairs if trials or not is_trial(r)]
     names: dict[str, None] = dict.fromkeys(IDENTITY)
     for row in rows:
         names.update(dict.fromkeys(row))
@@ -371,6 +379,7 @@ def load_results(
     results_dir: str | Path = DEFAULT_RESULTS,
     newest_only: bool = False,
     skip_unreadable: bool = False,
+    trials: bool = False,
 ) -> pd.DataFrame:
     """The case records of one or more runs as a DataFrame, one row per case and seed, and one
     per deployment variant of a case (method ``<method>@<variant>``, ``variant_of`` its case).
@@ -380,7 +389,8 @@ def load_results(
     newest record of each (method, model, task, seed) over all of them (a cached case appears in
     every run that adopted it). A record file that cannot be read is a RecordError naming it,
     unless ``skip_unreadable`` (then its message is in ``frame.attrs["problems"]``). RunError
-    names a source that is not a run.
+    names a source that is not a run. ``trials`` adds a search's trials (``tuning == "trial"``,
+    their scores under ``tune.<metric>``, their values under ``tuning.values.<key>``).
 
     >>> df = load_results("reports/runs")                                    # doctest: +SKIP
     >>> df.groupby(["task", "method"])["held_out.accuracy"].agg(["mean", "std"])  # doctest: +SKIP
@@ -391,7 +401,7 @@ def load_results(
         for row in with_variants([record]):
             rows.append(row)
             wheres.append(where)
-    frame = records_frame(rows, where=wheres)
+    frame = records_frame(rows, where=wheres, trials=trials)
     frame.attrs["problems"] = problems
     return frame
 

@@ -29,9 +29,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from peftcore.score.run import ScoreResult, score
+    from peftcore.score.run import ScoreResult, score, score_answer_losses
 
-__all__ = ["ScoreResult", "score"]
+__all__ = ["ScoreResult", "score", "score_answer_losses"]
 
 
 def __getattr__(name: str) -> Any:

@@ -151,3 +151,24 @@ def _inference(model: Any, device: str, precision: str) -> Iterator[None]:
     finally:
         if was_training:
             model.train()
+
+
+def score_answer_losses(
+    model: Any,
+    fmt: PromptFormat,
+    examples: Sequence[Example],
+    settings: EvalSettings,
+    *,
+    device: str,
+    precision: str,
+    max_length: int | None = None,
+) -> list[float]:
+    """Each example's answer loss (:mod:`peftcore.score.answer_loss`), in order; precision and
+    ``max_length`` as :func:`score` takes them."""
+    from peftcore.score.answer_loss import answer_losses
+
+    limit = max_length or getattr(settings, "max_length", None) or max_input_length(model)
+    with _inference(model, device, resolve_precision(precision, device)):
+        return answer_losses(
+            model, fmt, examples, batch_size=settings.batch_size, device=device, max_length=limit
+        )

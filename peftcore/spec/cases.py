@@ -9,9 +9,10 @@ method may need its own learning rate; the command line is a quick try.)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from peftcore.errors import SpecError, suggest
 from peftcore.spec.checks import (
@@ -25,6 +26,7 @@ from peftcore.spec.gates import matches
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
+from peftcore.spec.tuning import apply_values, check_objective, method_search, search_grid
 from peftcore.spec.types import (
     DataSizes,
     DeploySettings,
@@ -34,10 +36,40 @@ from peftcore.spec.types import (
     ProfileSpec,
     TaskSpec,
     TrainingBudget,
+    TuneSettings,
 )
 from peftcore.vocab.quantities import Quantity
 from peftcore.vocab.record import METRIC_BLOCKS
 from peftcore.vocab.variants import mergeable, split_variant_method, variant_method
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A case's part in its method's search (profile ``tune:``, :mod:`peftcore.spec.tuning`).
+
+    A ``trial`` trains with ``values`` (a grid point; a TPE trial's are drawn when it runs) for
+    the search's steps and is scored on the tuning split only. A ``tuned`` case is a compared
+    run: its searched keys take the values its trials chose, when it runs (``values`` is empty
+    until then).
+    """
+
+    kind: Literal["trial", "tuned"]
+    search: TuneSettings  # the method's resolved search
+    study: str  # <method>-<model>-<task>: the study its trials belong to
+    index: int = 0  # a trial's number in the study (grid: its grid point)
+    values: Mapping[str, Any] = field(default_factory=dict)  # searched key -> value
+    # A tuned case's choice, once made (peftcore.pipeline.tuning.choose): the trials it read,
+    # their objectives, what was chosen and why. In the record, not in the case's identity.
+    choice: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "study": self.study,
+            "index": self.index,
+            "values": dict(self.values),
+            "search": plain(self.search),
+        }
 
 
 @dataclass(frozen=True)
@@ -61,10 +93,15 @@ class Case:
     also_score: tuple[TaskSpec, ...] = ()
     # Deployment variants built from the trained case (profile deploy:), see peftcore.deploy.
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    tuning: Tuning | None = None  # a trial of a search, or a compared run at the values it chose
 
     @property
     def case_id(self) -> str:
         base = f"{self.method.name}-{self.model.name}-{self.task.name}"
+        if self.tuning is not None and self.tuning.kind == "trial":
+            return f"{base}-trial{self.tuning.index}"
+        if self.tuning is not None:
+            base += "-tuned"
         return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
 
     @property
@@ -86,7 +123,27 @@ class Case:
             **({"general_text": plain(self.general_text)} if self.general_text else {}),
             **({"also_score": {t.name: plain(t) for t in self.also_score}} if self.also_score else {}),
             **({"deploy": plain(self.deploy)} if self.deploy.variants else {}),
+            **({"tuning": self.tuning.to_spec()} if self.tuning is not None else {}),
         }
+
+    def with_values(self, values: Mapping[str, Any], choice: Mapping[str, Any] | None = None) -> Case:
+        """This case with searched keys set (``training.<key>`` and ``adapter.<keyword>``), and
+        for a tuned case the choice that set them."""
+        assert self.tuning is not None
+        training, adapter = apply_values(values)
+        method = self.method
+        if adapter:
+            method = dataclasses.replace(method, adapter=freeze({**method.adapter, **adapter}))
+        return dataclasses.replace(
+            self,
+            method=method,
+            training=dataclasses.replace(self.training, **training),
+            tuning=dataclasses.replace(
+                self.tuning,
+                values=freeze(dict(values)),
+                choice=self.tuning.choice if choice is None else choice,
+            ),
+        )
 
 
 def resolve_training(
@@ -158,6 +215,14 @@ def expand(
     deployed = _deployed_cells(profile, methods, cells)
     _check_gates_match(profile, [*cells, *deployed])
     _check_gates_reported(profile, tasks, [*cells, *deployed], also_score)
+    searches: dict[str, TuneSettings] = {}
+    if profile.tune.enabled:
+        for _, method, task in cells:
+            if methods[method].trains:
+                searches[method] = method_search(profile.tune, methods[method], profile.file)
+                check_objective(searches[method], tasks[task], reported_metrics(tasks[task]), profile.file)
+        if not seeds:  # the compared runs of a search get its seeds, unless the command line says
+            seeds = range(profile.tune.seeds) if profile.tune.seeds > 1 else None
     seed_list = list(seeds) if seeds else [None]
     # The budget does not depend on the model: resolve it once per (method, task).
     budgets = {
@@ -167,9 +232,10 @@ def expand(
     cases = []
     for model, method, task in cells:
         budget = budgets[method, task]
+        cell = []
         for seed in seed_list:
             training = budget if seed is None else dataclasses.replace(budget, seed=seed)
-            cases.append(
+            cell.append(
                 Case(
                     profile=profile.name,
                     method=apply_model_overrides(methods[method], models[model]),
@@ -190,8 +256,38 @@ def expand(
                     ),
                 )
             )
+        cases += _with_search(cell, searches.get(method))
     cases.sort(key=_order)
     return cases
+
+
+def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
+    """The cases of one (model, method, task), one per seed, with the method's search if it has
+    one: its trials (one per grid point, or ``trials`` for TPE; trained once, with the first
+    seed), then the compared runs, ``tuned``, at the values the trials chose."""
+    if search is None:
+        return cell
+    case = cell[0]
+    study = f"{case.method.name}-{case.model.name}-{case.task.name}"
+    tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study)) for c in cell]
+    trial_base = dataclasses.replace(
+        case,
+        training=dataclasses.replace(case.training, max_steps=search.steps or case.training.max_steps),
+        seed_suffix=False,
+        general_text=None,
+        also_score=(),
+        deploy=DeploySettings(),
+    )
+    if search.sampler == "grid":
+        grid = search_grid(search, case.method.tuner)
+        points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    else:
+        points = [{} for _ in range(search.trials)]
+    trials = []
+    for index, values in enumerate(points):
+        trial = dataclasses.replace(trial_base, tuning=Tuning("trial", search, study, index))
+        trials.append(trial.with_values(values) if values else trial)
+    return [*trials, *tuned]
 
 
 def _off_task_specs(store: SpecStore, profile: ProfileSpec) -> tuple[TaskSpec | None, list[TaskSpec]]:
@@ -410,6 +506,8 @@ def _order(case: Case) -> tuple[Any, ...]:
         case.method.trains,
         case.method.name,
         case.task.name,
+        case.tuning is not None and case.tuning.kind == "tuned",  # after the trials that choose for it
+        case.tuning.index if case.tuning is not None else 0,
         case.training.seed,
     )
 

@@ -15,6 +15,7 @@ from peftcore.spec import peft_keywords
 from peftcore.spec.schema import build
 from peftcore.spec.templates import check_templates
 from peftcore.spec.trainer_names import accepted
+from peftcore.spec.tuning import check_tune
 from peftcore.spec.types import SECTION, DataSizes, ProfileSpec, TaskSpec, TrainingBudget
 from peftcore.vocab.metrics import BUILT_IN_METRICS, EVALUATOR_METRICS, TASK_INPUTS, judged_metrics
 from peftcore.vocab.record import METRIC_BLOCKS
@@ -94,6 +95,7 @@ def check_spec(kind: str, spec: Any) -> None:
             _check_grid(file, f"grids[{i}]", grid)
         _check_off_task(spec)
         _check_deploy(spec)
+        check_tune(spec)
 
 
 def _check_deploy(profile: ProfileSpec) -> None:

@@ -97,8 +97,12 @@ class DataSizes:
     train: int = at_least(0, 200)  # examples trained on
     held_out: int = at_least(1, 50)  # examples never trained on, scored
     seen: int = at_least(0, 50)  # the first of the train examples, scored to compare with held_out
+    # Examples a tune: search scores its trials on (its objective), drawn after train: disjoint
+    # from held_out, train and seen, so no held-out example takes part in a choice.
+    tune: int = at_least(0, 0)
     # Records are ordered by sha256 of "<split_seed>:<uid>": the first held_out are held out, the
-    # next train are trained on, so a split is the same on every machine.
+    # next train are trained on, the next tune are the tuning split, so a split is the same on
+    # every machine (and adding a tuning split changes no other split).
     split_seed: int = 1234
 
 
@@ -166,6 +170,60 @@ class DeploySettings:
             and (not self.methods or method in self.methods)
             and (not self.tasks or task in self.tasks)
         )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The values one tuned key may take: a range from ``low`` to ``high`` (log-spaced unless
+    ``log: false``), or the listed ``values``."""
+
+    low: float | None = None  # the range's lower end (with high)
+    high: float | None = None  # the range's upper end (with low)
+    log: bool = True  # a range on a log scale (learning rates); both ends must then be above 0
+    values: tuple[float, ...] = ()  # the values themselves, instead of a range
+
+
+@dataclass(frozen=True)
+class TuneObjective:
+    """What a trial is judged by, on the tuning split."""
+
+    # A metric the task reports (e.g. accuracy, brier_score, f1), or loss: the mean loss of the
+    # tuning split's answers, which every task has.
+    metric: str = "loss"
+    # maximize or minimize; auto: the metric's own direction (loss: minimize).
+    direction: Literal["auto", "minimize", "maximize"] = "auto"
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """A search for each trained method's best training (or adapter) values before the compared
+    runs, scored on the tuning split (data.tune examples), never on held_out (docs/tuning.md).
+    Optuna is the search engine."""
+
+    # The keys searched and their values, e.g. {training.learning_rate: {low: 1.0e-5, high:
+    # 1.0e-2}}: training.<any numeric training key> or adapter.<a keyword of the method's tuner>.
+    search: Mapping[str, SearchSpace] = field(default_factory=dict)
+    # grid: every combination of the values (a range gives `points` log-spaced values); tpe:
+    # Optuna's TPE sampler draws `trials` values from the ranges.
+    sampler: Literal["grid", "tpe"] = "grid"
+    points: int = at_least(2, 5)  # grid: values a range gives
+    trials: int = at_least(1, 8)  # tpe: trials per method, model and task
+    steps: int | None = at_least(1, None)  # optimizer steps a trial trains; None: the case's max_steps
+    # Stop hopeless trials on their intermediate tuning-split loss: Optuna's successive halving or
+    # hyperband pruner; none: every trial trains its steps.
+    pruner: Literal["none", "successive_halving", "hyperband"] = "none"
+    objective: TuneObjective = field(default_factory=TuneObjective)  # what a trial is judged by
+    # best: the best trial's values; one_se: the largest learning rate whose objective is within
+    # one standard error of the best (the steadier choice when trials tie).
+    choose: Literal["best", "one_se"] = "best"
+    seeds: int = at_least(1, 1)  # training seeds the compared runs at the chosen values get (0, 1, ...)
+    # Per-method changes to this block, e.g. {vera: {search: {training.learning_rate: {low: 1e-3,
+    # high: 1e-1}}}}: a method whose usual rates sit elsewhere.
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.search)
 
 
 # --------------------------------------------------------------------------- models
@@ -346,6 +404,9 @@ class ProfileSpec:
     grids: tuple[Mapping[str, Any], ...] = ()
     # Deployment variants derived from every trained case (docs/deployment.md).
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    # Each trained method's training values searched on the tuning split before the compared runs
+    # (docs/tuning.md); empty: every method at its spec's values.
+    tune: TuneSettings = field(default_factory=TuneSettings)
     file: Path | None = field(default=None, metadata=_INTERNAL, compare=False)
 
 

@@ -259,6 +259,10 @@ class Record(_RecordKeys, total=False):
     reused_training_from: str | None  # re-scored: the run whose adapter was scored
     cached_from: str  # adopted: the run that computed the record
     deploy: dict[str, DeployFigures]  # profile deploy: one block per variant
+    # A search's trial (kind trial: its values and objective on the tuning split) or a compared
+    # run at the values its trials chose (kind tuned: every trial's objective, the choice, why);
+    # peftcore.pipeline.tuning.record_block.
+    tuning: dict[str, Any]
     # A variant's row (peftcore.results.variants.with_variants), never stored: its costs, and
     # the case it was derived from.
     deployment: DeploymentFigures
@@ -267,6 +271,7 @@ class Record(_RecordKeys, total=False):
 
 REQUIRED_KEYS: tuple[str, ...] = tuple(_RecordKeys.__annotations__)
 METRIC_BLOCKS = ("held_out", "seen")
+TUNE_SPLIT = "tune"  # a search's trial's only scored split (data.tune examples)
 OOD_PREFIX = "ood."  # metrics["ood.<task>"]: another task's held-out metrics (out of distribution)
 # The cost blocks of a record and the TypedDict that declares each one's fields.
 COST_BLOCKS: dict[str, type] = {
@@ -346,8 +351,18 @@ def case_name(record: Mapping[str, Any]) -> str:
 
 
 def case_key(record: Mapping[str, Any]) -> CaseKey:
-    """(method, model, task, seed): what matches a case across runs, seed suffix or not."""
-    return (str(record["method"]), str(record["model"]), str(record["task"]), case_seed(record))
+    """(method, model, task, seed): what matches a case across runs, seed suffix or not (a
+    search's trial is ``<method>/trial<N>``: it is not the method's compared run)."""
+    method = str(record["method"])
+    if is_trial(record):
+        method += f"/trial{record['tuning'].get('index', 0)}"
+    return (method, str(record["model"]), str(record["task"]), case_seed(record))
+
+
+def is_trial(record: Mapping[str, Any]) -> bool:
+    """A search's trial (scored on the tuning split only): not a row of any comparison."""
+    tuning = record.get("tuning")
+    return isinstance(tuning, Mapping) and tuning.get("kind") == "trial"
 
 
 def finished_at(record: Mapping[str, Any]) -> str:
