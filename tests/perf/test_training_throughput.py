@@ -125,9 +125,10 @@ def _train_peftcore(base, dataset, method, budget: TrainingBudget, *, device: st
     import peftcore.train.trainer as train
     from peftcore.device import resolve_precision
     from peftcore.train import methods
-    from peftcore.train.flops import peak_matmul_flops
+    from peftcore.train.flops import training_peaks
 
-    peak = peak_matmul_flops(device, resolve_precision(budget.precision, device))
+    # train() takes the peak of each precision the device could train in (MFU is against the best).
+    peaks = training_peaks(device, resolve_precision(budget.precision, device))
     set_seed(budget.seed)
     model = methods.apply_method(base.fresh(), method, budget)
     outcome = train.train(
@@ -138,7 +139,7 @@ def _train_peftcore(base, dataset, method, budget: TrainingBudget, *, device: st
         method,
         device=device,
         output_dir=Path(tempfile.mkdtemp(prefix="peftcore-perf-")),
-        peak_flops=peak,
+        peak_flops=peaks,
     )
     return {
         "seconds": outcome.train_seconds,
