@@ -53,16 +53,22 @@ def cpu_has_fast_bf16() -> bool:
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def _cpuinfo() -> dict[str, str] | None:
+    """The first processor's fields in /proc/cpuinfo (``model name``, ``flags``, ...); None
+    where there is no such file."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return None
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpu_flags() -> frozenset[str]:
+    return frozenset(((_cpuinfo() or {}).get("flags") or "").split())
 
 
 # The x86 instruction sets that decide which matmul kernels oneDNN and torch run, best first.
@@ -73,21 +79,14 @@ _CPU_ISAS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512_bf16"), ("avx512f", "a
 def cpu_kind() -> tuple[str, str]:
     """``(model name, best matmul instruction set)`` of this CPU, e.g. ``("AMD EPYC", "avx2")``:
     what a measured figure depends on beyond the architecture name (``x86_64``)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    info = _cpuinfo()
+    if info is None:
         import platform
 
         return platform.processor() or platform.machine(), "unknown"
-    model = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-            break
     flags = _cpu_flags()
     isa = next((name for flag, name in _CPU_ISAS if flag in flags), "other")
-    return model or "unknown", isa
+    return info.get("model name") or "unknown", isa
 
 
 def bf16_supported(device: str) -> bool:

@@ -52,18 +52,23 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
     )
 
 
-@pytest.fixture(scope="module")
-def bases(tiny_model: ModelSpec):
-    """Loaded base variants of the tiny Llama, one per quantization, shared by the module's tests."""
+def base_loader(model: ModelSpec):
+    """``get(options)``: ``model`` loaded as that base variant, each variant loaded once."""
     loaded = {}
 
     def get(options):
         key = (options.quantization, options.double_quant, options.compute_dtype)
         if key not in loaded:
-            loaded[key] = load_base(tiny_model, options, "cpu")
+            loaded[key] = load_base(model, options, "cpu")
         return loaded[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def bases(tiny_model: ModelSpec):
+    """Loaded base variants of the tiny Llama, one per quantization, shared by the module's tests."""
+    return base_loader(tiny_model)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ import math
 import pytest
 import test_train
 import torch
-from test_train import SPECS, make_case, run_training
+from test_train import SPECS, base_loader, make_case, run_training
 from tiny_llama import tiny_base
 
 import peftcore.train.trainer as train
-from peftcore.models.load import load_base
 from peftcore.train import fast_dropout, flops
 
 REAL = SPECS.get("models", "smollm2-135m")
@@ -30,15 +29,7 @@ fixed_batch = test_train.fixed_batch
 def bases():
     """The real model's loaded variants, one load for the module (the loss curve and FLOP count
     of SmolLM2 are what these tests check)."""
-    loaded = {}
-
-    def get(options):
-        key = (options.quantization, options.double_quant, options.compute_dtype)
-        if key not in loaded:
-            loaded[key] = load_base(REAL, options, "cpu")
-        return loaded[key]
-
-    return get
+    return base_loader(REAL)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Training throughput side by side: TRL's SFTTrainer against peftcore, one process, same work.
+"""Training throughput side by side: TRL's SFTTrainer, peftcore and a hand-written loop, one
+process, same work.
 
 A benchmark, not a timed assertion (the machines are shared and noisy). It runs only when
 benchmarks are asked for::
@@ -9,7 +10,7 @@ benchmarks are asked for::
 The same model (the default SmolLM2-135M), the same token ids and labels (the SQuAD task's
 training examples, tokenized once by peftcore with answer-only labels at max length 256), the
 same peft config (the method's spec), batch 4, the same number of steps, bf16 autocast where
-the device has it. Four stacks train one after the other, in an order that rotates every round
+the device has it. Six stacks train one after the other, in an order that rotates every round
 so a drift of the machine's speed hits all of them:
 
 - ``trl``: TRL's ``SFTTrainer`` with its defaults (gradient checkpointing on, fused AdamW, its
@@ -17,10 +18,14 @@ so a drift of the machine's speed hits all of them:
 - ``trl-no-gc``: the same with gradient checkpointing off;
 - ``peftcore``: ``peftcore.train.trainer.train`` with the spec defaults;
 - ``peftcore-levers-off``: the same with ``lm_head: all`` and ``fast_dropout: false``, as
-  peftcore trained before the levers.
+  peftcore trained before the levers;
+- ``hand-fp32``, ``hand-bf16``: the ceiling, a careful practitioner's plain torch loop
+  (tests/perf/hand_loop.py: length-grouped batches, the LM head on labeled positions only,
+  AdamW) on the same peft model, in fp32 and under bf16 autocast.
 
 Each round uses seed ``round``. Printed and kept in ``benchmark.extra_info``: each stack's
-median real (non-padding) tokens/s, the ratios, peftcore's MFU, and how far the levers move the
+median real (non-padding) tokens/s, the ratios (peftcore over TRL, and over the faster of the
+two hand-loop stacks, which is named), peftcore's MFU, and how far the levers move the
 loss curve (mean absolute difference, same seed) against how far another seed moves it.
 Environment: ``PEFTCORE_PERF_METHODS`` (lora,qlora,dora), ``PEFTCORE_PERF_STEPS`` (20),
 ``PEFTCORE_PERF_ROUNDS`` (2).
@@ -45,7 +50,8 @@ SPECS = Path(__file__).resolve().parents[2] / "benchmarks" / "specs"
 METHODS = os.environ.get("PEFTCORE_PERF_METHODS", "lora,qlora,dora").split(",")
 STEPS = int(os.environ.get("PEFTCORE_PERF_STEPS", "20"))
 ROUNDS = int(os.environ.get("PEFTCORE_PERF_ROUNDS", "2"))
-STACKS = ("trl", "trl-no-gc", "peftcore", "peftcore-levers-off")
+STACKS = ("trl", "trl-no-gc", "peftcore", "peftcore-levers-off", "hand-fp32", "hand-bf16")
+HAND_STACKS = ("hand-fp32", "hand-bf16")
 
 
 # Module scope: skipped before the module's model fixtures load it (a function-scoped skip
@@ -125,9 +131,10 @@ def _train_peftcore(base, dataset, method, budget: TrainingBudget, *, device: st
     import peftcore.train.trainer as train
     from peftcore.device import resolve_precision
     from peftcore.train import methods
-    from peftcore.train.flops import peak_matmul_flops
+    from peftcore.train.flops import training_peaks
 
-    peak = peak_matmul_flops(device, resolve_precision(budget.precision, device))
+    # train() takes the peak of each precision the device could train in (MFU is against the best).
+    peaks = training_peaks(device, resolve_precision(budget.precision, device))
     set_seed(budget.seed)
     model = methods.apply_method(base.fresh(), method, budget)
     outcome = train.train(
@@ -138,7 +145,7 @@ def _train_peftcore(base, dataset, method, budget: TrainingBudget, *, device: st
         method,
         device=device,
         output_dir=Path(tempfile.mkdtemp(prefix="peftcore-perf-")),
-        peak_flops=peak,
+        peak_flops=peaks,
     )
     return {
         "seconds": outcome.train_seconds,
@@ -146,6 +153,18 @@ def _train_peftcore(base, dataset, method, budget: TrainingBudget, *, device: st
         "curve": [loss for _, loss in outcome.loss_curve],
         "mfu": outcome.extra.get("mfu"),
     }
+
+
+def _train_hand(base, rows, peft_config, budget: TrainingBudget, *, precision: str, device: str):
+    """The hand-written loop on the model with the peft config, applied as TRL applies it."""
+    import hand_loop
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    set_seed(budget.seed)
+    model = get_peft_model(base.fresh(), peft_config)
+    run = hand_loop.train(model, rows, budget, precision=precision, device=device)
+    return {"seconds": run.seconds, "tokens": run.tokens, "curve": run.curve}
 
 
 def _curve_gap(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -168,6 +187,7 @@ def test_training_throughput_against_trl(benchmark, store, squad, method_name: s
     dataset = prompting.tokenized_train_set(
         squad.train, fmt, 256, lm=False, data_key=f"{squad.data_sha256}:{squad.split_sha256}"
     )
+    rows = dataset.select_columns(["input_ids", "labels"]).to_list()  # the hand loop's rows
     runs: dict[str, list[dict[str, Any]]] = {stack: [] for stack in STACKS}
 
     def one_round() -> None:
@@ -180,6 +200,9 @@ def test_training_throughput_against_trl(benchmark, store, squad, method_name: s
                 run = _train_trl(
                     base, dataset, peft_config, budget, checkpointing=stack == "trl", device=device
                 )
+            elif stack in HAND_STACKS:
+                precision = stack.removeprefix("hand-")
+                run = _train_hand(base, rows, peft_config, budget, precision=precision, device=device)
             else:
                 levers = {"lm_head": "all", "fast_dropout": False} if stack.endswith("off") else {}
                 stack_budget = dataclasses.replace(budget, **levers)
@@ -188,6 +211,7 @@ def test_training_throughput_against_trl(benchmark, store, squad, method_name: s
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     rate = {s: statistics.median(r["tokens"] / r["seconds"] for r in runs[s]) for s in STACKS}
+    fastest_hand = max(HAND_STACKS, key=rate.__getitem__)
     mfu = [r["mfu"] for r in runs["peftcore"] if r["mfu"] is not None]
     on, off = runs["peftcore"], runs["peftcore-levers-off"]
     figures: dict[str, Any] = {
@@ -198,6 +222,8 @@ def test_training_throughput_against_trl(benchmark, store, squad, method_name: s
         "peftcore_over_trl": round(rate["peftcore"] / rate["trl"], 2),
         "peftcore_over_trl_no_gc": round(rate["peftcore"] / rate["trl-no-gc"], 2),
         "levers_on_over_off": round(rate["peftcore"] / rate["peftcore-levers-off"], 2),
+        "fastest_hand": fastest_hand,
+        "peftcore_over_hand": round(rate["peftcore"] / rate[fastest_hand], 2),
         "peftcore_mfu": round(statistics.median(mfu), 4) if mfu else None,
         # How far the levers move the loss curve (same seed), and how far a new seed does.
         "levers_loss_difference": round(statistics.fmean(map(_curve_gap, on, off)), 4),
