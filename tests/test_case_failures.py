@@ -29,7 +29,9 @@ def test_a_full_disk_while_saving_is_one_oserror_line(
         raise SafetensorError(RUST_DISK_FULL)
 
     monkeypatch.setattr("peftcore.train.methods.save_trained", save_trained)
-    case = SimpleNamespace(case_id="lora-smollm2-135m-sst2", method=SimpleNamespace(is_peft=True))
+    case = SimpleNamespace(
+        case_id="lora-smollm2-135m-sst2", method=SimpleNamespace(is_peft=True), tuning=None
+    )
     with pytest.raises(OSError) as caught:
         execute.save_adapter(object(), case, tmp_path, keep_full=False)  # type: ignore[arg-type]
     assert caught.value.errno == errno.ENOSPC
@@ -46,7 +48,7 @@ def test_another_save_error_is_not_taken_for_a_full_disk(
         raise ValueError("tensors share memory")
 
     monkeypatch.setattr("peftcore.train.methods.save_trained", save_trained)
-    case = SimpleNamespace(case_id="c", method=SimpleNamespace(is_peft=True))
+    case = SimpleNamespace(case_id="c", method=SimpleNamespace(is_peft=True), tuning=None)
     with pytest.raises(ValueError, match="share memory"):
         execute.save_adapter(object(), case, tmp_path, keep_full=False)  # type: ignore[arg-type]
 
