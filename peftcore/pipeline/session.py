@@ -211,14 +211,10 @@ class BenchmarkSession:
         model: Callable[[Case], LoadedBase],
         timer: Timer,
     ) -> Outcome:
-
-        def context(
-            identity: Identity, rescore: Earlier | None = None, off_task: OffTaskData | None = None
-        ) -> CaseContext:
-            return self._context(case, identity, rescore, off_task, timer)
+        """:meth:`run` for a case whose values are settled."""
 
         def failed_before_running(stage: str, error: Exception) -> Outcome:
-            executed = record_early_failure(case, context(Identity("", "")), stage, error)
+            executed = record_early_failure(case, self._context(case, Identity("", "")), stage, error)
             return self._conclude(case, Outcome(case.case_id, executed.record, "ran", executed.error))
 
         try:
@@ -246,7 +242,8 @@ class BenchmarkSession:
                 base = model(case)
             except (PeftcoreError, OSError) as err:
                 return failed_before_running("loading the model", err)
-            executed = run_case(case, base, examples, context(plan.identity, plan.rescore, off_task))
+            ctx = self._context(case, plan.identity, plan.rescore, off_task, timer)
+            executed = run_case(case, base, examples, ctx)
             how: How = "rescored" if plan.rescore is not None else "ran"
             outcome = Outcome(case.case_id, executed.record, how, executed.error, executed.stops_session)
             return self._conclude(case, outcome, examples)

@@ -28,7 +28,7 @@ from peftcore.results.store import read_record, record_path
 from peftcore.spec.cases import Case, Tuning
 from peftcore.spec.tuning import LOSS, key_kind, search_grid
 from peftcore.spec.types import TuneSettings
-from peftcore.vocab.metrics import BUILT_IN_METRICS
+from peftcore.vocab.quantities import higher_is_better
 from peftcore.vocab.record import Record, RecordError
 
 STUDY_FOLDER = "tune"
@@ -44,8 +44,8 @@ def direction(search: TuneSettings) -> Literal["minimize", "maximize"]:
     if search.objective.direction != "auto":
         return search.objective.direction
     metric = search.objective.metric
-    info = BUILT_IN_METRICS.get(metric)
-    return "maximize" if metric != LOSS and (info is None or info.higher_is_better) else "minimize"
+    # A metric of unknown direction needs an explicit one (peftcore.spec.tuning.check_objective).
+    return "minimize" if metric == LOSS or higher_is_better(metric) is False else "maximize"
 
 
 def trial_count(case: Case) -> int:
@@ -55,10 +55,6 @@ def trial_count(case: Case) -> int:
     if search.sampler == "grid":
         return math.prod(len(values) for values in search_grid(search, case.method.tuner).values())
     return search.trials
-
-
-def trial_id(case: Case, index: int) -> str:
-    return f"{case.method.name}-{case.model.name}-{case.task.name}-trial{index}"
 
 
 def _distributions(case: Case) -> dict[str, Any]:
@@ -201,7 +197,7 @@ def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
     assert tuning is not None and tuning.kind == "tuned"
     search = tuning.search
     metric, way = search.objective.metric, direction(search)
-    rows = [_trial_row(run_dir, trial_id(case, i), records, search) for i in range(trial_count(case))]
+    rows = [_trial_row(run_dir, case.trial_id(i), records, search) for i in range(trial_count(case))]
     done = [(row, row.value) for row in rows if row.value is not None]
     if not done:
         states = ", ".join(f"{row.case_id} {row.status}" for row in rows)

@@ -60,16 +60,7 @@ class Tuning:
     values: Mapping[str, Any] = field(default_factory=dict)  # searched key -> value
     # A tuned case's choice, once made (peftcore.pipeline.tuning.choose): the trials it read,
     # their objectives, what was chosen and why. In the record, not in the case's identity.
-    choice: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    def to_spec(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "study": self.study,
-            "index": self.index,
-            "values": dict(self.values),
-            "search": plain(self.search),
-        }
+    choice: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
 
 
 @dataclass(frozen=True)
@@ -99,7 +90,7 @@ class Case:
     def case_id(self) -> str:
         base = f"{self.method.name}-{self.model.name}-{self.task.name}"
         if self.tuning is not None and self.tuning.kind == "trial":
-            return f"{base}-trial{self.tuning.index}"
+            return self.trial_id(self.tuning.index)
         if self.tuning is not None:
             base += "-tuned"
         return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
@@ -123,8 +114,12 @@ class Case:
             **({"general_text": plain(self.general_text)} if self.general_text else {}),
             **({"also_score": {t.name: plain(t) for t in self.also_score}} if self.also_score else {}),
             **({"deploy": plain(self.deploy)} if self.deploy.variants else {}),
-            **({"tuning": self.tuning.to_spec()} if self.tuning is not None else {}),
+            **({"tuning": plain(self.tuning)} if self.tuning is not None else {}),
         }
+
+    def trial_id(self, index: int) -> str:
+        """The id of trial ``index`` of this case's search."""
+        return f"{self.method.name}-{self.model.name}-{self.task.name}-trial{index}"
 
     def with_values(self, values: Mapping[str, Any], choice: Mapping[str, Any] | None = None) -> Case:
         """This case with searched keys set (``training.<key>`` and ``adapter.<keyword>``), and
