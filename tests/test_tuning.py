@@ -257,3 +257,41 @@ def test_a_shard_keeps_a_search_whole(specs: Path) -> None:
     for study in {c.tuning.study for c in cases if c.tuning is not None}:
         members = {c.case_id for c in cases if c.tuning is not None and c.tuning.study == study}
         assert sum(1 for s in shards if members & s) == 1, study
+
+
+def test_compare_default_adds_each_methods_plain_runs_with_the_tuned_runs_seeds(specs: Path) -> None:
+    profile = GRID.replace("models: [tiny]", "models: [smollm2-135m]") + "  seeds: 2\n"
+    (specs / "profiles" / "search.yaml").write_text(profile + "  compare_default: true\n")
+    cases = {c.case_id: c for c in expand(SpecStore(specs), "search")}
+    defaults = [c for c in cases.values() if c.tuning is not None and c.tuning.kind == "default"]
+    tuned = [c for c in cases.values() if c.tuning is not None and c.tuning.kind == "tuned"]
+    assert [c.case_id for c in defaults] == [f"lora-smollm2-135m-sst2-seed{s}" for s in (0, 1)]
+    assert [c.training.seed for c in defaults] == [c.training.seed for c in tuned] == [0, 1]
+    own = cases["base-smollm2-135m-sst2-seed0"].training.learning_rate  # the budget's, unsearched
+    for case in defaults:
+        assert case.training.learning_rate == own and case.tuning.values == {"training.learning_rate": own}
+    assert all(c.tuning.defaults == {"training.learning_rate": own} for c in [*defaults, *tuned])
+    # Without the key: no default runs, and the same cases otherwise.
+    (specs / "profiles" / "search.yaml").write_text(profile)
+    without = {c.case_id: c for c in expand(SpecStore(specs), "search")}
+    assert set(cases) - set(without) == {c.case_id for c in defaults}
+
+
+def test_compare_default_changes_no_case_hash(specs: Path) -> None:
+    """The key is left out of every hashed spec: the trials and tuned runs of a profile that does
+    not set it hash as before it existed, and setting it changes none of them; a default run's
+    hash leaves the search out (nothing searched changes what it trains)."""
+    from peftcore.pipeline.identity import _hashed_spec
+
+    def hashed(text: str) -> dict[str, Any]:
+        (specs / "profiles" / "search.yaml").write_text(text)
+        return {c.case_id: _hashed_spec(c) for c in expand(SpecStore(specs), "search")}
+
+    profile = GRID.replace("models: [tiny]", "models: [smollm2-135m]")
+    before, after = hashed(profile), hashed(profile + "  compare_default: true\n")
+    assert all("compare_default" not in spec.get("tuning", {}).get("search", {}) for spec in before.values())
+    assert {k: v for k, v in after.items() if k in before} == before
+    default = after["lora-smollm2-135m-sst2"]
+    assert default["tuning"]["kind"] == "default" and "search" not in default["tuning"]
+    narrower = hashed(profile.replace("high: 1.0e-2", "high: 1.0e-3") + "  compare_default: true\n")
+    assert narrower["lora-smollm2-135m-sst2"] == default
