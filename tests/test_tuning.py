@@ -55,13 +55,14 @@ def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
 def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the_best(
     project: pytest.Pytester,
 ) -> None:
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID)
+    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID + "  compare_default: true\n")
     common = ("-p", "no:cacheprovider", "--profile", "search", "--benchmark-disable", "--run-id", "s1")
     result = project.runpytest_subprocess(*common, "--results-dir", "runs")
-    result.assert_outcomes(passed=5)  # base, three trials, the tuned run
+    result.assert_outcomes(passed=6)  # base, lora at its own rate, three trials, the tuned run
     records = _records(project.path / "runs" / "s1")
     trials = [records[f"lora-tiny-sst2-trial{i}"] for i in range(3)]
     tuned = records["lora-tiny-sst2-tuned"]
+    default = records["lora-tiny-sst2"]
 
     # Each trial: its grid point, trained and scored on the tuning split alone, adapter not kept.
     assert [t["tuning"]["values"]["training.learning_rate"] for t in trials] == [0.0001, 0.001, 0.01]
@@ -91,6 +92,24 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     assert [row["case_id"] for row in tuned["tuning"]["trials"]] == [t["case_id"] for t in trials]
     assert "held_out" in tuned["metrics"] and tuned["tuning"]["finished"] == 3
 
+    # The default run (compare_default): the method's own rate, the tuned run's seed and examples.
+    own = default["spec"]["training"]["learning_rate"]
+    assert default["tuning"]["kind"] == "default"
+    assert default["tuning"]["values"] == {"training.learning_rate": own}
+    assert tuned["tuning"]["defaults"] == {"training.learning_rate": own}
+    assert (
+        default["seed"] == tuned["seed"]
+        and default["examples"]["held_out"]["uid"] == (tuned["examples"]["held_out"]["uid"])
+    )
+
+    # The report's Tuning section names each method's own and chosen rate, the trials plotted.
+    chosen = tuned["tuning"]["chosen"]["training.learning_rate"]
+    summary = (project.path / "s1" / "summary.md").read_text()
+    assert "## Tuning" in summary and f"| lora | {own:g} | {chosen:g} | best |" in summary
+    assert "Held-out accuracy at default" in summary and "lora-tiny-sst2-trial" not in summary
+    page = (project.path / "s1" / "report.html").read_text()
+    assert '<section id="tuning">' in page and 'id="plot-tuning-sst2-tiny"' in page
+
     # The study, in the run folder: three complete trials at the grid's values.
     import optuna
     from optuna.storages import JournalStorage
@@ -106,7 +125,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
 
     # The same command again resumes every case (nothing retrained) and asks the study nothing new.
     again = project.runpytest_subprocess(*common, "--results-dir", "runs")
-    again.assert_outcomes(skipped=5)  # each reported as resumed
+    again.assert_outcomes(skipped=6)  # each reported as resumed
     assert _records(project.path / "runs" / "s1") == records
     study = optuna.load_study(
         study_name="lora-tiny-sst2", storage=JournalStorage(JournalFileBackend(str(journal)))
@@ -119,7 +138,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     compared = load_results(project.path / "runs" / "s1")
     assert sorted(compared["case_id"]) == ["base-tiny-sst2", "lora-tiny-sst2-tuned"]
     everything = load_results(project.path / "runs" / "s1", trials=True)
-    assert (everything["tuning"] == "trial").sum() == 3
+    assert (everything["tuning"] == "trial").sum() == 3 and (everything["tuning"] == "default").sum() == 1
     assert set(everything.loc[everything["tuning"] == "trial", "tuning.values.training.learning_rate"]) == {
         0.0001,
         0.001,
