@@ -45,10 +45,12 @@ class Tuning:
     A ``trial`` trains with ``values`` (a grid point; a TPE trial's are drawn when it runs) for
     the search's steps and is scored on the tuning split only. A ``tuned`` case is a compared
     run: its searched keys take the values its trials chose, when it runs (``values`` is empty
-    until then).
+    until then). A ``default`` case (``tune.compare_default``) is the method's plain run at its
+    own values, kept beside the tuned runs so the report can rank methods at both; its identity
+    leaves the search out (:mod:`peftcore.pipeline.identity`), since nothing searched changes it.
     """
 
-    kind: Literal["trial", "tuned"]
+    kind: Literal["trial", "tuned", "default"]
     search: TuneSettings  # the method's resolved search
     study: str  # <method>-<model>-<task>: the study its trials belong to
     index: int = 0  # a trial's number in the study (grid: its grid point)
@@ -56,6 +58,10 @@ class Tuning:
     # A tuned case's choice, once made (peftcore.pipeline.tuning.choose): the trials it read,
     # their objectives, what was chosen and why. In the record, not in the case's identity.
     choice: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
+    # The searched keys at the method's own values (what it trains with unsearched; None: the
+    # peft config class's default). In the record, for the report's default-vs-tuned table; not
+    # in the identity, since the spec the case trains with is hashed already.
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class Case:
         base = f"{self.method.name}-{self.model.name}-{self.task.name}"
         if self.tuning is not None and self.tuning.kind == "trial":
             return self.trial_id(self.tuning.index)
-        if self.tuning is not None:
+        if self.tuning is not None and self.tuning.kind == "tuned":
             base += "-tuned"
         return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
 
@@ -254,12 +260,19 @@ def expand(
 def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
     """The cases of one (model, method, task), one per seed, with the method's search if it has
     one: its trials (one per grid point, or ``trials`` for TPE; trained once, with the first
-    seed), then the compared runs, ``tuned``, at the values the trials chose."""
+    seed), then the compared runs, ``tuned``, at the values the trials chose; with
+    ``compare_default``, the plain runs at the method's own values too, one per seed."""
     if search is None:
         return cell
     case = cell[0]
     study = f"{case.method.name}-{case.model.name}-{case.task.name}"
-    tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study)) for c in cell]
+    own = _own_values(case, search)
+    tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study, defaults=own)) for c in cell]
+    if search.compare_default:
+        tuned += [
+            dataclasses.replace(c, tuning=Tuning("default", search, study, values=own, defaults=own))
+            for c in cell
+        ]
     trial_base = dataclasses.replace(
         case,
         training=dataclasses.replace(case.training, max_steps=search.steps or case.training.max_steps),
@@ -275,9 +288,19 @@ def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
         points = [{} for _ in range(search.trials)]
     trials = []
     for index, values in enumerate(points):
-        trial = dataclasses.replace(trial_base, tuning=Tuning("trial", search, study, index))
+        trial = dataclasses.replace(trial_base, tuning=Tuning("trial", search, study, index, defaults=own))
         trials.append(trial.with_values(values) if values else trial)
     return [*trials, *tuned]
+
+
+def _own_values(case: Case, search: TuneSettings) -> dict[str, Any]:
+    """Each searched key at the value ``case`` trains with unsearched (an adapter keyword the
+    method's file leaves out: None, the peft config class's default)."""
+    own: dict[str, Any] = {}
+    for name in search.search:
+        section, _, key = name.partition(".")
+        own[name] = getattr(case.training, key) if section == "training" else case.method.adapter.get(key)
+    return own
 
 
 def _off_task_specs(store: SpecStore, profile: ProfileSpec) -> tuple[TaskSpec | None, list[TaskSpec]]:
@@ -339,7 +362,8 @@ def _order(case: Case) -> tuple[Any, ...]:
         case.method.trains,
         case.method.name,
         case.task.name,
-        case.tuning is not None and case.tuning.kind == "tuned",  # after the trials that choose for it
+        # a default run, the trials, then the tuned runs after the trials that choose for them
+        ("default", "trial", "tuned").index(case.tuning.kind) if case.tuning is not None else 0,
         case.tuning.index if case.tuning is not None else 0,
         case.training.seed,
     )
