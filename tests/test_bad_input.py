@@ -390,6 +390,16 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "not a method of this profile",
     ),
     (
+        "tune: compare_default that is not true or false",
+        "profiles/p.yaml",
+        None,
+        ONE + "data: {tune: 20}\ntune: {search: {training.learning_rate: {low: 1.0e-5, high: 1.0e-2}},"
+        " compare_default: sometimes}\n",
+        "profiles/p.yaml",
+        "tune.compare_default",
+        "expected true or false",
+    ),
+    (
         "nested YAML aliases (a billion laughs)",
         "tasks/sst2.yaml",
         "description:",

@@ -436,7 +436,7 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
     from types import SimpleNamespace
 
     from peftcore.data.example import Example, TaskData
-    from peftcore.pipeline.execute import _judge
+    from peftcore.pipeline.scoring import judge_scores
     from peftcore.spec import SpecStore
     from peftcore.spec.cases import expand
 
@@ -465,7 +465,7 @@ def test_a_case_with_a_judge_records_its_mean_scores_per_split(
         "seen": SimpleNamespace(predictions=[{"generated": "Lyon"}]),
     }
     record: dict[str, Any] = {"metrics": {"held_out": {"f1": 0.5}, "seen": {"f1": 0.0}}}
-    for split, judged in _judge(case, data, results):
+    for split, judged in judge_scores(case, data, results):
         record["metrics"][split].update(judged)
     assert record["metrics"]["held_out"] == {
         "f1": 0.5,

@@ -24,7 +24,7 @@ from peftcore.data.example import TaskData
 from peftcore.data.tasks import load_task
 from peftcore.errors import SpecError
 from peftcore.models.checkpoints import model_sha256
-from peftcore.pipeline import execute, failures
+from peftcore.pipeline import execute, failures, saving
 from peftcore.pipeline.identity import Identity, identify
 from peftcore.pipeline.session import BenchmarkSession, Outcome, RerunPolicy, keyword_matcher
 from peftcore.results import provenance
@@ -618,7 +618,7 @@ def test_an_adapter_save_on_a_full_disk_fails_clearly_and_leaves_nothing(
     with pytest.raises(
         OSError, match=f"could not save the trained weights to {target}: No space left"
     ) as raised:
-        execute.save_adapter(object(), case, tmp_path, keep_full=False)
+        saving.save_adapter(object(), case, tmp_path, keep_full=False)
     assert raised.value.errno == errno.ENOSPC
     assert [p.name for p in (tmp_path / "adapters").iterdir()] == ["other-case"]  # no temp folder
 
@@ -708,6 +708,8 @@ SCOPE_EXAMPLES: dict[str, Scope] = {
     "score/uncertainty.py": "scoring",
     "deploy/build.py": "scoring",
     "pipeline/deploy.py": "scoring",
+    "pipeline/scoring.py": "scoring",  # a trial's tuning-split scores, the judge
+    "pipeline/saving.py": "scoring",  # writes the adapter folder; no weight depends on it
     "vocab/metrics.py": "scoring",  # names: imported by spec, but no weight depends on them
     "results/store.py": "scoring",
     "stats.py": "scoring",

@@ -55,13 +55,14 @@ def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
 def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the_best(
     project: pytest.Pytester,
 ) -> None:
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID)
+    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID + "  compare_default: true\n")
     common = ("-p", "no:cacheprovider", "--profile", "search", "--benchmark-disable", "--run-id", "s1")
     result = project.runpytest_subprocess(*common, "--results-dir", "runs")
-    result.assert_outcomes(passed=5)  # base, three trials, the tuned run
+    result.assert_outcomes(passed=6)  # base, lora at its own rate, three trials, the tuned run
     records = _records(project.path / "runs" / "s1")
     trials = [records[f"lora-tiny-sst2-trial{i}"] for i in range(3)]
     tuned = records["lora-tiny-sst2-tuned"]
+    default = records["lora-tiny-sst2"]
 
     # Each trial: its grid point, trained and scored on the tuning split alone, adapter not kept.
     assert [t["tuning"]["values"]["training.learning_rate"] for t in trials] == [0.0001, 0.001, 0.01]
@@ -91,6 +92,24 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     assert [row["case_id"] for row in tuned["tuning"]["trials"]] == [t["case_id"] for t in trials]
     assert "held_out" in tuned["metrics"] and tuned["tuning"]["finished"] == 3
 
+    # The default run (compare_default): the method's own rate, the tuned run's seed and examples.
+    own = default["spec"]["training"]["learning_rate"]
+    assert default["tuning"]["kind"] == "default"
+    assert default["tuning"]["values"] == {"training.learning_rate": own}
+    assert tuned["tuning"]["defaults"] == {"training.learning_rate": own}
+    assert (
+        default["seed"] == tuned["seed"]
+        and default["examples"]["held_out"]["uid"] == (tuned["examples"]["held_out"]["uid"])
+    )
+
+    # The report's Tuning section names each method's own and chosen rate, the trials plotted.
+    chosen = tuned["tuning"]["chosen"]["training.learning_rate"]
+    summary = (project.path / "s1" / "summary.md").read_text()
+    assert "## Tuning" in summary and f"| lora | {own:g} | {chosen:g} | best |" in summary
+    assert "Held-out accuracy at default" in summary and "lora-tiny-sst2-trial" not in summary
+    page = (project.path / "s1" / "report.html").read_text()
+    assert '<section id="tuning">' in page and 'id="plot-tuning-sst2-tiny"' in page
+
     # The study, in the run folder: three complete trials at the grid's values.
     import optuna
     from optuna.storages import JournalStorage
@@ -106,7 +125,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
 
     # The same command again resumes every case (nothing retrained) and asks the study nothing new.
     again = project.runpytest_subprocess(*common, "--results-dir", "runs")
-    again.assert_outcomes(skipped=5)  # each reported as resumed
+    again.assert_outcomes(skipped=6)  # each reported as resumed
     assert _records(project.path / "runs" / "s1") == records
     study = optuna.load_study(
         study_name="lora-tiny-sst2", storage=JournalStorage(JournalFileBackend(str(journal)))
@@ -119,7 +138,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     compared = load_results(project.path / "runs" / "s1")
     assert sorted(compared["case_id"]) == ["base-tiny-sst2", "lora-tiny-sst2-tuned"]
     everything = load_results(project.path / "runs" / "s1", trials=True)
-    assert (everything["tuning"] == "trial").sum() == 3
+    assert (everything["tuning"] == "trial").sum() == 3 and (everything["tuning"] == "default").sum() == 1
     assert set(everything.loc[everything["tuning"] == "trial", "tuning.values.training.learning_rate"]) == {
         0.0001,
         0.001,
@@ -257,3 +276,41 @@ def test_a_shard_keeps_a_search_whole(specs: Path) -> None:
     for study in {c.tuning.study for c in cases if c.tuning is not None}:
         members = {c.case_id for c in cases if c.tuning is not None and c.tuning.study == study}
         assert sum(1 for s in shards if members & s) == 1, study
+
+
+def test_compare_default_adds_each_methods_plain_runs_with_the_tuned_runs_seeds(specs: Path) -> None:
+    profile = GRID.replace("models: [tiny]", "models: [smollm2-135m]") + "  seeds: 2\n"
+    (specs / "profiles" / "search.yaml").write_text(profile + "  compare_default: true\n")
+    cases = {c.case_id: c for c in expand(SpecStore(specs), "search")}
+    defaults = [c for c in cases.values() if c.tuning is not None and c.tuning.kind == "default"]
+    tuned = [c for c in cases.values() if c.tuning is not None and c.tuning.kind == "tuned"]
+    assert [c.case_id for c in defaults] == [f"lora-smollm2-135m-sst2-seed{s}" for s in (0, 1)]
+    assert [c.training.seed for c in defaults] == [c.training.seed for c in tuned] == [0, 1]
+    own = cases["base-smollm2-135m-sst2-seed0"].training.learning_rate  # the budget's, unsearched
+    for case in defaults:
+        assert case.training.learning_rate == own and case.tuning.values == {"training.learning_rate": own}
+    assert all(c.tuning.defaults == {"training.learning_rate": own} for c in [*defaults, *tuned])
+    # Without the key: no default runs, and the same cases otherwise.
+    (specs / "profiles" / "search.yaml").write_text(profile)
+    without = {c.case_id: c for c in expand(SpecStore(specs), "search")}
+    assert set(cases) - set(without) == {c.case_id for c in defaults}
+
+
+def test_compare_default_changes_no_case_hash(specs: Path) -> None:
+    """The key is left out of every hashed spec: the trials and tuned runs of a profile that does
+    not set it hash as before it existed, and setting it changes none of them; a default run's
+    hash leaves the search out (nothing searched changes what it trains)."""
+    from peftcore.pipeline.identity import _hashed_spec
+
+    def hashed(text: str) -> dict[str, Any]:
+        (specs / "profiles" / "search.yaml").write_text(text)
+        return {c.case_id: _hashed_spec(c) for c in expand(SpecStore(specs), "search")}
+
+    profile = GRID.replace("models: [tiny]", "models: [smollm2-135m]")
+    before, after = hashed(profile), hashed(profile + "  compare_default: true\n")
+    assert all("compare_default" not in spec.get("tuning", {}).get("search", {}) for spec in before.values())
+    assert {k: v for k, v in after.items() if k in before} == before
+    default = after["lora-smollm2-135m-sst2"]
+    assert default["tuning"]["kind"] == "default" and "search" not in default["tuning"]
+    narrower = hashed(profile.replace("high: 1.0e-2", "high: 1.0e-3") + "  compare_default: true\n")
+    assert narrower["lora-smollm2-135m-sst2"] == default

@@ -13,8 +13,8 @@ import contextlib
 import os
 import platform
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -32,14 +32,15 @@ from peftcore.pipeline.failures import (
 )
 from peftcore.pipeline.identity import Identity
 from peftcore.pipeline.off_task import OffTaskData, general_text_figures, other_tasks_scores
+from peftcore.pipeline.saving import save_adapter
+from peftcore.pipeline.scoring import judge_scores, trial_scores
 from peftcore.pipeline.signals import interrupts_deferred
 from peftcore.results.frame import record_numbers
 from peftcore.results.provenance import git_state, now, package_versions
-from peftcore.results.store import Earlier, adapter_path, write_record
+from peftcore.results.store import Earlier, write_record
 from peftcore.spec.cases import Case
-from peftcore.storage import atomic_folder
 from peftcore.train.prompting import PromptFormat, Truncation
-from peftcore.vocab.record import OOD_PREFIX, RECORD_FORMAT, Record, TrainingFigures, keep_scores
+from peftcore.vocab.record import OOD_PREFIX, RECORD_FORMAT, TUNE_SPLIT, Record, TrainingFigures, keep_scores
 
 if TYPE_CHECKING:
     from peftcore.score.run import ScoreResult
@@ -489,13 +490,15 @@ def _score(
 ) -> None:
     """Score the case's model on its held-out and seen examples (``timed``: as the case's timed
     work), judge them when the profile asks, then score it outside the task; into ``record``.
-    A search's trial is scored on the tuning split alone (:func:`_score_trial`)."""
+    A search's trial is scored on the tuning split alone (:func:`~peftcore.pipeline.scoring.trial_scores`)."""
     from peftcore import score as scoring
 
     state.stage = "scoring"
     precision = scoring_precision(case.eval.precision)
     if case.tuning is not None and case.tuning.kind == "trial":
-        _score_trial(case, data, fmt, ctx, state, record, precision)
+        result = trial_scores(case, state.model, data, fmt, ctx.device, precision)
+        keep_scores(record, TUNE_SPLIT, result)
+        record["inference"] = cast(Any, result.inference)
         return
 
     def score_splits() -> dict[str, ScoreResult]:
@@ -518,8 +521,8 @@ def _score(
         keep_scores(record, split, result)
     if case.eval.judge is not None and case.task.type == "generation":
         state.stage = "judging"
-        for split, judged in _judge(case, data, results):
-            record["metrics"][split].update(judged)
+        for split, scores in judge_scores(case, data, results):
+            record["metrics"][split].update(scores)
     record["inference"] = cast(Any, results["held_out"].inference)
     record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
     if ctx.off_task:
@@ -534,38 +537,6 @@ def _score(
             keep_scores(record, OOD_PREFIX + task, result)
 
 
-def _score_trial(
-    case: Case,
-    data: TaskData,
-    fmt: PromptFormat,
-    ctx: CaseContext,
-    state: _CaseState,
-    record: Record,
-    precision: str,
-) -> None:
-    """A trial's scores on the tuning split: the task's metrics and the answers' loss (the
-    objective every task has), each with its uncertainty; held_out and seen are never scored."""
-    from peftcore import score as scoring
-    from peftcore.score.uncertainty import metric_intervals
-    from peftcore.spec.tuning import LOSS
-
-    examples = data.split("tune")
-    result = scoring.score(
-        state.model, fmt, examples, case.task, case.eval, device=ctx.device, precision=precision
-    )
-    losses = scoring.score_answer_losses(
-        state.model, fmt, examples, case.eval, device=ctx.device, precision=precision
-    )
-    metrics = {**result.metrics, LOSS: sum(losses) / len(losses)}
-    kept = {**result.examples, "scores": {**(result.examples.get("scores") or {}), LOSS: losses}}
-    keep_scores(
-        record,
-        "tune",
-        replace(result, metrics=metrics, examples=kept, uncertainty=metric_intervals(metrics, kept)),
-    )
-    record["inference"] = cast(Any, result.inference)
-
-
 def _across_processes_figures(launched: Launched) -> TrainingFigures:
     """The figures only a multi-process case has; its peak memory is the largest rank's."""
     peaks = launched.peak_memory_bytes_per_rank
@@ -578,80 +549,6 @@ def _across_processes_figures(launched: Launched) -> TrainingFigures:
         "memory_method": launched.memory_method,
         "launch_seconds": round(launched.launch_seconds, 3),
     }
-
-
-def _judge(
-    case: Case, data: TaskData, results: dict[str, ScoreResult]
-) -> Iterator[tuple[str, dict[str, float]]]:
-    """LLM-as-judge scores of the generated answers, next to the task's metrics (profile
-    ``eval.judge``; off by default): each split's mean scores, yielded as it is judged (a case
-    that fails on a later split keeps the earlier ones). The question is the prompt the model
-    answered."""
-    from peftcore.score.judge import Judge
-
-    assert case.eval.judge is not None
-    judge = Judge(case.eval.judge)
-    for split, result in results.items():
-        examples = data.split(split)
-        answers = [p["generated"] for p in result.predictions]
-        references = [list(e.answers) or e.target for e in examples]
-        yield split, judge.score_many([e.prompt for e in examples], answers, references)
-
-
-def save_adapter(model: Any, case: Case, run_dir: Path, *, keep_full: bool) -> tuple[int, str | None]:
-    """Save the trained weights; return (bytes of the safetensors files, folder or None).
-
-    A peft adapter is saved (atomically) to ``adapters/<case-id>/``, loadable with
-    ``PeftModel.from_pretrained``. A fully fine-tuned model is written too, for its size, and
-    kept only when ``keep_full`` is set (it is as large as the model). A search's trial is
-    written for its size and not kept (it is scored once, on the tuning split). An error (a
-    full disk above all) names the folder and leaves nothing half-written.
-    """
-    from peftcore.train.methods import save_trained
-
-    target = adapter_path(run_dir, case.case_id)
-    trial = case.tuning is not None and case.tuning.kind == "trial"
-    try:
-        if (case.method.is_peft or keep_full) and not trial:
-            with atomic_folder(target) as tmp:
-                save_trained(model, tmp, case.method)
-                size = _safetensors_bytes(tmp)
-            return size, str(target.relative_to(run_dir))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{case.case_id}-", dir=target.parent) as scratch:
-            save_trained(model, Path(scratch), case.method)
-            return _safetensors_bytes(Path(scratch)), None
-    except OSError as err:
-        cause = err.__cause__ if isinstance(err.__cause__, OSError) else err  # atomic_folder's wrap
-        raise OSError(
-            err.errno, f"could not save the trained weights to {target}: {cause.strerror or cause}"
-        ) from err
-    except Exception as err:
-        # safetensors reports a failed write as its own SafetensorError ("Error while serializing:
-        # IoError(Os { code: 28, ... })"), not an OSError: the same one line, without its
-        # traceback (whose frames print the tensors being written).
-        code = _os_error_code(err)
-        if code is None:
-            raise
-        raise OSError(code, f"could not save the trained weights to {target}: {os.strerror(code)}") from None
-
-
-def _os_error_code(err: BaseException) -> int | None:
-    """The errno inside a Rust I/O error's message (``os error 28``, ``code: 28``), or None.
-
-    >>> _os_error_code(RuntimeError("IoError(Os { code: 28, kind: StorageFull })"))
-    28
-    >>> _os_error_code(ValueError("shapes differ")) is None
-    True
-    """
-    import re
-
-    found = re.search(r"(?:os error|code:) ?(\d+)", str(err))
-    return int(found.group(1)) if found else None
-
-
-def _safetensors_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*.safetensors") if p.is_file())
 
 
 def _partial_training(state: _CaseState) -> TrainingFigures:

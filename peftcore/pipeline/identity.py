@@ -49,6 +49,13 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
     spec.pop("deploy", None)
     # How long a multi-process case may stall before it is stopped changes nothing it measures.
     spec["training"].pop("stall_timeout_seconds", None)
+    tuning = spec.get("tuning")
+    if tuning is not None:
+        # Whether default runs go beside the tuned ones changes neither (nor any trial); a
+        # default run trains at the method's own values, whatever the search.
+        tuning["search"].pop("compare_default", None)
+        if tuning["kind"] == "default":
+            tuning.pop("search")
     return spec
 
 

@@ -35,7 +35,7 @@ from peftcore.results.provenance import package_versions
 from peftcore.results.store import Earlier, History, adopt, read_record, record_path
 from peftcore.spec import ProfileSpec
 from peftcore.spec.cases import Case
-from peftcore.vocab.record import Record, RecordError, is_trial
+from peftcore.vocab.record import Record, RecordError, is_search_only
 
 How = Literal["ran", "rescored", "adopted", "resumed"]
 
@@ -163,7 +163,7 @@ class BenchmarkSession:
         A search's trial takes its values from the study (peftcore.pipeline.tuning) and tells it
         its objective after; a tuned case takes the values its trials chose, before it is planned.
         """
-        if case.tuning is None:
+        if case.tuning is None or case.tuning.kind == "default":  # a default run is a plain case
             return self._run(case, data=data, model=model, timer=timer)
         from peftcore.pipeline import tuning
 
@@ -278,7 +278,7 @@ class BenchmarkSession:
         from peftcore import gates
         from peftcore.results.variants import unbuilt_variants, variant_rows, with_variants
 
-        if is_trial(record):  # scored on the tuning split only: no bound or rule is about it
+        if is_search_only(record):  # a trial (tuning split only) or a default run: no gate is about it
             return []
 
         # The case and its deployment variants (lora@nf4: peftcore.results.variants), each gated
@@ -290,7 +290,7 @@ class BenchmarkSession:
         if self.profile is not None:
             for row in rows:
                 failures += gates.check_expect(row, self.profile.expect, self.profile.file)
-            compared = (r for r in self.records.values() if not is_trial(r))
+            compared = (r for r in self.records.values() if not is_search_only(r))
             between = gates.check_relative(with_variants(compared), self.profile.compare, self.profile.file)
             ids = {str(row["case_id"]) for row in rows}
             failures += [f for f in between if ids & {f.case_id, f.baseline_id}]

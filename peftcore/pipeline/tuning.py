@@ -238,7 +238,12 @@ def record_block(case: Case, record: Mapping[str, Any]) -> dict[str, Any]:
     """What a record says of its case's part in the search (``record["tuning"]``)."""
     tuning: Tuning | None = case.tuning
     assert tuning is not None
-    block: dict[str, Any] = {"kind": tuning.kind, "study": tuning.study, "values": dict(tuning.values)}
+    block: dict[str, Any] = {
+        "kind": tuning.kind,
+        "study": tuning.study,
+        "values": dict(tuning.values),
+        "defaults": dict(tuning.defaults),
+    }
     if tuning.kind == "trial":
         metric = tuning.search.objective.metric
         block.update(
@@ -250,6 +255,6 @@ def record_block(case: Case, record: Mapping[str, Any]) -> dict[str, Any]:
                 "stderr": _stderr(record, metric),
             },
         )
-    else:
+    elif tuning.kind == "tuned":
         block.update(dict(tuning.choice))
     return block

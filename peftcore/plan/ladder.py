@@ -16,7 +16,7 @@ from typing import Any
 from peftcore.plan.estimator import Estimate
 from peftcore.results.store import all_runs, newest_per_case
 from peftcore.vocab.quantities import higher_is_better
-from peftcore.vocab.record import primary_metric
+from peftcore.vocab.record import is_search_only, primary_metric
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ def measured_quality(results: Path, model: str | None) -> tuple[dict[str, Qualit
     # (model, task, metric) -> method -> signed values over seeds (higher = better)
     seeds: dict[tuple[str, str, str], dict[str, list[float]]] = {}
     for (method, model_name, task, _seed), record in chosen.items():
+        if is_search_only(record):  # a search's trial or default run: not the method's compared run
+            continue
         scored = _signed_primary(record)
         if scored is not None:
             metric, value = scored

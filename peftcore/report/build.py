@@ -22,12 +22,13 @@ from peftcore.report.html import report_html
 from peftcore.report.off_task import off_task_plots
 from peftcore.report.plots import draw_plots
 from peftcore.report.tables import comparison_csv, summary_csv, summary_md
+from peftcore.report.tuning import tuning_plots
 from peftcore.results import store
 from peftcore.results.frame import records_frame
 from peftcore.results.store import Run, RunError
 from peftcore.results.variants import with_variants
 from peftcore.storage import atomic_folder, atomic_write_bytes
-from peftcore.vocab.record import is_trial
+from peftcore.vocab.record import is_search_only
 
 DEFAULT_RESULTS = Path("reports/runs")
 MARKER = ".peftcore-report"  # only a folder carrying it is ever replaced
@@ -66,10 +67,15 @@ def newest_run(results_dir: Path = DEFAULT_RESULTS) -> Path:
 def read_run(run_dir: Path) -> Run:
     """The usable records of a run; unreadable record files are kept as problems, not fatal.
     ReportError when the folder is missing, is not a run, or has no readable record. A search's
-    trials are left out: they are scored on the tuning split, not compared."""
+    trials (scored on the tuning split) and default runs (beside its tuned runs) are set apart
+    in ``search``: only the Tuning section reads them, no table compares them."""
     with _as_report_error():
         run = store.read_run(run_dir)
-    return dataclasses.replace(run, records=tuple(r for r in run.records if not is_trial(r)))
+    return dataclasses.replace(
+        run,
+        records=tuple(r for r in run.records if not is_search_only(r)),
+        search=tuple(r for r in run.records if is_search_only(r)),
+    )
 
 
 def check_run_count(runs: Sequence[object]) -> None:
@@ -112,7 +118,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Written
         "summary.md": summary_md(run, reference, comparison),
         "report.html": report_html(
             run,
-            {**draw_plots(run), "off_task": off_task_plots(run)},
+            {**draw_plots(run), "off_task": off_task_plots(run), "tuning": tuning_plots(run)},
             reference,
             comparison,
             explorer=explorer_html(explorer_data(records_frame(run.records), run.records)),

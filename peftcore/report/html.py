@@ -32,6 +32,8 @@ from peftcore.report.off_task import OffTaskTable, off_task_tables
 from peftcore.report.plots import Plot, deploy_plot_id
 from peftcore.report.rows import SEEDS_NOTE, group_rows
 from peftcore.report.summary import GroupSummary, best_method, shows_intervals, summarize
+from peftcore.report.tuning import LEAD as TUNING_LEAD
+from peftcore.report.tuning import TuningTable, tuning_tables
 from peftcore.results.store import Run
 
 _CSS = """
@@ -190,6 +192,35 @@ def _off_task_html(tables: Sequence[OffTaskTable], plots: Sequence[Plot]) -> str
     return "\n".join([*out, "</section>"])
 
 
+def _tuning_html(tables: Sequence[TuningTable], plots: Sequence[Plot]) -> str:
+    """The search's section: per (model, task), the plot of its trials, the table, why each
+    value was chosen."""
+    by_id = {p.id: p for p in plots}
+    out = ['<section id="tuning"><h2>Tuning</h2>', f'<p class="lead">{_e(TUNING_LEAD)}</p>']
+    for table in tables:
+        out += [f"<h3>{_e(table.title)}</h3>", f'<p class="muted">{_e(table.note)}</p>']
+        plot = by_id.get(table.plot_id)
+        if plot is not None:
+            out.append('<div class="plots">' + _figure_html(plot, wide=True) + "</div>")
+        head = "".join(
+            f"<th{' class=num' if r else ''}>{_e(h)}</th>"
+            for h, r in zip(table.header, table.right, strict=True)
+        )
+        body = [
+            "<tr>"
+            + "".join(
+                f"<td{' class=num' if r else ''}>{_value_html(c) if r else _e(c)}</td>"
+                for c, r in zip(cells, table.right, strict=True)
+            )
+            + "</tr>"
+            for cells in table.rows
+        ]
+        out.append(_wrap_table(head, body))
+        if table.notes:
+            out.append("<ul>" + "".join(f"<li>{_e(note)}</li>" for note in table.notes) + "</ul>")
+    return "\n".join([*out, "</section>"])
+
+
 def _html_table(table: Table) -> str:
     head = "".join(
         f"<th{' class=num' if r else ''}>{_e(h)}</th>" for h, r in zip(table.header, table.right, strict=True)
@@ -246,6 +277,7 @@ def report_html(
     failed = failed_records(run.records)
     off_task = off_task_tables(group_rows(run.records))  # none unless the profile asked for them
     deployed = deploy_tables(run.records)  # none unless the profile has a deploy: block
+    tuned = tuning_tables(run)  # none unless the profile has a tune: block
     sections = [
         ("highlights", "Highlights"),
         *([("explore", "Compare interactively")] if explorer else []),
@@ -255,6 +287,7 @@ def report_html(
         ("generalization", "Held-out vs seen"),
         *([("off-task", "Beyond the task")] if off_task else []),
         *([("deploy", "Deployment variants")] if deployed else []),
+        *([("tuning", "Tuning")] if tuned else []),
         ("tables", "Tables"),
     ]
     if failed:
@@ -330,6 +363,8 @@ def report_html(
         out.append(_off_task_html(off_task, plots.get("off_task", [])))
     if deployed:
         out.append(_deploy_html(deployed, plots.get("deploy", [])))
+    if tuned:
+        out.append(_tuning_html(tuned, plots.get("tuning", [])))
     out.append('<section id="tables"><h2>Tables</h2>')
     out.append(
         '<p class="lead">Bold: the best value of the column. ◆: on the quality/memory Pareto front. '

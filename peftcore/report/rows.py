@@ -87,7 +87,8 @@ def group_rows(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], li
         key = (str(record["model"]), str(record["task"]), str(record["method"]))
         rows.setdefault(key, Row(*key)).records.append(record)
     if finished:
-        stats = seed_stats(records_frame(finished), by=GROUP_KEYS)
+        # Every record given is a row (the Tuning section groups a search's default runs too).
+        stats = seed_stats(records_frame(finished, trials=True), by=GROUP_KEYS)
         for key, row in rows.items():
             row.stats = _row_stats(stats.loc[key])
     groups: dict[tuple[str, str], list[Row]] = {}

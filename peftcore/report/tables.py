@@ -29,6 +29,7 @@ from peftcore.report.formats import DASH, fmt_seconds, fmt_value
 from peftcore.report.off_task import off_task_md
 from peftcore.report.rows import SEEDS_NOTE, Row, Stat, group_rows
 from peftcore.report.summary import GroupSummary, shows_intervals, summarize
+from peftcore.report.tuning import tuning_md
 from peftcore.results.frame import records_frame
 from peftcore.results.store import Run
 from peftcore.units import format_bytes
@@ -131,6 +132,7 @@ def summary_md(run: Run, reference: Run | None = None, comparison: ComparisonRes
         lines.extend(_group_comparison_md(group))
     lines.extend(off_task_md(run.records))
     lines.extend(deploy_md(run.records))
+    lines.extend(tuning_md(run))
     failed = failed_records(run.records)
     if failed:
         lines += ["## Failed cases", ""]

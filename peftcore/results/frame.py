@@ -54,7 +54,7 @@ from peftcore.vocab.record import (
     RecordError,
     case_key,
     case_seed,
-    is_trial,
+    is_search_only,
     primary_metric,
 )
 
@@ -86,7 +86,9 @@ IDENTITY = (
     "profile",
     "primary_metric",
     "variant_of",  # a deployment variant's row (method "<method>@<variant>"): the case it came from
-    "tuning",  # trial: a search's trial (load_results(trials=True)); tuned: run at the values it chose
+    # trial: a search's trial, default: a run at the method's own values (both only with
+    # load_results(trials=True)); tuned: a run at the values its trials chose
+    "tuning",
 )
 GROUP_KEYS = ("model", "task", "method")  # a report row: its seeds are aggregated
 # The fields of a record's uncertainty[split][metric] that get a column after the metric's own.
@@ -289,12 +291,13 @@ def records_frame(
 
     ``where`` names each record in errors (its file); RecordError when a metric or a cost figure
     is not a number, or a block is not a mapping. A search's trials (scored on the tuning split,
-    not held_out) are left out unless ``trials``: they are not rows of the comparison.
+    not held_out) and its default runs (``tune.compare_default``: the same method, model, task
+    and seed as a tuned run) are left out unless ``trials``: they are not rows of the comparison.
     """
     import pandas as pd
 
     pairs = [(r, where[i] if where else None) for i, r in enumerate(records)]
-    rows = [_row(r, w) for r, w in pairs if trials or not is_trial(r)]
+    rows = [_row(r, w) for r, w in pairs if trials or not is_search_only(r)]
     names: dict[str, None] = dict.fromkeys(IDENTITY)
     for row in rows:
         names.update(dict.fromkeys(row))
@@ -390,7 +393,8 @@ def load_results(
     every run that adopted it). A record file that cannot be read is a RecordError naming it,
     unless ``skip_unreadable`` (then its message is in ``frame.attrs["problems"]``). RunError
     names a source that is not a run. ``trials`` adds a search's trials (``tuning == "trial"``,
-    their scores under ``tune.<metric>``, their values under ``tuning.values.<key>``).
+    their scores under ``tune.<metric>``, their values under ``tuning.values.<key>``) and its
+    runs at each method's own values (``tuning == "default"``, profile ``tune.compare_default``).
 
     >>> df = load_results("reports/runs")                                    # doctest: +SKIP
     >>> df.groupby(["task", "method"])["held_out.accuracy"].agg(["mean", "std"])  # doctest: +SKIP

@@ -117,6 +117,9 @@ class Run:
     # What the sessions that wrote the run selected, and which of it has no record (read by
     # read_run for the report; None for a run without grid manifests).
     grid: GridStatus | None = None
+    # A search's trials and default runs (vocab.record.is_search_only), when a reader sets them
+    # apart from ``records`` (the report: for its Tuning section only); empty otherwise.
+    search: tuple[Record, ...] = ()
 
     @property
     def run_id(self) -> str:

@@ -14,15 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from peftcore.errors import SpecError, suggest
+from peftcore.errors import SpecError
 from peftcore.spec.checks import (
-    check_bounds_reported,
     check_budget,
     check_sizes,
-    describe_reported,
     reported_metrics,
 )
-from peftcore.spec.gates import matches
+from peftcore.spec.grid_checks import check_gates_match, check_gates_reported, deployed_cells
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
@@ -38,9 +36,6 @@ from peftcore.spec.types import (
     TrainingBudget,
     TuneSettings,
 )
-from peftcore.vocab.quantities import Quantity
-from peftcore.vocab.record import METRIC_BLOCKS
-from peftcore.vocab.variants import mergeable, split_variant_method, variant_method
 
 
 @dataclass(frozen=True)
@@ -50,10 +45,12 @@ class Tuning:
     A ``trial`` trains with ``values`` (a grid point; a TPE trial's are drawn when it runs) for
     the search's steps and is scored on the tuning split only. A ``tuned`` case is a compared
     run: its searched keys take the values its trials chose, when it runs (``values`` is empty
-    until then).
+    until then). A ``default`` case (``tune.compare_default``) is the method's plain run at its
+    own values, kept beside the tuned runs so the report can rank methods at both; its identity
+    leaves the search out (:mod:`peftcore.pipeline.identity`), since nothing searched changes it.
     """
 
-    kind: Literal["trial", "tuned"]
+    kind: Literal["trial", "tuned", "default"]
     search: TuneSettings  # the method's resolved search
     study: str  # <method>-<model>-<task>: the study its trials belong to
     index: int = 0  # a trial's number in the study (grid: its grid point)
@@ -61,6 +58,10 @@ class Tuning:
     # A tuned case's choice, once made (peftcore.pipeline.tuning.choose): the trials it read,
     # their objectives, what was chosen and why. In the record, not in the case's identity.
     choice: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
+    # The searched keys at the method's own values (what it trains with unsearched; None: the
+    # peft config class's default). In the record, for the report's default-vs-tuned table; not
+    # in the identity, since the spec the case trains with is hashed already.
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={"internal": True})
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Case:
         base = f"{self.method.name}-{self.model.name}-{self.task.name}"
         if self.tuning is not None and self.tuning.kind == "trial":
             return self.trial_id(self.tuning.index)
-        if self.tuning is not None:
+        if self.tuning is not None and self.tuning.kind == "tuned":
             base += "-tuned"
         return f"{base}-seed{self.training.seed}" if self.seed_suffix else base
 
@@ -207,9 +208,9 @@ def expand(
         check_sizes(data, "command line")
     _check_training_data(profile, methods, cells, data, bool(data_overrides and "train" in data_overrides))
     general_text, also_score = _off_task_specs(store, profile)
-    deployed = _deployed_cells(profile, methods, cells)
-    _check_gates_match(profile, [*cells, *deployed])
-    _check_gates_reported(profile, tasks, [*cells, *deployed], also_score)
+    deployed = deployed_cells(profile, methods, cells)
+    check_gates_match(profile, [*cells, *deployed])
+    check_gates_reported(profile, tasks, [*cells, *deployed], also_score)
     searches: dict[str, TuneSettings] = {}
     if profile.tune.enabled:
         for _, method, task in cells:
@@ -259,12 +260,19 @@ def expand(
 def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
     """The cases of one (model, method, task), one per seed, with the method's search if it has
     one: its trials (one per grid point, or ``trials`` for TPE; trained once, with the first
-    seed), then the compared runs, ``tuned``, at the values the trials chose."""
+    seed), then the compared runs, ``tuned``, at the values the trials chose; with
+    ``compare_default``, the plain runs at the method's own values too, one per seed."""
     if search is None:
         return cell
     case = cell[0]
     study = f"{case.method.name}-{case.model.name}-{case.task.name}"
-    tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study)) for c in cell]
+    own = _own_values(case, search)
+    tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study, defaults=own)) for c in cell]
+    if search.compare_default:
+        tuned += [
+            dataclasses.replace(c, tuning=Tuning("default", search, study, values=own, defaults=own))
+            for c in cell
+        ]
     trial_base = dataclasses.replace(
         case,
         training=dataclasses.replace(case.training, max_steps=search.steps or case.training.max_steps),
@@ -280,9 +288,19 @@ def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
         points = [{} for _ in range(search.trials)]
     trials = []
     for index, values in enumerate(points):
-        trial = dataclasses.replace(trial_base, tuning=Tuning("trial", search, study, index))
+        trial = dataclasses.replace(trial_base, tuning=Tuning("trial", search, study, index, defaults=own))
         trials.append(trial.with_values(values) if values else trial)
     return [*trials, *tuned]
+
+
+def _own_values(case: Case, search: TuneSettings) -> dict[str, Any]:
+    """Each searched key at the value ``case`` trains with unsearched (an adapter keyword the
+    method's file leaves out: None, the peft config class's default)."""
+    own: dict[str, Any] = {}
+    for name in search.search:
+        section, _, key = name.partition(".")
+        own[name] = getattr(case.training, key) if section == "training" else case.method.adapter.get(key)
+    return own
 
 
 def _off_task_specs(store: SpecStore, profile: ProfileSpec) -> tuple[TaskSpec | None, list[TaskSpec]]:
@@ -332,163 +350,6 @@ def _check_training_data(
         )
 
 
-def _deployed_cells(
-    profile: ProfileSpec, methods: Mapping[str, MethodSpec], cells: Iterable[tuple[str, str, str]]
-) -> list[tuple[str, str, str]]:
-    """The grid's deployment variants as cells (``lora@nf4``), for gates that name them. A rule
-    naming a variant of a method whose tuner cannot merge is an error: it could never apply."""
-    variants = profile.deploy.variants
-    for rule in profile.compare.rules:
-        for key, name in [("case", c) for c in rule.cases] + [("baseline", rule.baseline)]:
-            method, variant = split_variant_method(name)
-            if variant is not None and method in methods and not mergeable(methods[method].tuner):
-                raise SpecError(
-                    profile.file,
-                    f"compare[{rule.index}].{key}",
-                    f"{name!r}: {methods[method].tuner} cannot merge (virtual tokens), so {method} has "
-                    "no deployment variants; name a mergeable method",
-                )
-            chosen = profile.deploy.methods
-            if variant is not None and chosen and method not in chosen:
-                raise SpecError(
-                    profile.file,
-                    f"compare[{rule.index}].{key}",
-                    f"{name!r}: deploy.methods ({', '.join(chosen)}) does not give {method} variants",
-                )
-            if variant is not None and variant not in variants:
-                raise SpecError(
-                    profile.file,
-                    f"compare[{rule.index}].{key}",
-                    f"{name!r}: variant {variant!r} is not in deploy.variants; "
-                    + suggest(variant, variants or ["(none listed)"]),
-                )
-    for key, names, known in (
-        ("deploy.methods", profile.deploy.methods, {method for _, method, _ in cells}),
-        ("deploy.tasks", profile.deploy.tasks, {task for _, _, task in cells}),
-    ):
-        for index, name in enumerate(names):
-            if name not in known:
-                expected = f"{name!r} is not in the profile's grid; {suggest(name, known)}"
-                raise SpecError(profile.file, f"{key}[{index}]", expected)
-    return [
-        (model, variant_method(method, variant), task)
-        for model, method, task in cells
-        if mergeable(methods[method].tuner) and profile.deploy.applies(method, task)
-        for variant in variants
-    ]
-
-
-def _check_gates_match(profile: ProfileSpec, cells: Iterable[tuple[str, str, str]]) -> None:
-    """A ``compare:`` rule (or a bound's ``methods:``) that matches no case of the profile would
-    never be checked: the gate would be silently off. One line naming the rule and the name."""
-    cells = list(cells)
-    methods = sorted({method for _, method, _ in cells})
-    tasks = sorted({task for _, _, task in cells})
-    models = sorted({model for model, _, _ in cells})
-    for rule in profile.compare.rules:
-        key = f"compare[{rule.index}]"
-        if rule.baseline not in methods:
-            raise SpecError(
-                profile.file,
-                f"{key}.baseline",
-                f"no method {rule.baseline!r} in this profile; " + suggest(rule.baseline, methods),
-            )
-        for axis, patterns, names in (
-            ("case", rule.cases, methods),
-            ("task", rule.tasks, tasks),
-            ("model", rule.models, models),
-        ):
-            for pattern in patterns:
-                if not matches_any(pattern, names):
-                    raise SpecError(
-                        profile.file,
-                        f"{key}.{axis}",
-                        f"{pattern!r} matches no {axis if axis != 'case' else 'method'} of this profile; "
-                        + suggest(pattern, names),
-                    )
-        pairs = {(model, task) for model, method, task in cells if method == rule.baseline}
-        checked = [
-            (model, method, task)
-            for model, method, task in cells
-            if method != rule.baseline
-            and matches(method, rule.cases)
-            and (model, task) in pairs
-            and (not rule.tasks or matches(task, rule.tasks))
-            and (not rule.models or matches(model, rule.models))
-        ]
-        if not checked:
-            raise SpecError(
-                profile.file,
-                key,
-                f"'{rule.describe()}' matches no pair of cases of this profile (a case and "
-                f"{rule.baseline} on the same model and task)",
-            )
-    for bound in profile.expect.bounds:
-        for pattern in bound.methods:
-            if not matches_any(pattern, methods):
-                raise SpecError(
-                    profile.file,
-                    f"expect.{bound.written}.methods",
-                    f"{pattern!r} matches no method of this profile; " + suggest(pattern, methods),
-                )
-
-
-def _check_gates_reported(
-    profile: ProfileSpec,
-    tasks: Mapping[str, TaskSpec],
-    cells: Iterable[tuple[str, str, str]],
-    also_score: Iterable[TaskSpec],
-) -> None:
-    """A gate on a metric that no case it applies to reports would pass unchecked (the gates
-    find it not applicable): an ``expect:`` bound (the profile's, or a task's) or a ``compare:``
-    rule. One line naming the file, the key, and the metrics those cases report."""
-    judge = profile.eval.judge is not None
-    for task in tasks.values():
-        check_bounds_reported(task, judge=judge)
-    cells = list(cells)
-    off_task = {task.name: task for task in also_score}
-    gates: list[tuple[str, Quantity, tuple[str, ...], tuple[str, ...]]] = [
-        (f"expect.{b.written}", b.quantity, b.methods, ()) for b in profile.expect.bounds
-    ]
-    gates += [(f"compare[{r.index}].metric", r.quantity, r.cases, r.tasks) for r in profile.compare.rules]
-    for key, quantity, method_patterns, task_patterns in gates:
-        if quantity.name == "primary":
-            continue
-        if quantity.ood_task in off_task:
-            task = off_task[quantity.ood_task]
-            reported = reported_metrics(task, judge=False)  # the judge scores the case's own task only
-            if quantity.name not in reported:
-                raise SpecError(
-                    profile.file,
-                    key,
-                    f"task {task.name} (eval.also_score) never reports {quantity.name}, so this would "
-                    f"never be checked; expected one of the metrics it reports: {', '.join(reported)}",
-                )
-            continue
-        if quantity.block not in METRIC_BLOCKS:
-            continue  # a cost figure (training.final_loss), or general_text's forgetting
-        names = sorted(
-            {
-                task
-                for _, method, task in cells
-                if (not method_patterns or matches(method, method_patterns))
-                and (not task_patterns or matches(task, task_patterns))
-            }
-        )
-        if names and not any(quantity.name in reported_metrics(tasks[n], judge=judge) for n in names):
-            described = "; ".join(f"{n}: {describe_reported(tasks[n], judge=judge)}" for n in names)
-            raise SpecError(
-                profile.file,
-                key,
-                f"no task this applies to reports {quantity.name}, so it would never be checked; "
-                f"expected one of the metrics they report ({described})",
-            )
-
-
-def matches_any(pattern: str, names: Iterable[str]) -> bool:
-    return any(matches(name, (pattern,)) for name in names)
-
-
 def _order(case: Case) -> tuple[Any, ...]:
     """Group by loaded base variant (full precision first), the reference row first within."""
     model, quantization, double_quant, compute = case.variant_key
@@ -501,7 +362,8 @@ def _order(case: Case) -> tuple[Any, ...]:
         case.method.trains,
         case.method.name,
         case.task.name,
-        case.tuning is not None and case.tuning.kind == "tuned",  # after the trials that choose for it
+        # a default run, the trials, then the tuned runs after the trials that choose for them
+        ("default", "trial", "tuned").index(case.tuning.kind) if case.tuning is not None else 0,
         case.tuning.index if case.tuning is not None else 0,
         case.training.seed,
     )

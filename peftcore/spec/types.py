@@ -217,6 +217,10 @@ class TuneSettings:
     # one standard error of the best (the steadier choice when trials tie).
     choose: Literal["best", "one_se"] = "best"
     seeds: int = at_least(1, 1)  # training seeds the compared runs at the chosen values get (0, 1, ...)
+    # Also run each searched method at its own values (its spec's, unsearched), with the same
+    # seeds as the tuned runs, so the report ranks the methods at default and at tuned values on
+    # the same examples. The default runs are <method>-<model>-<task>[-seed<N>].
+    compare_default: bool = False
     # Per-method changes to this block, e.g. {vera: {search: {training.learning_rate: {low: 1e-3,
     # high: 1e-1}}}}: a method whose usual rates sit elsewhere.
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

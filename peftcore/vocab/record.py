@@ -259,9 +259,10 @@ class Record(_RecordKeys, total=False):
     reused_training_from: str | None  # re-scored: the run whose adapter was scored
     cached_from: str  # adopted: the run that computed the record
     deploy: dict[str, DeployFigures]  # profile deploy: one block per variant
-    # A search's trial (kind trial: its values and objective on the tuning split) or a compared
-    # run at the values its trials chose (kind tuned: every trial's objective, the choice, why);
-    # peftcore.pipeline.tuning.record_block.
+    # A search's trial (kind trial: its values and objective on the tuning split), a compared
+    # run at the values its trials chose (kind tuned: every trial's objective, the choice, why)
+    # or a run at the method's own values beside it (kind default, tune.compare_default); each
+    # with the searched keys' own values (defaults). peftcore.pipeline.tuning.record_block.
     tuning: dict[str, Any]
     # A variant's row (peftcore.results.variants.with_variants), never stored: its costs, and
     # the case it was derived from.
@@ -352,10 +353,13 @@ def case_name(record: Mapping[str, Any]) -> str:
 
 def case_key(record: Mapping[str, Any]) -> CaseKey:
     """(method, model, task, seed): what matches a case across runs, seed suffix or not (a
-    search's trial is ``<method>/trial<N>``: it is not the method's compared run)."""
+    search's trial is ``<method>/trial<N>`` and a default run beside the tuned ones
+    ``<method>/default``: neither is the method's compared run)."""
     method = str(record["method"])
     if is_trial(record):
         method += f"/trial{record['tuning'].get('index', 0)}"
+    elif is_default_run(record):
+        method += "/default"
     return (method, str(record["model"]), str(record["task"]), case_seed(record))
 
 
@@ -363,6 +367,18 @@ def is_trial(record: Mapping[str, Any]) -> bool:
     """A search's trial (scored on the tuning split only): not a row of any comparison."""
     tuning = record.get("tuning")
     return isinstance(tuning, Mapping) and tuning.get("kind") == "trial"
+
+
+def is_default_run(record: Mapping[str, Any]) -> bool:
+    """A method's run at its own values beside its tuned runs (profile ``tune.compare_default``)."""
+    tuning = record.get("tuning")
+    return isinstance(tuning, Mapping) and tuning.get("kind") == "default"
+
+
+def is_search_only(record: Mapping[str, Any]) -> bool:
+    """A search's trial or default run: read by the report's Tuning section, never a row of the
+    comparison nor checked by a gate (the tuned runs are the method's compared runs)."""
+    return is_trial(record) or is_default_run(record)
 
 
 def finished_at(record: Mapping[str, Any]) -> str:
