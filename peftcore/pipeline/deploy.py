@@ -60,8 +60,9 @@ def variant_hash(case_hash: str, variant: Variant, case: Case) -> str:
         if variant.kind == "gguf"
         else None,
         "versions": {name: _version(name) for name in ("gguf", "llama-cpp-python")},
-        "llama_quantize": _quantize_tool() if variant.writer == "llama-quantize" else None,
     }
+    if variant.writer == "llama-quantize":  # only here: the other variants' hashes stay as they were
+        material["llama_quantize"] = _quantize_tool()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -143,6 +144,7 @@ def _build_all(
     def note(variant: Variant, block: dict[str, Any]) -> None:
         blocks[variant.name] = {
             "kind": variant.kind,
+            "writer": variant.writer,
             "variant_hash": variant_hash(case_hash, variant, case),
             **block,
         }
