@@ -219,3 +219,34 @@ def test_the_tiny_llama_quantizes_to_q4_k_m_and_reads_back(tmp_path: Path, shipp
     with torch.no_grad():
         reference, logits = base.model(ids).logits, model(ids).logits
     assert logits.shape == reference.shape and torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_a_k_quant_variant_is_written_with_its_tool_in_the_block(tmp_path: Path, shipped_specs: Path) -> None:
+    """The pipeline's GGUF step for gguf-q4_k_m: F16 first, llama-quantize, the F16 file gone,
+    and the block naming the tool, its build and the file's tensor types."""
+    _needs_tools()
+    from types import SimpleNamespace
+
+    import torch
+    from tiny_llama import tiny_base
+
+    from peftcore.pipeline.deploy import _write_gguf
+    from peftcore.spec import SpecStore
+
+    torch.set_num_threads(1)
+    spec = SpecStore(shipped_specs).get("models", "smollm2-135m")
+    base = tiny_base(spec)
+    out, scratch = tmp_path / "gguf-q4_k_m", tmp_path / "scratch"
+    out.mkdir()
+    scratch.mkdir()
+    block: dict[str, Any] = {}
+    merged = SimpleNamespace(model=base.model, tokenizer=base.tokenizer)
+    case = SimpleNamespace(model=spec)
+    path = _write_gguf(parse_variant("gguf-q4_k_m"), merged, out, scratch, block, case)  # type: ignore[arg-type]
+    assert path == out / "model-Q4_K_M.gguf" and path.is_file()
+    assert list(scratch.iterdir()) == []  # the F16 file is removed
+    assert "llama-quantize" in block["tool"]
+    assert block["gguf"]["type"] == "Q4_K_M" and block["gguf"]["from"] == "F16"
+    assert sum(block["gguf"]["tensor_types"].values()) == block["gguf"]["tensors"]
+    assert block["llama_quantize"]["build"]["source"]["version"] == llama_tools.SOURCE_VERSION
