@@ -128,6 +128,43 @@ def test_the_tools_folder_is_keyed_by_the_pinned_source_and_this_cpu(
     assert reason is not None and "\n" not in reason and "make llama-cpp" in reason and str(folder) in reason
 
 
+def _fake_tools(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for name in llama_tools.TOOLS:
+        (folder / name).write_text("#!/bin/sh\n", encoding="utf-8")
+        (folder / name).chmod(0o755)
+    (folder / "build.json").write_text('{"source": {"version": "x"}}', encoding="utf-8")
+
+
+def test_a_built_folder_is_found_and_not_built_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(llama_tools, "missing_toolchain", lambda: None)
+    _fake_tools(llama_tools.tools_folder())
+    tools = llama_tools.find_tools()
+    assert tools is not None and tools.quantize.name == "llama-quantize"
+    assert llama_tools.missing_reason() is None
+    assert llama_tools.tools_provenance() == {"source": {"version": "x"}}
+    said: list[str] = []
+    assert llama_tools.build_tools(say=said.append) == tools and said == []  # nothing downloaded
+
+
+@pytest.mark.skipif(llama_tools.missing_toolchain() is not None, reason="cmake or a compiler is missing")
+def test_a_failed_build_is_one_error_with_the_log_tail_and_its_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "CMakeLists.txt").write_text('message(FATAL_ERROR "broken on purpose")\n', encoding="utf-8")
+    monkeypatch.setattr(llama_tools, "_fetch_source", lambda work, log, log_path: source)
+    with pytest.raises(llama_tools.ToolBuildError) as err:
+        llama_tools.build_tools(say=lambda _: None)
+    message = str(err.value)
+    log = llama_tools.tools_folder().parent / f"{llama_tools.tools_folder().name}.build.log"
+    assert "broken on purpose" in message and f"full log: {log}" in message and log.is_file()
+    assert llama_tools.find_tools() is None  # nothing half-built left in place
+
+
 def test_a_k_quant_variant_without_the_tools_fails_naming_the_file_and_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
