@@ -226,42 +226,64 @@ def test_build_json_says_how_the_tools_were_made() -> None:
     assert info["build_seconds"] > 0 and info["compiler"] and info["cmake"]
 
 
+def _wide_tiny_llama(shipped_specs: Path) -> tuple[Any, Any]:
+    """The tiny Llama at hidden size 256 (head size 64): rows that split into K-quant
+    super-blocks of 256, so llama-quantize writes real K-quant tensors (at 64 it falls back)."""
+    import torch
+    from tiny_llama import tiny_config
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftcore.models.load import load_tokenizer
+    from peftcore.spec import SpecStore
+
+    tokenizer = load_tokenizer(SpecStore(shipped_specs).get("models", "smollm2-135m"))
+    wide = {"hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
+    config = LlamaConfig(**{**tiny_config(tokenizer).to_dict(), **wide})
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
 @pytest.mark.slow
-def test_the_tiny_llama_quantizes_to_q4_k_m_and_reads_back(tmp_path: Path, shipped_specs: Path) -> None:
-    """Hidden size 64 does not split into 256-wide super-blocks, so llama-quantize falls back per
-    matrix (to a legacy type); the 128-wide FFN rows too. The file is Q4_K_M by its file type,
-    and transformers reads it back to the same shapes."""
+def test_k_quants_are_written_by_llama_quantize_and_read_back_by_transformers(
+    tmp_path: Path, shipped_specs: Path
+) -> None:
+    """Q4_K_M mixes Q4_K and Q6_K matrices (norms stay F32); transformers dequantizes them, and
+    the logits move further from the model's as the bits go down (Q6_K < Q4_K_M)."""
     tools = _needs_tools()
     import gguf
     import torch
-    from tiny_llama import tiny_base
 
     from peftcore.deploy.gguf_file import load_gguf, tensor_types, write_gguf
-    from peftcore.spec import SpecStore
 
     torch.set_num_threads(1)
-    base = tiny_base(SpecStore(shipped_specs).get("models", "smollm2-135m"))
-    f16 = write_gguf(base.model, base.tokenizer, tmp_path / "tiny-F16.gguf", "F16")
-    out = tmp_path / "tiny-Q4_K_M.gguf"
-    log = llama_tools.quantize(tools, f16.path, out, "Q4_K_M", 1)
-    assert "Q4_K_M" in log
-    reader = gguf.GGUFReader(out)
-    assert int(reader.fields["general.file_type"].contents()) == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
-    types = tensor_types(out)
-    assert sum(types.values()) == f16.tensors
-    assert "F16" not in types  # every matrix was quantized (K-quant or its fallback)
-    assert set(types) - {"F32"}, types
-    model = load_gguf(out)
-    ids = base.tokenizer(["The film was wonderful."], return_tensors="pt").input_ids
+    model, tokenizer = _wide_tiny_llama(shipped_specs)
+    f16 = write_gguf(model, tokenizer, tmp_path / "tiny-F16.gguf", "F16")
+    ids = tokenizer(["The capital of France is Paris, and the film was wonderful."], return_tensors="pt")
     with torch.no_grad():
-        reference, logits = base.model(ids).logits, model(ids).logits
-    assert logits.shape == reference.shape and torch.isfinite(logits).all()
+        reference = model(ids.input_ids).logits
+    drops = {}
+    for gguf_type, file_type in (("Q4_K_M", "MOSTLY_Q4_K_M"), ("Q6_K", "MOSTLY_Q6_K")):
+        out = tmp_path / f"tiny-{gguf_type}.gguf"
+        log = llama_tools.quantize(tools, f16.path, out, gguf_type, 1)
+        assert llama_tools.fallback_tensors(log) == 0
+        reader = gguf.GGUFReader(out)
+        assert int(reader.fields["general.file_type"].contents()) == int(gguf.LlamaFileType[file_type])
+        types = tensor_types(out)
+        assert sum(types.values()) == f16.tensors
+        with torch.no_grad():
+            drops[gguf_type] = float((load_gguf(out)(ids.input_ids).logits - reference).abs().max())
+        if gguf_type == "Q4_K_M":
+            assert set(types) == {"F32", "Q4_K", "Q6_K"}, types
+        else:
+            assert set(types) == {"F32", "Q6_K"}, types
+    assert 0 < drops["Q6_K"] < drops["Q4_K_M"] < 1.0, drops
 
 
 @pytest.mark.slow
 def test_a_k_quant_variant_is_written_with_its_tool_in_the_block(tmp_path: Path, shipped_specs: Path) -> None:
-    """The pipeline's GGUF step for gguf-q4_k_m: F16 first, llama-quantize, the F16 file gone,
-    and the block naming the tool, its build and the file's tensor types."""
+    """The pipeline's GGUF step for gguf-q4_k_m on the 64-wide tiny Llama: F16 first,
+    llama-quantize, the F16 file gone, and the block naming the tool, its build, the file's
+    tensor types and how many fell back."""
     _needs_tools()
     from types import SimpleNamespace
 
@@ -287,3 +309,5 @@ def test_a_k_quant_variant_is_written_with_its_tool_in_the_block(tmp_path: Path,
     assert block["gguf"]["type"] == "Q4_K_M" and block["gguf"]["from"] == "F16"
     assert sum(block["gguf"]["tensor_types"].values()) == block["gguf"]["tensors"]
     assert block["llama_quantize"]["build"]["source"]["version"] == llama_tools.SOURCE_VERSION
+    # hidden size 64: no matrix splits into 256-wide super-blocks, each falls back (Q5_0, Q8_0)
+    assert block["gguf"]["fallback"] > 0 and "Q4_K" not in block["gguf"]["tensor_types"]

@@ -307,9 +307,10 @@ PARTS = ("MAJOR", "MINOR", "PATCH")
 
 
 def _source_version(source: Path) -> dict[str, str | None]:
-    """llama.cpp's and ggml's version numbers from their CMakeLists.txt. The sdist carries no git
-    history, so the build commit llama.cpp would embed is unknown (its tools print "unknown")."""
-    found: dict[str, str | None] = {"commit": None}
+    """llama.cpp's commit and its and ggml's version numbers (from their CMakeLists.txt). The
+    sdist keeps the submodule's shallow git folder, whose HEAD is the commit the tools embed
+    (``llama-bench --version``); None where it is not there."""
+    found: dict[str, str | None] = {"commit": _submodule_commit(source)}
     for name, path, prefix in (
         ("llama_cpp_version", source / "CMakeLists.txt", "LLAMA"),
         ("ggml_version", source / "ggml" / "CMakeLists.txt", "GGML"),
@@ -318,6 +319,20 @@ def _source_version(source: Path) -> dict[str, str | None]:
         parts = [re.search(rf"set\({prefix}_VERSION_{part}\s+(\d+)\)", text) for part in PARTS]
         found[name] = ".".join(m.group(1) for m in parts if m) if all(parts) else None
     return found
+
+
+def _submodule_commit(source: Path) -> str | None:
+    """The commit in HEAD of ``source``'s git folder (``.git`` is a folder, or a file saying
+    ``gitdir: <path>`` for a submodule), read without running git."""
+    dot_git = source / ".git"
+    with contextlib.suppress(OSError):
+        if dot_git.is_file():
+            pointer = dot_git.read_text(encoding="utf-8").strip()
+            dot_git = (source / pointer.removeprefix("gitdir:").strip()).resolve()
+        head = (dot_git / "HEAD").read_text(encoding="utf-8").strip()
+        if re.fullmatch(r"[0-9a-f]{40}", head):
+            return head
+    return None
 
 
 def _first_line(command: list[str]) -> str | None:
@@ -343,6 +358,13 @@ def quantize_types(help_text: str) -> dict[str, str]:
     _, _, table = help_text.partition("allowed quantization types")
     found = re.findall(r"^\s+(?:\d+\s+or\s+)?([A-Z][A-Z0-9_]+)\s*:\s*(.*)$", table, flags=re.MULTILINE)
     return {name: description.strip() for name, description in found}
+
+
+def fallback_tensors(output: str) -> int:
+    """How many tensors llama-quantize wrote in a fallback type (rows not a multiple of the
+    K-quant super-block of 256), from its output ("14 of 20 tensor(s) required fallback")."""
+    found = re.search(r"(\d+) of \d+ tensor\(s\) required fallback", output)
+    return int(found.group(1)) if found else 0
 
 
 def quantize_help(tools: LlamaTools) -> str:

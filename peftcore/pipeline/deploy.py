@@ -279,7 +279,7 @@ def _write_gguf(
     f16 = gguf_file.write_gguf(merged.model, merged.tokenizer, f16_path, "F16", source)
     threads = _cpu_count()
     try:
-        llama_tools.quantize(tools, f16.path, path, variant.type, threads)
+        output = llama_tools.quantize(tools, f16.path, path, variant.type, threads)
     finally:
         f16.path.unlink(missing_ok=True)
     provenance = llama_tools.tools_provenance() or {}
@@ -292,6 +292,7 @@ def _write_gguf(
         "tensors": f16.tensors,
         "from": "F16",
         "tensor_types": gguf_file.tensor_types(path),
+        "fallback": llama_tools.fallback_tensors(output),  # rows not a multiple of 256
     }
     block["llama_quantize"] = {"threads": threads, "folder": str(tools.folder), "build": provenance}
     return path
