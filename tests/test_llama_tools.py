@@ -311,3 +311,18 @@ def test_a_k_quant_variant_is_written_with_its_tool_in_the_block(tmp_path: Path,
     assert block["llama_quantize"]["build"]["source"]["version"] == llama_tools.SOURCE_VERSION
     # hidden size 64: no matrix splits into 256-wide super-blocks, each falls back (Q5_0, Q8_0)
     assert block["gguf"]["fallback"] > 0 and "Q4_K" not in block["gguf"]["tensor_types"]
+
+
+def test_the_command_says_what_is_missing_or_where_the_tools_are(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peftcore.cli import main
+
+    monkeypatch.setenv("PEFTCORE_CACHE", str(tmp_path))
+    assert main(["llama-cpp", "status"]) == 1
+    assert "make llama-cpp" in capsys.readouterr().out
+    _fake_tools(llama_tools.tools_folder())
+    assert main(["llama-cpp", "status"]) == 0
+    assert str(llama_tools.tools_folder()) in capsys.readouterr().out
+    assert main(["llama-cpp", "build", "--jobs", "0"]) == 2
+    assert "--jobs: expected a positive integer, got 0" in capsys.readouterr().err
