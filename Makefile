@@ -19,7 +19,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test quick bench perf gemma gguf-runtime lint browser clean-cache
+.PHONY: setup test quick bench perf gemma gguf-runtime llama-cpp lint browser clean-cache
 
 setup: $(STAMP)
 
@@ -75,6 +75,14 @@ gemma: setup
 # (profile deploy); without it those figures are skipped with the reason, everything else runs.
 gguf-runtime: setup
 	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} $(PIP) install --quiet -e ".[gguf-runtime]"
+
+# llama.cpp's command-line tools (llama-quantize, llama-perplexity, llama-bench) for the K-quant GGUF
+# variants (gguf-q4_k_m, ...): built from the same pinned PyPI source as gguf-runtime, tools only
+# (CMake, Ninja or Make, a C++ compiler; ~3.5 min on 2 idle cores, 25 min on 2 busy ones), into
+# $PEFTCORE_CACHE/llama-cpp/.
+# Opt-in like gguf-runtime: make test never builds it (the tests that need it skip with the reason).
+llama-cpp: setup
+	$(PY) -m peftcore.cli llama-cpp build
 
 lint: setup
 	$(VENV)/bin/ruff check peftcore tests

@@ -24,6 +24,11 @@ COMMANDS = {
         "measure per-case tolerances (or, --statistical, noise) for --metric-compare-fail from a run of "
         "several seeds",
     ),
+    "llama-cpp": (
+        "peftcore.deploy.cli",
+        "build llama.cpp's tools (llama-quantize, llama-perplexity, llama-bench) for the K-quant GGUF "
+        "variants, or say where they are (status)",
+    ),
     "baseline": (
         "peftcore.gates.baseline_file",
         "write the baseline of one seed from a pytest-benchmark JSON file of several seeds",

@@ -51,7 +51,7 @@ def _profile(specs: Path, variants: str, compare: str = "[]") -> Path:
     ("variants", "compare", "key", "says"),
     [
         ("[merged, nf5]", "[]", "deploy.variants[1]", "unknown deployment variant 'nf5'"),
-        ("[gguf-q4_k_m]", "[]", "deploy.variants[0]", "cannot write GGUF type 'q4_k_m'"),
+        ("[gguf-iq2_xxs]", "[]", "deploy.variants[0]", "unknown GGUF type 'iq2_xxs'"),
         ("[nf4, nf4]", "[]", "deploy.variants", "listed twice: nf4"),
         ("[merged]", "[{metric: accuracy, case: prompt_tuning@merged, baseline: lora, max_drop: 0.1}]",
          "compare[0].case", "prompt_tuning cannot merge"),

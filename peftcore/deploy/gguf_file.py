@@ -162,3 +162,19 @@ def load_gguf(path: Path) -> Any:
 
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     return model.eval()
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each GGUF type ``path`` holds (``{"Q4_K": 8, "Q6_K": 2, "F32": 5}``).
+
+    llama-quantize mixes types within one file type (Q4_K_M keeps some matrices Q6_K) and falls
+    back to another type for a matrix whose rows do not split into 256-wide super-blocks, so the
+    file's types are read back rather than assumed.
+    """
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(path).tensors:
+        name = tensor.tensor_type.name
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))

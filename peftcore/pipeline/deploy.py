@@ -12,7 +12,10 @@ base (:mod:`peftcore.deploy.build`); every variant is made from that merged mode
 disk (its size), loaded as it would be deployed (its load time), and scored on the case's
 held-out and seen examples with the case's evaluator and settings (metrics, latency, examples/s,
 inference peak memory). A GGUF variant is also run by llama.cpp when llama-cpp-python is
-installed (generation tokens/s).
+installed (generation tokens/s). A K-quant GGUF variant (gguf-q4_k_m, ...) is the F16 file
+quantized by llama.cpp's llama-quantize, built once by ``make llama-cpp``
+(:mod:`peftcore.deploy.llama_tools`); transformers dequantizes K-quants on reading (gguf's
+numpy dequantizers), so it is scored as the other GGUF variants are.
 
 Each variant's figures go to ``record["deploy"][<variant>]`` with its ``variant_hash`` (the
 case's hash, the variant and its settings); a variant already in the record with the same hash
@@ -28,6 +31,7 @@ import gc
 import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -57,7 +61,17 @@ def variant_hash(case_hash: str, variant: Variant, case: Case) -> str:
         else None,
         "versions": {name: _version(name) for name in ("gguf", "llama-cpp-python")},
     }
+    if variant.writer == "llama-quantize":  # only here: the other variants' hashes stay as they were
+        material["llama_quantize"] = _quantize_tool()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _quantize_tool() -> dict[str, Any] | None:
+    """What identifies the llama-quantize that made a variant: its source and the CPU built for."""
+    from peftcore.deploy import llama_tools
+
+    provenance = llama_tools.tools_provenance()
+    return None if provenance is None else {"source": provenance.get("source"), "cpu": provenance.get("cpu")}
 
 
 def _version(distribution: str) -> str | None:
@@ -130,6 +144,7 @@ def _build_all(
     def note(variant: Variant, block: dict[str, Any]) -> None:
         blocks[variant.name] = {
             "kind": variant.kind,
+            "writer": variant.writer,
             "variant_hash": variant_hash(case_hash, variant, case),
             **block,
         }
@@ -215,24 +230,11 @@ def _one_variant(
         size = build.safetensors_bytes(out)
         block["footprint_bytes"] = int(model.get_memory_footprint())
     else:
-        from peftcore.models.checkpoints import gguf_path
-
-        source = gguf_path(case.model) if case.model.source.kind == "gguf_package" else None
-        written = gguf_file.write_gguf(
-            merged.model, merged.tokenizer, out / f"model-{variant.type}.gguf", variant.type, source
-        )
+        path = _write_gguf(variant, merged, out, scratch, block, case)
         block["extra_build_seconds"] = time.perf_counter() - start
-        block["tool"] = (
-            f"gguf {_version('gguf')} (Python writer); read by transformers {_version('transformers')}"
-        )
-        block["gguf"] = {
-            "type": written.type,
-            "tensors": written.tensors,
-            "fallback_f16": written.fallback_f16,
-        }
-        size = written.bytes
+        size = path.stat().st_size
         start = time.perf_counter()
-        model = gguf_file.load_gguf(written.path)
+        model = gguf_file.load_gguf(path)
         load_seconds = time.perf_counter() - start
     block["load_seconds"] = round(load_seconds, 3)
     block["size_bytes"] = int(size)
@@ -243,6 +245,65 @@ def _one_variant(
     if variant.kind == "gguf":
         block["llama_cpp"] = _llama_cpp(case, out / f"model-{variant.type}.gguf", data)
     return block
+
+
+def _write_gguf(
+    variant: Variant, merged: Any, out: Path, scratch: Path, block: dict[str, Any], case: Case
+) -> Path:
+    """The variant's GGUF file, ``out/model-<TYPE>.gguf``; its tool and tensor types into ``block``.
+
+    A type the gguf package writes is written directly. A llama-quantize type is written F16
+    first (as gguf-f16 is), then quantized by ``llama-quantize <f16> <out> <TYPE> <threads>``
+    with as many threads as this process may use; the F16 file is removed after. RuntimeError
+    when the tools are not built (collection checks that first) or llama-quantize fails.
+    """
+    from peftcore.deploy import gguf_file, llama_tools
+    from peftcore.models.checkpoints import gguf_path
+
+    source = gguf_path(case.model) if case.model.source.kind == "gguf_package" else None
+    path = out / f"model-{variant.type}.gguf"
+    reader = f"read by transformers {_version('transformers')}"
+    if variant.writer == "gguf":
+        written = gguf_file.write_gguf(merged.model, merged.tokenizer, path, variant.type, source)
+        block["tool"] = f"gguf {_version('gguf')} (Python writer); {reader}"
+        block["gguf"] = {
+            "type": written.type,
+            "tensors": written.tensors,
+            "fallback_f16": written.fallback_f16,
+        }
+        return path
+    tools = llama_tools.find_tools()
+    if tools is None:
+        raise RuntimeError(llama_tools.missing_reason())
+    f16_path = scratch / f".{variant.name}-F16.gguf"
+    f16 = gguf_file.write_gguf(merged.model, merged.tokenizer, f16_path, "F16", source)
+    threads = _cpu_count()
+    try:
+        output = llama_tools.quantize(tools, f16.path, path, variant.type, threads)
+    finally:
+        f16.path.unlink(missing_ok=True)
+    provenance = llama_tools.tools_provenance() or {}
+    block["tool"] = (
+        f"llama.cpp llama-quantize ({llama_tools.SOURCE_PACKAGE} {llama_tools.SOURCE_VERSION} source) "
+        f"from an F16 GGUF written by gguf {_version('gguf')}; {reader}"
+    )
+    block["gguf"] = {
+        "type": variant.type,
+        "tensors": f16.tensors,
+        "from": "F16",
+        "tensor_types": gguf_file.tensor_types(path),
+        "fallback": llama_tools.fallback_tensors(output),  # rows not a multiple of 256
+    }
+    block["llama_quantize"] = {"threads": threads, "folder": str(tools.folder), "build": provenance}
+    return path
+
+
+def _cpu_count() -> int:
+    """The CPUs this process may run on (its affinity), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _score(case: Case, model: Any, tokenizer: Any, data: TaskData, device: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from peftcore.deploy.llama_tools import require_tools
 from peftcore.errors import AssetError, GateError, PeftcoreError, SpecError
 from peftcore.models.checkpoints import check_available
 from peftcore.offline import NetworkGuard, set_offline_env
@@ -21,6 +22,7 @@ from peftcore.pytest_plugin.state import SESSION, SPEC_STORE, remote_results, sp
 from peftcore.spec import SECTION, SpecStore
 from peftcore.spec.cases import Case, expand
 from peftcore.vocab.record import Record, RecordError, check_record
+from peftcore.vocab.variants import needs_llama_quantize
 
 _CASES = pytest.StashKey[list[Case]]()
 _GUARD = pytest.StashKey[NetworkGuard]()
@@ -137,6 +139,10 @@ def planned_cases(config: pytest.Config) -> list[Case]:
         offline = not config.getoption("--allow-network")
         for model in {case.model.name: case.model for case in cases}.values():
             check_available(model, offline=offline)  # AssetError: one line at collection
+        if any(case.deploy.variants for case in cases):
+            # K-quant variants need llama.cpp's tools: fail now, not after the cases have trained.
+            profile = store.get("profiles", options.profile_name(config))
+            require_tools(needs_llama_quantize(profile.deploy.variants), profile.file, "deploy.variants")
         config.stash[_CASES] = cases
     return config.stash[_CASES]
 

@@ -149,7 +149,9 @@ class DeploySettings:
     """Deployment variants derived from every trained case's saved adapter, each scored on the
     case's held-out and seen examples (peftcore.vocab.variants lists the names)."""
 
-    variants: tuple[str, ...] = ()  # the variants to build, e.g. [merged, int8, nf4, gguf-f16, gguf-q8_0]
+    # the variants to build, e.g. [merged, int8, nf4, gguf-f16, gguf-q8_0]; K-quants such as
+    # gguf-q4_k_m are made by llama.cpp's llama-quantize, built once by `make llama-cpp`
+    variants: tuple[str, ...] = ()
     double_quant: bool = True  # nf4/fp4 variants: quantize the 4-bit scales too
     compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"  # what 4-bit layers compute in
     # llama.cpp (when llama-cpp-python is installed): greedy tokens generated after each of the

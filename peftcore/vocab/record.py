@@ -193,7 +193,9 @@ class DeployFigures(TypedDict, total=False):
     tool: str  # what wrote it, with its version
     provenance: dict[str, Any]  # merged_with, merged_into, trained_on, adapter_dir
     quantization: dict[str, Any]  # bnb: type, double_quant, compute_dtype
-    gguf: dict[str, Any]  # type, tensors, fallback_f16
+    writer: str  # what made it: peft | bitsandbytes | gguf | llama-quantize (vocab/variants)
+    gguf: dict[str, Any]  # type, tensors; fallback_f16 (gguf) or from, tensor_types (llama-quantize)
+    llama_quantize: dict[str, Any]  # K-quants: threads, folder, build (the tools' build.json)
     file: str | None
     size_bytes: int
     load_seconds: float
