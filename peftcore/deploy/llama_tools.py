@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftcore.device import cpu_kind
 from peftcore.errors import AssetError, PeftcoreError, SpecError
 from peftcore.storage import atomic_file, atomic_folder, atomic_write_json, cache_root
 
@@ -297,7 +298,7 @@ def _build_info(source: Path, generator: str, seconds: float) -> dict[str, Any]:
         "compiler": _first_line([_compiler() or "c++", "--version"]),
         "cmake_flags": list(CMAKE_FLAGS),
         "targets": list(TOOLS),
-        "cpu": {"key": cpu_key(), "model": _cpu_model()},
+        "cpu": {"key": cpu_key(), "model": cpu_kind()[0]},
         "build_seconds": round(seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -342,14 +343,6 @@ def _first_line(command: list[str]) -> str | None:
         return None
     lines = (done.stdout or done.stderr).strip().splitlines()
     return lines[0] if lines else None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine()
 
 
 def quantize_types(help_text: str) -> dict[str, str]:
