@@ -126,7 +126,12 @@ def _fault_callback(fault: str, method_name: str) -> Any:
                 return
             if fault == "raise":
                 raise RuntimeError(f"injected fault in {method_name} at step {state.global_step}")
-            (FAULT_DIR / f"{method_name}.hang").write_text(str(state.global_step))
+            # The parent signals as soon as the marker exists: it appears by a rename, after the
+            # file is closed, so the signal cannot land inside open() and leak its file object.
+            marker = FAULT_DIR / f"{method_name}.hang"
+            partial = marker.with_suffix(".hang.partial")
+            partial.write_text(str(state.global_step))
+            partial.replace(marker)
             deadline = time.monotonic() + HANG_LIMIT_S
             while time.monotonic() < deadline:
                 time.sleep(0.05)  # the parent's signal lands here
