@@ -52,7 +52,7 @@ REUSED = ("finished", "not_mergeable", "skipped")
 def variant_hash(case_hash: str, variant: Variant, case: Case) -> str:
     """What determines a variant's figures besides the case: its name, its settings, the tools."""
     settings = case.deploy
-    material = {
+    material: dict[str, Any] = {
         "case_hash": case_hash,
         "variant": variant.name,
         "bnb": [settings.double_quant, settings.compute_dtype] if variant.kind == "bnb" else None,
@@ -61,9 +61,20 @@ def variant_hash(case_hash: str, variant: Variant, case: Case) -> str:
         else None,
         "versions": {name: _version(name) for name in ("gguf", "llama-cpp-python")},
     }
+    if variant.kind == "gguf" and _bench_tool() is not None:  # absent: the hashes stay as they were
+        material["llama_bench"] = [settings.bench_prompt_tokens, settings.bench_repetitions, _bench_tool()]
     if variant.writer == "llama-quantize":  # only here: the other variants' hashes stay as they were
         material["llama_quantize"] = _quantize_tool()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _bench_tool() -> dict[str, Any] | None:
+    """What identifies the llama-bench a GGUF variant is timed with, None when it is not built."""
+    from peftcore.deploy import llama_tools
+
+    if llama_tools.find_tools() is None:
+        return None
+    return _quantize_tool()
 
 
 def _quantize_tool() -> dict[str, Any] | None:
@@ -244,6 +255,7 @@ def _one_variant(
     gc.collect()
     if variant.kind == "gguf":
         block["llama_cpp"] = _llama_cpp(case, out / f"model-{variant.type}.gguf", data)
+        block["llama_bench"] = _llama_bench(case, out / f"model-{variant.type}.gguf")
     return block
 
 
@@ -339,4 +351,26 @@ def _llama_cpp(case: Case, path: Path, data: TaskData) -> dict[str, Any]:
             **generation_speed(path, prompts, settings.generate_tokens, settings.threads),
         }
     except Exception as err:
+        return {"status": "failed", "reason": one_line(err)}
+
+
+def _llama_bench(case: Case, path: Path) -> dict[str, Any]:
+    """llama-bench's prompt and generation tokens/s and peak memory on the variant's file;
+    ``skipped`` (why) when the tools are not built, ``failed`` (the error) when it fails."""
+    from peftcore.deploy import llama_bench, llama_tools
+
+    tools = llama_tools.find_tools()
+    if tools is None:
+        return {"status": "skipped", "reason": llama_tools.missing_reason()}
+    settings = case.deploy
+    try:
+        return llama_bench.run_bench(
+            tools,
+            path,
+            threads=settings.threads,
+            prompt_tokens=settings.bench_prompt_tokens,
+            generate_tokens=settings.generate_tokens,
+            repetitions=settings.bench_repetitions,
+        )
+    except llama_bench.BenchError as err:
         return {"status": "failed", "reason": one_line(err)}

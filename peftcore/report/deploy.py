@@ -3,10 +3,11 @@
 For each (model, task) whose records carry deployment variants (profile ``deploy:``), a table
 with one row per case and each of its variants: the held-out primary metric and its change
 against the case as trained (the unmerged adapter), the size on disk, load time, latency per
-example, examples per second and inference peak memory, and llama.cpp's generation tokens/s
-for GGUF files when it ran. Variants that were not built (a tuner that cannot merge) are listed
-with the reason. summary.csv carries one row per variant
-(:func:`peftcore.results.variants.with_variants`).
+example, examples per second and inference peak memory; for GGUF files, llama.cpp's generation
+tokens/s when llama-cpp-python ran them, and llama-bench's prompt and generation tokens/s (mean
+± sd over its repetitions) and peak memory when ``make llama-cpp`` built it. Variants that were
+not built (a tuner that cannot merge) are listed with the reason. summary.csv carries one row
+per variant (:func:`peftcore.results.variants.with_variants`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ HEADER = (
     "examples/s",
     "Inference peak",
     "llama.cpp tokens/s",
+    "llama-bench prompt tokens/s",
+    "llama-bench generation tokens/s",
+    "llama-bench peak",
 )
 
 
@@ -73,6 +77,7 @@ class DeployPoint:
     metric: float | None
     size_bytes: float | None  # variants only: what ships
     latency_ms: float | None
+    generation_tps: float | None = None  # GGUF variants: llama-bench's generation tokens/s
 
 
 @dataclass(frozen=True)
@@ -121,15 +126,30 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
                         _cell(_num(inference, "examples_per_second"), "number"),
                         _cell(_num(inference, "peak_memory_bytes"), "bytes"),
                         _cell(_num(deployment, "generation_tokens_per_second"), "number"),
+                        *_bench_cells(record, row if variant is not None else None),
                     ]
                 )
                 name = str(row["method"]).partition("@")[2] if variant is not None else None
                 size = _num(deployment, "size_bytes")
-                points.append(DeployPoint(str(record["method"]), name, value, size, latency))
+                tps = _num(deployment, "llama_bench_generation_tokens_per_second")
+                points.append(DeployPoint(str(record["method"]), name, value, size, latency, tps))
             for variant_name, status, reason in unbuilt_variants(record):
                 notes.append(f"{record['method']}@{variant_name}: {status.replace('_', ' ')} ({reason})")
         tables.append(DeployTable(model, task, metric, rows, points, notes))
     return tables
+
+
+def _bench_cells(record: Mapping[str, Any], variant_row: Mapping[str, Any] | None) -> list[str]:
+    """llama-bench's prompt and generation tokens/s (``mean ± sd``) and peak memory of a variant
+    (the record's ``deploy`` block keeps the spread); dashes for the case itself and the rest."""
+    if variant_row is None:
+        return [DASH] * 3
+    name = str(variant_row["case_id"]).partition("@")[2]
+    bench = ((record.get("deploy") or {}).get(name) or {}).get("llama_bench") or {}
+    if bench.get("status") != "finished":
+        return [DASH] * 3
+    speeds = [f"{bench[t]['tokens_per_second']:.4g} ± {bench[t]['sd']:.2g}" for t in ("prompt", "generation")]
+    return [*speeds, _cell(_num(bench, "peak_rss_bytes"), "bytes")]
 
 
 LEAD = (

@@ -353,19 +353,22 @@ def deploy_plot_id(table: DeployTable) -> str:
 
 
 def plot_deploy(table: DeployTable, colors: Mapping[str, str]) -> Plot | None:
-    """Held-out metric of each deployment variant against its size on disk and against its
-    latency per example; each case's own score (the unmerged adapter) is a dashed line in its
+    """Held-out metric of each deployment variant against its size on disk, against its
+    latency per example and, where llama-bench timed the GGUF files, against llama.cpp's
+    generation tokens/s; each case's own score (the unmerged adapter) is a dashed line in its
     color, and its own latency a hollow point. None when no variant has a score."""
     variants = [p for p in table.points if p.variant is not None and p.metric is not None]
     if not variants:
         return None
-    fig = new_figure(10.5, 4.2)
-    size_ax, latency_ax = fig.subplots(1, 2, sharey=True)
-    for ax in (size_ax, latency_ax):
+    timed = any(p.generation_tps is not None for p in variants)  # llama-bench ran on a GGUF file
+    fig = new_figure(15.0 if timed else 10.5, 4.2)
+    axes = fig.subplots(1, 3 if timed else 2, sharey=True)
+    size_ax, latency_ax = axes[0], axes[1]
+    for ax in axes:
         style_axes(ax)
     for case in (p for p in table.points if p.variant is None and p.metric is not None):
         color = colors.get(case.method, BASE_COLOR)
-        for ax in (size_ax, latency_ax):
+        for ax in axes:
             ax.axhline(case.metric, color=color, linestyle="--", linewidth=1.1, zorder=1)
         if case.latency_ms is not None:
             latency_ax.plot(case.latency_ms, case.metric, "o", markerfacecolor="white", color=color, zorder=3)
@@ -382,6 +385,12 @@ def plot_deploy(table: DeployTable, colors: Mapping[str, str]) -> Plot | None:
             x = x / dict(BINARY_UNITS)["MiB"] if ax is size_ax else x
             ax.plot(x, point.metric, "o", color=color, markeredgecolor="white", zorder=3)
             ax.annotate(label, (x, point.metric), xytext=(6, 4), textcoords="offset points", fontsize=7.5)
+        if timed and point.generation_tps is not None:
+            at = (point.generation_tps, point.metric)
+            axes[2].plot(*at, "o", color=color, markeredgecolor="white", zorder=3)
+            axes[2].annotate(label, at, xytext=(6, 4), textcoords="offset points", fontsize=7.5)
+    if timed:
+        axes[2].set_xlabel("llama.cpp generation tokens/s (llama-bench; higher is faster)")
     from matplotlib.ticker import FuncFormatter
 
     size_ax.set_xscale("log")

@@ -4,7 +4,8 @@ A record keeps its variants inside it (``record["deploy"][<variant>]``, written 
 :mod:`peftcore.pipeline.deploy`). Gates and reports treat each finished variant like a case
 whose method is ``<method>@<variant>`` (``lora@nf4``): its metrics are the variant's, its
 inference figures the variant's, its ``deployment`` block what it costs to ship (size on disk,
-load and build time, llama.cpp tokens/s), and its training the case's (it was not trained again).
+load and build time, llama.cpp tokens/s, llama-bench's prompt
+and generation tokens/s and peak memory), and its training the case's (it was not trained again).
 So ``compare: {metric: f1, case: lora@nf4, baseline: lora, max_drop: 0.02}`` works as any rule.
 """
 
@@ -30,6 +31,11 @@ def variant_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         llama = block.get("llama_cpp") or {}
         if llama.get("status") == "finished":
             deployment["generation_tokens_per_second"] = llama["tokens_per_second"]
+        bench = block.get("llama_bench") or {}
+        if bench.get("status") == "finished":
+            deployment["llama_bench_prompt_tokens_per_second"] = bench["prompt"]["tokens_per_second"]
+            deployment["llama_bench_generation_tokens_per_second"] = bench["generation"]["tokens_per_second"]
+            deployment["llama_bench_peak_rss_bytes"] = bench["peak_rss_bytes"]
         row = {k: v for k, v in record.items() if k not in ("deploy", "general_text", "predictions")}
         row.update(
             {

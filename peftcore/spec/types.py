@@ -158,7 +158,11 @@ class DeploySettings:
     # first `prompts` held-out prompts, on `threads` CPU threads.
     generate_tokens: int = at_least(1, 32)
     prompts: int = at_least(1, 8)  # llama.cpp: how many held-out prompts it generates after
-    threads: int = at_least(1, 2)  # llama.cpp: CPU threads it generates on
+    threads: int = at_least(1, 2)  # llama.cpp: CPU threads it generates on (and llama-bench runs on)
+    # llama-bench (when `make llama-cpp` has built it): prompt processing of `bench_prompt_tokens`
+    # tokens and generation of `generate_tokens`, each repeated `bench_repetitions` times.
+    bench_prompt_tokens: int = at_least(1, 128)
+    bench_repetitions: int = at_least(1, 5)  # llama-bench: runs of each test (mean, sd, samples)
     keep_files: bool = False  # keep the merged folder and GGUF files under the run folder
     # Which trained cases get the variants: every one, unless these name methods and/or tasks
     # of the profile (e.g. methods: [dora], tasks: [sst2]: one case's variants, for CI).

@@ -160,6 +160,10 @@ class DeploymentFigures(TypedDict, total=False):
     build_seconds: Annotated[float, Figure("seconds", LOWER)]  # merge (+ GGUF write) from the adapter
     footprint_bytes: Annotated[int, Figure("bytes", LOWER)]  # bitsandbytes: get_memory_footprint()
     generation_tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]  # llama.cpp, wall clock
+    # llama-bench on the GGUF file: mean tokens/s over its repetitions, and the child's peak memory
+    llama_bench_prompt_tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]
+    llama_bench_generation_tokens_per_second: Annotated[float, Figure("tokens/s", HIGHER)]
+    llama_bench_peak_rss_bytes: Annotated[int, Figure("bytes", LOWER)]
 
 
 class MetricUncertainty(TypedDict, total=False):
@@ -206,6 +210,8 @@ class DeployFigures(TypedDict, total=False):
     examples: dict[str, dict[str, Any]]  # as the record's
     inference: InferenceFigures | None
     llama_cpp: dict[str, Any]  # status, tokens_per_second, llama.cpp's own counters, ...
+    # status; prompt, generation: {tokens, tokens_per_second, sd, samples}; peak_rss_bytes
+    llama_bench: dict[str, Any]
 
 
 class Provenance(TypedDict, total=False):
