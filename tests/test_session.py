@@ -712,7 +712,8 @@ SCOPE_EXAMPLES: dict[str, Scope] = {
     "pipeline/saving.py": "scoring",  # writes the adapter folder; no weight depends on it
     "vocab/metrics.py": "scoring",  # names: imported by spec, but no weight depends on them
     "results/store.py": "scoring",
-    "stats.py": "scoring",
+    "stats/intervals.py": "scoring",  # a split's intervals, in the record
+    "stats/paired.py": "neither",  # comparisons of finished records
     # what orchestrates cases or reads finished records
     "gates/bounds.py": "neither",
     "pipeline/session.py": "neither",
