@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from peftcore.pipeline import execute
+from peftcore.pipeline import case_record, execute
 from peftcore.train.trainer import TrainOutcome
 
 RUST_DISK_FULL = (
@@ -59,6 +59,6 @@ def test_a_case_that_failed_after_training_keeps_its_training_time() -> None:
     outcome.loss_curve = [(1, 3.5), (5, 2.0)]
     memory = SimpleNamespace(read=lambda: 1 << 20, method="cpu-rss-hwm")
     state = SimpleNamespace(outcome=outcome, memory=memory)
-    figures = execute._partial_training(state)  # type: ignore[arg-type]
+    figures = case_record.partial_training(state)  # type: ignore[arg-type]
     assert figures["train_seconds"] == 12.346 and figures["train_tokens"] == 1800
     assert figures["steps"] == 5 and figures["loss_curve"] == [[1, 3.5], [5, 2.0]]

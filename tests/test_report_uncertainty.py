@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from report_fixtures import make_record, scored, write_run
 
-from peftcore import stats
 from peftcore.report import write_report
 from peftcore.report.certainty import assess, fmt_p
 from peftcore.report.explorer import explorer_data
@@ -25,6 +24,8 @@ from peftcore.report.tables import summary_md
 from peftcore.results.frame import records_frame
 from peftcore.results.store import read_run
 from peftcore.score.uncertainty import metric_intervals
+from peftcore.stats.multiple import holm
+from peftcore.stats.paired import compare_scores, minimum_detectable_difference
 
 N = 100
 
@@ -101,9 +102,9 @@ def test_comparisons_with_base_are_marked_after_holm(tmp_path: Path) -> None:
     ia3 = next(line for line in table.splitlines() if line.startswith("| ia3"))
     lora = next(line for line in table.splitlines() if line.startswith("| lora"))
     # the p-values of the paired tests, and Holm's step-down over the two
-    p_ia3 = stats.compare_scores(slight, BASE).p_value
-    p_lora = stats.compare_scores(LORA, BASE).p_value
-    adjusted = stats.holm([p_ia3, p_lora])
+    p_ia3 = compare_scores(slight, BASE).p_value
+    p_lora = compare_scores(LORA, BASE).p_value
+    adjusted = holm([p_ia3, p_lora])
     assert f"| {fmt_p(p_ia3)} | {fmt_p(adjusted[0])} | exact McNemar |" in ia3
     assert ia3.startswith("| ia3 | +0.020 |")  # not significant: no mark
     assert lora.startswith("| lora | +0.200 * | [+0.1")
@@ -124,7 +125,7 @@ def test_holm_runs_over_every_comparison_of_the_report(tmp_path: Path) -> None:
 def test_what_the_held_out_examples_can_detect(tmp_path: Path) -> None:
     text = _report(tmp_path, [case("base", BASE), case("lora", LORA), case("ia3", IA3_BEHIND)])
     differences = [a - b for a, b in zip(LORA, IA3_BEHIND, strict=True)]
-    mde = stats.minimum_detectable_difference(statistics.stdev(differences), N)
+    mde = minimum_detectable_difference(statistics.stdev(differences), N)
     assert (
         f"- With 100 held-out examples, differences in held-out accuracy under {100 * mde:.1f} points cannot "
         "be detected (80% power, 95%); from the paired per-example differences of lora and ia3."
@@ -134,7 +135,7 @@ def test_what_the_held_out_examples_can_detect(tmp_path: Path) -> None:
 def test_without_a_paired_test_the_detectable_difference_comes_from_the_base(tmp_path: Path) -> None:
     old = make_record("ia3", "arc_easy", held_out={"accuracy": 0.55})  # the runner-up, not scored
     text = _report(tmp_path, [case("base", BASE), case("lora", LORA), old])
-    mde = stats.minimum_detectable_difference(statistics.stdev(BASE) * math.sqrt(2), N)
+    mde = minimum_detectable_difference(statistics.stdev(BASE) * math.sqrt(2), N)
     assert (
         f"under {100 * mde:.1f} points cannot be detected (80% power, 95%); from base's per-example" in text
     )

@@ -708,11 +708,13 @@ SCOPE_EXAMPLES: dict[str, Scope] = {
     "score/uncertainty.py": "scoring",
     "deploy/build.py": "scoring",
     "pipeline/deploy.py": "scoring",
-    "pipeline/scoring.py": "scoring",  # a trial's tuning-split scores, the judge
+    "pipeline/scoring.py": "scoring",  # the case's scores: its splits, a trial's, the judge, off task
+    "pipeline/case_record.py": "scoring",  # the record's assembly: figures read off the model
     "pipeline/saving.py": "scoring",  # writes the adapter folder; no weight depends on it
     "vocab/metrics.py": "scoring",  # names: imported by spec, but no weight depends on them
     "results/store.py": "scoring",
-    "stats.py": "scoring",
+    "stats/intervals.py": "scoring",  # a split's intervals, in the record
+    "stats/paired.py": "neither",  # comparisons of finished records
     # what orchestrates cases or reads finished records
     "gates/bounds.py": "neither",
     "pipeline/session.py": "neither",

@@ -288,7 +288,7 @@ def compare_statistical(
     under the measured noise is under ``1 - model.confidence`` (:mod:`peftcore.gates.noise`);
     improved likewise in the other direction. GateError when a metric lacks per-example scores
     on either side, or the two were scored on different examples."""
-    from peftcore.stats import holm
+    from peftcore.stats.multiple import holm
 
     matched = _match(records, baseline_records)
     pending: list[tuple[str, CaseKey, Quantity, float, float, Noise, Drop]] = []

@@ -16,9 +16,9 @@ drop d (in the quantity's bad direction) is set against the noise a rerun of the
 shows: for a metric, the paired standard error of the difference over the examples both runs
 scored (sd of per-example differences over sqrt(n); a paired bootstrap for macro F1 and
 perplexity), and the training noise of both runs, ``sqrt(se**2 + 2 * training_sd**2)``
-(:func:`peftcore.stats.regression_p_value`). An untrained case (``base``) computes the same
-numbers on every run, so its null is exact reproduction up to the floor, without the sampling
-error. The one-sided p-values of every quantity are
+(:func:`peftcore.stats.regression.regression_p_value`). An untrained case (``base``) computes
+the same numbers on every run, so its null is exact reproduction up to the floor, without the
+sampling error. The one-sided p-values of every quantity are
 corrected by Holm's step-down method; a quantity regressed when its adjusted p-value is under
 ``1 - confidence`` and its drop exceeds its ``floor`` (what no gate can resolve: last-digit float
 differences between CPU kernels, the allocator's slack in resident memory). ``exact`` quantities
@@ -336,7 +336,7 @@ def paired_drop(
 ) -> Drop | None:
     """The drop of ``quantity`` from ``then`` (the baseline) to ``now`` and how likely noise
     makes it; None when either record lacks the quantity or it has no direction."""
-    from peftcore.stats import regression_p_value
+    from peftcore.stats.regression import regression_p_value
 
     value, reference = quantity.value(now), quantity.value(then)
     direction = higher_is_better(quantity.name)

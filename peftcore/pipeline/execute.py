@@ -5,13 +5,15 @@ adapter). Everything the case measures goes into its record (:mod:`peftcore.voca
 which is written before ``run_case`` returns, whatever happened. A case that fails returns its
 record (status ``failed``, ``oom``) with the error; Ctrl-C or SIGTERM writes the record as
 ``cancelled`` and lets the interrupt go on.
+
+Here: the case's path, one function per way its model is made ready. The record's assembly is
+:mod:`peftcore.pipeline.case_record`; scoring the ready model, :func:`peftcore.pipeline.scoring.score_case`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,31 +21,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import device_info, precision_choice, scoring_precision
+from peftcore.device import precision_choice
 from peftcore.errors import DivergenceError, PeftcoreError, SpecError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
-from peftcore.pipeline.failures import (
-    ONEDNN_FAILED,
-    CaseOutOfMemory,
-    cpu_kernels_broken,
-    is_out_of_memory,
-    one_line,
+from peftcore.pipeline.case_record import (
+    CaseState,
+    across_processes_figures,
+    blank_record,
+    memory_figures,
+    new_record,
+    parameter_counts,
+    partial_training,
+    record_out_of_memory,
 )
+from peftcore.pipeline.failures import ONEDNN_FAILED, cpu_kernels_broken, is_out_of_memory, one_line
 from peftcore.pipeline.identity import Identity
-from peftcore.pipeline.off_task import OffTaskData, general_text_figures, other_tasks_scores
+from peftcore.pipeline.off_task import OffTaskData
 from peftcore.pipeline.saving import save_adapter
-from peftcore.pipeline.scoring import judge_scores, trial_scores
+from peftcore.pipeline.scoring import score_case
 from peftcore.pipeline.signals import interrupts_deferred
 from peftcore.results.frame import record_numbers
-from peftcore.results.provenance import git_state, now, package_versions
+from peftcore.results.provenance import now
 from peftcore.results.store import Earlier, write_record
 from peftcore.spec.cases import Case
 from peftcore.train.prompting import PromptFormat, Truncation
-from peftcore.vocab.record import OOD_PREFIX, RECORD_FORMAT, TUNE_SPLIT, Record, TrainingFigures, keep_scores
+from peftcore.vocab.record import Record, TrainingFigures
 
 if TYPE_CHECKING:
-    from peftcore.score.run import ScoreResult
     from peftcore.train.launch import Launched
     from peftcore.train.outcome import TrainOutcome
 
@@ -98,8 +103,10 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
     for task in (case.task, *case.also_score):  # an unknown or unreachable metric fails now,
         for name in task.metrics:  # not after training
             resolve_metric(name)
-    record = _new_record(case, base, data, ctx)
-    state = _CaseState(memory=PeakMemory(ctx.device))
+    record = new_record(
+        case, base, data, run_id=ctx.run_id, repo_root=ctx.repo_root, device=ctx.device, identity=ctx.identity
+    )
+    state = CaseState(memory=PeakMemory(ctx.device))
     error: Exception | None = None
     broken: str | None = None
     try:
@@ -107,11 +114,11 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
         record["status"] = "finished"
     except (DivergenceError, UnchangedWeightsError) as err:
         record["reason"] = str(err)
-        record["training"] = _partial_training(state)
+        record["training"] = partial_training(state)
         error = err
     except KeyboardInterrupt:
         record["status"] = "cancelled"
-        partial = _partial_training(state)
+        partial = partial_training(state)
         record["training"] = partial
         steps = partial.get("steps")
         at_step = f" at step {steps} of {case.training.max_steps}" if state.stage == "training" else ""
@@ -130,7 +137,7 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
             record["reason"] = one_line(err, 160)  # completed below, once the memory is released
         else:
             record["reason"] = one_line(err)
-            record["training"] = _partial_training(state)
+            record["training"] = partial_training(state)
             error = err
     finally:
         # A second Ctrl-C (or SIGTERM) during this cleanup waits until the record is written.
@@ -143,7 +150,7 @@ def run_case(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> 
             if record["status"] == "oom":
                 # A new error, outside the except block: it does not carry the failed
                 # allocation's traceback (and through its frames, the model).
-                error = _out_of_memory(case, ctx, record, state, broken)
+                error = record_out_of_memory(case, ctx.device, record, state, broken)
                 stops_session = error.stops_session
             record["provenance"]["finished_at"] = now()
             with contextlib.suppress(OSError) if record["status"] != "finished" else contextlib.nullcontext():
@@ -156,7 +163,7 @@ def record_early_failure(case: Case, ctx: CaseContext, stage: str, error: Except
     """The record of a case that failed before it could run (its data or model could not be
     had): status ``failed``, the one-line reason naming the stage, no figures. Written like any."""
     reason = str(error) if isinstance(error, PeftcoreError) else one_line(error)
-    record = _blank_record(case, ctx, {})
+    record = blank_record(case, ctx.run_id, ctx.repo_root, {})
     record["reason"] = f"{stage}: {reason}"
     record["provenance"]["finished_at"] = now()
     with contextlib.suppress(OSError):
@@ -165,99 +172,8 @@ def record_early_failure(case: Case, ctx: CaseContext, stage: str, error: Except
     return Executed(record, error)
 
 
-def _out_of_memory(
-    case: Case, ctx: CaseContext, record: Record, state: _CaseState, broken: str | None
-) -> CaseOutOfMemory:
-    """Complete the record of a case that ran out of memory (its memory released by now)."""
-    if broken is None and ctx.device == "cpu":
-        broken = cpu_kernels_broken()  # probed only now: with memory short it could break it
-    record["training"] = _partial_training(state)
-    reason = (
-        f"out of memory during {state.stage}, {state.memory.read():,} bytes above the case's start "
-        f"({record['reason']}); try a smaller batch_size or max_length, "
-        "gradient_checkpointing: true, or a quantized base"
-    )
-    stop = None
-    if broken is not None:
-        stop = (
-            f"{case.case_id} ran out of memory inside oneDNN, and this process can no longer build "
-            f"CPU kernels ({broken}): oneDNN keeps the failed allocation as an error of the thread. "
-            "The session stops here; run the same command again to run the remaining cases "
-            "(finished ones are kept)"
-        )
-        reason += f"; {stop}"
-    record["reason"] = reason
-    return CaseOutOfMemory(reason, stops_session=stop)
-
-
-@dataclass
-class _CaseState:
-    """How far a case got, for the record of a case that does not finish."""
-
-    memory: PeakMemory
-    stage: str = "setup"
-    model: Any = None
-    outcome: TrainOutcome | None = None  # filled as training goes
-    trackers: Any = None  # the case's open tracker runs (training.report_to), until closed
-
-
-def _blank_record(case: Case, ctx: CaseContext, provenance: dict[str, Any]) -> Record:
-    """A case's record before anything is known of how it went: its identity and resolved spec,
-    status ``failed`` until the case says otherwise, no figures; ``provenance`` adds to the
-    versions, git state and host."""
-    return {
-        "format": RECORD_FORMAT,
-        "run_id": ctx.run_id,
-        "case_id": case.case_id,
-        "profile": case.profile,
-        "method": case.method.name,
-        "model": case.model.name,
-        "task": case.task.name,
-        "seed": case.training.seed,
-        "status": "failed",
-        "reason": None,
-        "spec": case.resolved(),
-        "training": None,
-        "metrics": {},
-        "inference": None,
-        "provenance": {
-            "versions": package_versions(),
-            **provenance,  # type: ignore[typeddict-item]
-            **git_state(ctx.repo_root),
-            "host": platform.node(),
-            "started_at": now(),
-            "finished_at": None,
-        },
-        "adapter_dir": None,
-        "reused_training_from": None,
-    }
-
-
-def _new_record(case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext) -> Record:
-    record = _blank_record(
-        case,
-        ctx,
-        {
-            "device": device_info(ctx.device),
-            "model_sha256": base.sha256,
-            "data_sha256": data.data_sha256,
-            "split_sha256": data.split_sha256,
-            "split_sizes": {
-                "train": len(data.train),
-                "held_out": len(data.held_out),
-                "seen": len(data.seen),
-                **({"tune": len(data.tune)} if data.tune else {}),
-            },
-        },
-    )
-    record["case_hash"] = ctx.identity.case_hash
-    record["training_hash"] = ctx.identity.training_hash
-    record["base_model"] = cast(Any, base.describe())
-    return record
-
-
 def _train_and_score(
-    case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext, record: Record, state: _CaseState
+    case: Case, base: LoadedBase, data: TaskData, ctx: CaseContext, record: Record, state: CaseState
 ) -> None:
     """The case's model made ready one of four ways, then scored, into ``record``. The model is
     kept in ``state`` (never in a local), so :func:`run_case` can drop it whatever happens."""
@@ -278,7 +194,18 @@ def _train_and_score(
     record["reused_training_from"] = ready.reused_training_from
     record["adapter_dir"] = ready.adapter_dir
     record["training"] = ready.training
-    _score(case, base, data, fmt, ctx, state, record, timed=ready.timed_by_scoring)
+    score_case(
+        case,
+        base,
+        data,
+        fmt,
+        state,
+        record,
+        device=ctx.device,
+        off_task=ctx.off_task,
+        timer=ctx.timer,
+        timed=ready.timed_by_scoring,
+    )
     if case.tuning is not None:
         from peftcore.pipeline.tuning import record_block
 
@@ -291,7 +218,7 @@ def _train_and_score(
 
 @dataclass(frozen=True)
 class _Ready:
-    """A case's model ready to score (in ``_CaseState.model``), and what the record says of it."""
+    """A case's model ready to score (in ``CaseState.model``), and what the record says of it."""
 
     training: TrainingFigures
     adapter_dir: str | None = None  # relative to the run folder
@@ -308,7 +235,7 @@ class _TrainSet:
 
 
 def _rescore_earlier(
-    case: Case, base: LoadedBase, ctx: CaseContext, earlier: Earlier, state: _CaseState
+    case: Case, base: LoadedBase, ctx: CaseContext, earlier: Earlier, state: CaseState
 ) -> _Ready:
     """The adapter an earlier run trained (``ctx.reuse``), loaded on a fresh base. Its training
     figures are the earlier record's: the adapter reloaded for scoring is frozen (0 trainable)."""
@@ -317,7 +244,7 @@ def _rescore_earlier(
     with state.memory:  # not recorded: the earlier record has the training's memory
         _start_preparation(case, state)
         state.model = methods.load_trained(base.fresh(), earlier.adapter(), case.method)
-        counts = _parameter_counts(*methods.parameter_counts(state.model))
+        counts = parameter_counts(*methods.parameter_counts(state.model))
     return _Ready(
         training=cast(TrainingFigures, {**counts, **(earlier.record.get("training") or {})}),
         adapter_dir=os.path.relpath(earlier.adapter() or "", ctx.run_dir.resolve()),
@@ -326,19 +253,19 @@ def _rescore_earlier(
     )
 
 
-def _untrained(case: Case, base: LoadedBase, state: _CaseState) -> _Ready:
+def _untrained(case: Case, base: LoadedBase, state: CaseState) -> _Ready:
     """A method that trains nothing (the base as it is): a fresh copy, with its memory."""
     from peftcore.train import methods
 
     with state.memory:
         _start_preparation(case, state)
         state.model = methods.apply_method(base.fresh(), case.method, case.training)
-        counts = _parameter_counts(*methods.parameter_counts(state.model))
-    return _Ready(training={**counts, **_memory_figures(state.memory)}, timed_by_scoring=True)
+        counts = parameter_counts(*methods.parameter_counts(state.model))
+    return _Ready(training={**counts, **memory_figures(state.memory)}, timed_by_scoring=True)
 
 
 def _train_in_process(
-    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: _CaseState
+    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: CaseState
 ) -> _Ready:
     """The method applied to a fresh base and trained here, timed as the case's training; the
     trained weights saved."""
@@ -354,7 +281,7 @@ def _train_in_process(
     with state.memory:
         _start_preparation(case, state)
         state.model = methods.apply_method(base.fresh(), case.method, budget)
-        counts = _parameter_counts(*methods.parameter_counts(state.model))
+        counts = parameter_counts(*methods.parameter_counts(state.model))
         state.stage = "training"
         with tempfile.TemporaryDirectory(prefix="peftcore-trainer-") as scratch:
             state.outcome = so_far = train.TrainOutcome()  # kept by a case that stops
@@ -377,11 +304,11 @@ def _train_in_process(
             outcome: TrainOutcome = ctx.timer("training", fit)
         adapter_dir, trained = _save_trained(case, ctx, state, outcome, train_set)
     training = cast(TrainingFigures, {**counts, **trained, **choice.record_fields()})
-    return _Ready(training={**training, **_memory_figures(state.memory)}, adapter_dir=adapter_dir)
+    return _Ready(training={**training, **memory_figures(state.memory)}, adapter_dir=adapter_dir)
 
 
 def _train_across_processes(
-    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: _CaseState
+    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: CaseState
 ) -> _Ready:
     """Trained over ``training.processes`` processes (peftcore.train.launch), timed as the
     case's training; the trained weights loaded onto a fresh base here and saved. Its memory
@@ -409,19 +336,19 @@ def _train_across_processes(
             state.stage = "loading the trained weights"
             state.model = launched.trained_model(base, case.method)
         # Counted as trained (the adapter loaded for scoring is frozen).
-        counts = _parameter_counts(launched.trainable_params, launched.total_params)
+        counts = parameter_counts(launched.trainable_params, launched.total_params)
         adapter_dir, trained = _save_trained(case, ctx, state, launched.outcome, train_set)
     # The ranks trained: their memory, not this process's, where both have a figure.
     training: TrainingFigures = {
         **counts,
         **trained,
-        **_memory_figures(state.memory),
-        **_across_processes_figures(launched),
+        **memory_figures(state.memory),
+        **across_processes_figures(launched),
     }
     return _Ready(training=training, adapter_dir=adapter_dir)
 
 
-def _train_set(case: Case, data: TaskData, fmt: PromptFormat, state: _CaseState) -> _TrainSet:
+def _train_set(case: Case, data: TaskData, fmt: PromptFormat, state: CaseState) -> _TrainSet:
     """The train split tokenized (cached); SpecError when ``training.max_length`` would leave
     too little of the prompts to train on."""
     from peftcore.train import prompting
@@ -443,7 +370,7 @@ def _train_set(case: Case, data: TaskData, fmt: PromptFormat, state: _CaseState)
     return _TrainSet(examples, cut)
 
 
-def _start_preparation(case: Case, state: _CaseState) -> None:
+def _start_preparation(case: Case, state: CaseState) -> None:
     """Inside the memory window, before the model is made: every mode seeds the same way."""
     from transformers import set_seed
 
@@ -451,108 +378,10 @@ def _start_preparation(case: Case, state: _CaseState) -> None:
     set_seed(case.training.seed)
 
 
-def _parameter_counts(trainable: int, total: int) -> TrainingFigures:
-    return {
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_percent": 100.0 * trainable / total if total else 0.0,
-    }
-
-
-def _memory_figures(memory: PeakMemory) -> TrainingFigures:
-    """The case's peak memory, once its window has closed."""
-    return {
-        "peak_memory_bytes": memory.peak_bytes,
-        "peak_reserved_bytes": memory.peak_reserved_bytes,
-        "memory_method": memory.method,
-    }
-
-
 def _save_trained(
-    case: Case, ctx: CaseContext, state: _CaseState, outcome: TrainOutcome, train_set: _TrainSet
+    case: Case, ctx: CaseContext, state: CaseState, outcome: TrainOutcome, train_set: _TrainSet
 ) -> tuple[str | None, TrainingFigures]:
     """Save the trained weights; return their folder (None: not kept) and the training's figures."""
     state.stage = "saving the adapter"
     adapter_bytes, adapter_dir = save_adapter(state.model, case, ctx.run_dir, keep_full=ctx.keep_full_models)
     return adapter_dir, outcome.figures(adapter_bytes=adapter_bytes, truncation=train_set.cut.as_dict())
-
-
-def _score(
-    case: Case,
-    base: LoadedBase,
-    data: TaskData,
-    fmt: PromptFormat,
-    ctx: CaseContext,
-    state: _CaseState,
-    record: Record,
-    *,
-    timed: bool,
-) -> None:
-    """Score the case's model on its held-out and seen examples (``timed``: as the case's timed
-    work), judge them when the profile asks, then score it outside the task; into ``record``.
-    A search's trial is scored on the tuning split alone (:func:`~peftcore.pipeline.scoring.trial_scores`)."""
-    from peftcore import score as scoring
-
-    state.stage = "scoring"
-    precision = scoring_precision(case.eval.precision)
-    if case.tuning is not None and case.tuning.kind == "trial":
-        result = trial_scores(case, state.model, data, fmt, ctx.device, precision)
-        keep_scores(record, TUNE_SPLIT, result)
-        record["inference"] = cast(Any, result.inference)
-        return
-
-    def score_splits() -> dict[str, ScoreResult]:
-        return {
-            split: scoring.score(
-                state.model,
-                fmt,
-                data.split(split),
-                case.task,
-                case.eval,
-                device=ctx.device,
-                precision=precision,
-            )
-            for split in ("held_out", "seen")
-            if data.split(split)  # a scoring-only profile has no seen examples
-        }
-
-    results: dict[str, ScoreResult] = ctx.timer("scoring", score_splits) if timed else score_splits()
-    for split, result in results.items():
-        keep_scores(record, split, result)
-    if case.eval.judge is not None and case.task.type == "generation":
-        state.stage = "judging"
-        for split, scores in judge_scores(case, data, results):
-            record["metrics"][split].update(scores)
-    record["inference"] = cast(Any, results["held_out"].inference)
-    record["predictions"] = {"held_out": results["held_out"].predictions[:20]}
-    if ctx.off_task:
-        state.stage = "scoring outside the task"
-        if ctx.off_task.general_text is not None:
-            record["general_text"] = general_text_figures(
-                case, base, state.model, fmt, ctx.off_task.general_text, ctx.device, precision
-            )
-        for task, result in other_tasks_scores(
-            case, state.model, fmt, ctx.off_task, device=ctx.device, precision=precision
-        ):
-            keep_scores(record, OOD_PREFIX + task, result)
-
-
-def _across_processes_figures(launched: Launched) -> TrainingFigures:
-    """The figures only a multi-process case has; its peak memory is the largest rank's."""
-    peaks = launched.peak_memory_bytes_per_rank
-    reserved = [r for r in launched.peak_reserved_bytes_per_rank if r is not None]
-    return {
-        "processes": launched.processes,
-        "peak_memory_bytes": max(peaks),
-        "peak_memory_bytes_per_rank": peaks,
-        "peak_reserved_bytes": max(reserved) if reserved else None,
-        "memory_method": launched.memory_method,
-        "launch_seconds": round(launched.launch_seconds, 3),
-    }
-
-
-def _partial_training(state: _CaseState) -> TrainingFigures:
-    info: TrainingFigures = {"peak_memory_bytes": state.memory.read(), "memory_method": state.memory.method}
-    if state.outcome is not None:
-        info.update(state.outcome.partial_figures())
-    return info

@@ -6,7 +6,8 @@ session, so ``peftcore report`` and the pytest plugin write the same files for t
     build      read the runs, render every file in memory, publish the folder whole
     tables     summary.csv, comparison.csv, summary.md and the terminal table
     html       report.html, with the figures embedded
-    explorer   report.html's interactive comparison: points, fronts, plotly.js and its selectors
+    explorer   report.html's interactive comparison: points and fronts per (model, task);
+               explorer_page: the same on the page, plotly.js and its selectors
     plots      the figures (matplotlib, imported only when one is drawn); canvas: their styling
     rows       records grouped into rows, mean ± std over seeds, the Pareto front
     summary    what each (model, task) says: columns, best method per column, highlights

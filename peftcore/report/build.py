@@ -17,7 +17,8 @@ from pathlib import Path
 
 from peftcore.errors import PeftcoreError
 from peftcore.gates.baseline import ComparisonResult, compare_records
-from peftcore.report.explorer import explorer_data, explorer_html
+from peftcore.report.explorer import explorer_data
+from peftcore.report.explorer_page import explorer_html
 from peftcore.report.html import report_html
 from peftcore.report.off_task import off_task_plots
 from peftcore.report.plots import draw_plots

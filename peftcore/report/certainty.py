@@ -31,11 +31,11 @@ from peftcore.report.rows import Groups, Row, primary_of
 from peftcore.vocab.quantities import Quantity, higher_is_better
 
 if TYPE_CHECKING:
-    from peftcore.stats import Comparison
+    from peftcore.stats.paired import Comparison
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
-POWER = 0.8  # what the minimum detectable difference plans for (peftcore.stats.DEFAULT_POWER)
+POWER = 0.8  # what the minimum detectable difference plans for (peftcore.stats.paired.DEFAULT_POWER)
 NO_SCORES = "no per-example scores (scored before peftcore kept them)"
 
 INTERVAL_NOTE = (
@@ -167,7 +167,7 @@ def indistinct_from_best(rows: Sequence[Row], quantity: Quantity) -> tuple[str |
     """The best method by mean of ``quantity`` and the methods a paired test cannot tell from it
     (Holm over the comparisons with the best, p >= 0.05). A method that cannot be tested (no
     per-example scores) is in neither: nothing is said about it."""
-    from peftcore.stats import holm
+    from peftcore.stats.multiple import holm
 
     order = ranked(rows, quantity)
     if len(order) < 2:
@@ -234,7 +234,7 @@ def _detectable(
     per-example scores, taking the sd of a difference between two methods as sqrt(2) times
     theirs (errors of two methods taken as independent, which overstates it when they agree
     on the same examples)."""
-    from peftcore.stats import minimum_detectable_difference
+    from peftcore.stats.paired import minimum_detectable_difference
 
     if lead is not None and lead.comparison is not None:
         mde, n = lead.comparison.mde, lead.comparison.n
@@ -308,7 +308,7 @@ def _assess_group(rows: Sequence[Row]) -> GroupCertainty:
 def assess(groups: Groups) -> dict[tuple[str, str], GroupCertainty]:
     """:class:`GroupCertainty` per (model, task) of ``groups``; the comparisons with each group's
     reference get Holm-adjusted p-values over all of them (the report's family)."""
-    from peftcore.stats import holm
+    from peftcore.stats.multiple import holm
 
     found = {key: _assess_group(rows) for key, rows in groups.items()}
     tested = [

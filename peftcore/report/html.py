@@ -17,7 +17,7 @@ from peftcore.report.comparison import COMPARISON_LEAD, Table, comparison_parts
 from peftcore.report.deploy import HEADER as DEPLOY_HEADER
 from peftcore.report.deploy import LEAD as DEPLOY_LEAD
 from peftcore.report.deploy import DeployTable, deploy_tables
-from peftcore.report.explorer import LEAD as EXPLORER_LEAD
+from peftcore.report.explorer_page import LEAD as EXPLORER_LEAD
 from peftcore.report.facts import (
     MISSING_LEAD,
     failed_records,
@@ -270,7 +270,7 @@ def report_html(
     explorer: str = "",
 ) -> str:
     """report.html of ``run``: facts, highlights, the interactive comparison (``explorer``, from
-    :func:`~peftcore.report.explorer.explorer_html`; left out when empty), the ``plots`` by section
+    :func:`~peftcore.report.explorer_page.explorer_html`; left out when empty), the ``plots`` by section
     (those of :func:`~peftcore.report.plots.draw_plots`), tables, failed cases, unreadable record
     files and, given a reference run and the comparison, that section."""
     summaries = summarize(group_rows(run.records))

@@ -2,7 +2,7 @@
 
 ``peftcore.compare(a, b, metric)`` pairs two scored cases example by example (by uid) and gives
 the difference ``a - b`` of a metric with its 95% interval, a p-value, n and the minimum
-detectable difference at 80% power (:class:`peftcore.stats.Comparison`):
+detectable difference at 80% power (:class:`peftcore.stats.paired.Comparison`):
 
 - a mean over examples (accuracy, Brier score, token F1, ...): paired bootstrap interval, exact
   McNemar p-value for 0/1 scores, paired t otherwise;
@@ -29,7 +29,7 @@ from peftcore.vocab.record import METRIC_BLOCKS, OOD_PREFIX, case_seed
 if TYPE_CHECKING:
     import pandas as pd
 
-    from peftcore.stats import Comparison
+    from peftcore.stats.paired import Comparison
 
 CaseLike = Mapping[str, Any]
 
@@ -117,7 +117,7 @@ def compare(
     CompareError when a side has no per-example scores of the metric, the sides were scored on
     different examples, or the confidence is outside (0, 1).
     """
-    from peftcore import stats
+    from peftcore.stats import paired
 
     if not 0 < confidence < 1:
         raise CompareError(f"compare: confidence must be in (0, 1), got {confidence!r}")
@@ -139,10 +139,10 @@ def compare(
                 a_cols = [[c[i] for i in kept] for c in a_cols]
                 b_cols = [[c[i] for i in kept] for c in b_cols]
             if len(a_cols) == len(b_cols) == 1:
-                return stats.compare_scores(
+                return paired.compare_scores(
                     a_cols[0], b_cols[0], metric=label, confidence=confidence, resamples=resamples, seed=seed
                 )
-            return stats.compare_seeded(
+            return paired.compare_seeded(
                 a_cols, b_cols, metric=label, confidence=confidence, resamples=resamples, seed=seed
             )
         if len(a_blocks) != 1 or len(b_blocks) != 1:
@@ -152,7 +152,7 @@ def compare(
         stat_b = corpus_statistic(metric, {"corpus": {metric: _corpus_inputs(b_block, metric, order)}})
         if stat_a is None or stat_b is None:
             raise CompareError(f"compare: no resampling statistic for corpus metric {metric!r}")
-        return stats.compare_corpus(
+        return paired.compare_corpus(
             stat_a,
             stat_b,
             len(order),

@@ -4,7 +4,7 @@ Each example's answer (``target``, the tokens training puts its loss on) is scor
 prompt by :func:`peftcore.score.loglikelihood.token_loglikelihoods`; its loss is the mean
 negative log-likelihood of the answer's tokens (natural log). The split's loss is the mean over
 examples, each example counting once however long its answer (so its standard error is the
-closed form of a mean, :func:`peftcore.stats.mean_interval`); training's logged loss instead
+closed form of a mean, :func:`peftcore.stats.intervals.mean_interval`); training's logged loss instead
 weights every answer token alike.
 """
 

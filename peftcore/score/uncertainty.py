@@ -6,7 +6,7 @@ per-example scores (:class:`peftcore.score.evaluator.ExampleScores`).
   ``mean_stderr``; the Wilson interval when every score is 0 or 1, else the normal interval.
   Examples the metric leaves out (nan, e.g. ``abs_diff`` without a number) are not counted.
 - A corpus-level metric (macro F1, perplexity): a seeded bootstrap over examples, vectorised
-  (:mod:`peftcore.stats`, the statistic from :func:`peftcore.vocab.metrics.corpus_statistic`);
+  (:mod:`peftcore.stats.intervals`, the statistic from :func:`peftcore.vocab.metrics.corpus_statistic`);
   the number of resamples and the seed are recorded.
 - Any other metric (an ``evaluate`` metric, a judged one): no interval; it is left out.
 """
@@ -32,7 +32,7 @@ def metric_intervals(
 ) -> dict[str, dict[str, Any]]:
     """Metric name -> ``{"stderr", "ci_low", "ci_high", "confidence", "method", "n", ...}`` for
     every metric of ``metrics`` that ``kept`` has per-example scores or corpus inputs for."""
-    from peftcore import stats
+    from peftcore.stats import intervals
 
     block = kept.to_dict() if hasattr(kept, "to_dict") else kept
     scores: Mapping[str, list[float]] = block.get("scores") or {}
@@ -44,12 +44,12 @@ def metric_intervals(
         if name in scores:
             finite = [s for s in scores[name] if not math.isnan(s)]
             if len(finite) >= 2:
-                interval = stats.mean_interval(finite, confidence)
+                interval = intervals.mean_interval(finite, confidence)
         else:
             statistic = corpus_statistic(name, block)
             if statistic is not None:
                 n = len(block.get("uid") or [])
-                interval = stats.bootstrap_interval(
+                interval = intervals.bootstrap_interval(
                     statistic, n, estimate=float(value), confidence=confidence, resamples=RESAMPLES, seed=SEED
                 )
         if interval is not None:

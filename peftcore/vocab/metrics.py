@@ -95,10 +95,10 @@ def corpus_statistic(name: str, examples: Mapping[str, Any]) -> Callable[[np.nda
     inputs = (examples.get("corpus") or {}).get(name)
     if not isinstance(inputs, Mapping):
         return None
-    from peftcore import stats  # numpy and scipy: only when a statistic is asked for
+    from peftcore.stats import intervals  # numpy and scipy: only when a statistic is asked for
 
     if name == "macro_f1":
-        return stats.macro_f1_statistic(inputs["predicted"], inputs["gold"])
+        return intervals.macro_f1_statistic(inputs["predicted"], inputs["gold"])
     if name == "perplexity":
-        return stats.ratio_perplexity(inputs["nll"], inputs["tokens"])
+        return intervals.ratio_perplexity(inputs["nll"], inputs["tokens"])
     return None

@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
             with model.disable_adapter():
                 return real(model, *args, **kwargs)
 
-        package.score = score  # what the pipeline calls (peftcore.pipeline.execute)
+        package.score = score  # what the pipeline calls (peftcore.pipeline.scoring.score_case)
     elif fault == "one-answer":
         from peftcore.score import choices
 
