@@ -10,7 +10,10 @@ torch, so every mistake is one line at collection naming the file and the key:
 - the tuning split is not empty (``data.tune``), and ``tune.methods`` names methods the profile
   runs, each with a valid partial block;
 - the objective is ``loss`` or a metric the task reports (checked per task, in
-  :func:`check_objective`).
+  :func:`check_objective`);
+- a pruner looks at a trial before its last step: ``prune_every`` below the trial's steps
+  (checked per case when ``tune.steps`` is unset), and set only with a pruner
+  (:func:`check_pruning`).
 """
 
 from __future__ import annotations
@@ -52,13 +55,6 @@ def check_tune(profile: ProfileSpec) -> None:
             raise SpecError(file, "tune.methods", "per-method changes to a search, but tune.search is empty")
         return
     _check_block(tune, file, "tune")
-    if tune.pruner != "none":
-        # Not built yet: a trial would need its objective scored as it trains.
-        raise SpecError(
-            file,
-            "tune.pruner",
-            f"pruning ({tune.pruner}) is not built yet; use none (every trial trains its steps)",
-        )
     if profile.data.tune < 1:
         raise SpecError(
             file,
@@ -100,6 +96,7 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
     numeric = _numeric_training_keys()
     if not tune.search:
         raise SpecError(file, f"{where}.search", "empty: name at least one key to search")
+    check_pruning(tune, tune.steps, file, where)
     if tune.choose == "one_se" and "training.learning_rate" not in tune.search:
         raise SpecError(
             file, f"{where}.choose", "one_se picks the largest learning rate: search training.learning_rate"
@@ -122,6 +119,50 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
             raise SpecError(
                 file, key, "expected training.<key> or adapter.<keyword>, e.g. training.learning_rate"
             )
+
+
+def prune_every(tune: TuneSettings, steps: int) -> int:
+    """The optimizer steps between a pruned trial's looks at its tuning-split loss (and the
+    pruner's first rung): ``prune_every``, or a tenth of the trial's ``steps``, at least 1.
+
+    >>> search = TuneSettings(pruner="hyperband")
+    >>> prune_every(search, 20), prune_every(search, 5), prune_every(TuneSettings(prune_every=3), 20)
+    (2, 1, 3)
+    """
+    return tune.prune_every or max(1, steps // 10)
+
+
+def check_pruning(tune: TuneSettings, steps: int | None, file: Path | None, where: str) -> None:
+    """A pruner's keys: ``prune_every`` only with a pruner, below the trial's ``steps`` (a trial
+    must be looked at before its last step; ``steps`` None: not known yet, checked per case), and
+    no searched ``training.max_steps`` (the pruner compares trials at the same step)."""
+    if tune.pruner == "none":
+        if tune.prune_every is not None:
+            raise SpecError(
+                file,
+                f"{where}.prune_every",
+                f"{tune.prune_every} steps, but {where}.pruner is none, so no trial is looked at; "
+                "set a pruner (successive_halving or hyperband) or drop prune_every",
+            )
+        return
+    if "training.max_steps" in tune.search:
+        raise SpecError(
+            file,
+            f"{where}.pruner",
+            f"{tune.pruner} compares trials at the same step, but training.max_steps is searched; "
+            "search it with pruner: none",
+        )
+    if steps is None:
+        return
+    every = prune_every(tune, steps)
+    if every >= steps:
+        given = f"{every}" if tune.prune_every else f"{every} (unset: a tenth of the steps, at least 1)"
+        raise SpecError(
+            file,
+            f"{where}.prune_every",
+            f"{given} is not below a trial's {steps} optimizer steps, so no trial would be looked at "
+            f"before its last step; set prune_every below {steps}, or train trials longer (tune.steps)",
+        )
 
 
 def _check_space(space: SearchSpace, kind: type, file: Path | None, key: str) -> None:

@@ -212,8 +212,12 @@ class TuneSettings:
     trials: int = at_least(1, 8)  # tpe: trials per method, model and task
     steps: int | None = at_least(1, None)  # optimizer steps a trial trains; None: the case's max_steps
     # Stop hopeless trials on their intermediate tuning-split loss: Optuna's successive halving or
-    # hyperband pruner; none: every trial trains its steps.
+    # hyperband pruner (docs/tuning.md, "Pruning hopeless trials"); none: every trial trains its steps.
     pruner: Literal["none", "successive_halving", "hyperband"] = "none"
+    # With a pruner: every prune_every optimizer steps (before a trial's last) the trial's mean
+    # answer loss on the tuning split is reported to its Optuna trial, whose pruner may stop it;
+    # also the pruner's first rung (its min_resource). None: a tenth of the trial's steps, at least 1.
+    prune_every: int | None = at_least(1, None)
     objective: TuneObjective = field(default_factory=TuneObjective)  # what a trial is judged by
     # best: the best trial's values; one_se: the largest learning rate whose objective is within
     # one standard error of the best (the steadier choice when trials tie).
