@@ -404,9 +404,9 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "profiles/p.yaml",
         None,
         ONE + "data: {tune: 20}\ntune: {search: {training.learning_rate: {low: 1.0e-5, high: 1.0e-2}},"
-        " steps: 10, pruner: hyperband, prune_every: 10}\n",
+        " steps: 10, pruner: hyperband, prune_after: 10}\n",
         "profiles/p.yaml",
-        "tune.prune_every",
+        "tune.prune_after",
         "10 is not below a trial's 10 optimizer steps",
     ),
     (

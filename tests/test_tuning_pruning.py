@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from tiny_llama import add_tiny_model
 from peftcore.errors import SpecError
 from peftcore.pipeline.tuning import choose, make_pruner, objective_value, pruned_at_step
 from peftcore.spec import SpecStore, expand
+from peftcore.spec.tuning import look_steps
 from peftcore.spec.types import TuneSettings
 
 # Three learning rates in the grid's order: a good one, an absurd one (the tiny Llama's loss on
-# the tuning split goes up, not down), a better one. Successive halving with prune_every 2 has
-# rungs at steps 2 and 6 of 8: the absurd trial is the worst at step 2 and is stopped there; the
-# third beats the first at both rungs and runs on.
+# the tuning split goes up, not down), a faster one. Successive halving with prune_after 2 has
+# rungs at steps 2 and 6 of 8, where the trials look: the absurd trial is the worst at step 2
+# and is stopped there; the third's loss is below the first's at both rungs, so it runs on.
 RATES = (3.0e-3, 30.0, 1.0e-2)
 PROFILE = """\
 description: a pruned learning-rate search on the tiny Llama
@@ -36,7 +38,7 @@ tune:
   search: {{training.learning_rate: {{values: [{rates}]}}}}
   steps: 8
   pruner: {pruner}
-  prune_every: 2
+  prune_after: 2
 """
 
 
@@ -81,17 +83,18 @@ def test_a_hopeless_trial_is_pruned_before_its_last_step_never_chosen_never_retr
     assert absurd["tuning"]["values"] == {"training.learning_rate": RATES[1]}
     assert absurd["status"] == "finished" and pruned_at_step(absurd) == 2
     pruning = absurd["tuning"]["pruning"]
-    assert pruning["pruner"] == "successive_halving" and pruning["every"] == 2 and pruning["steps"] == 8
+    assert pruning["pruner"] == "successive_halving" and pruning["after"] == 2 and pruning["steps"] == 8
+    assert pruning["at"] == [2, 6]
     assert absurd["training"]["steps"] == 2
     assert [step for step, _ in pruning["intermediate"]] == [2]
     assert absurd["metrics"] == {} and absurd["tuning"]["objective"]["value"] is None
     # ... because at step 2 its loss was worse than the first trial's there.
     assert pruning["intermediate"][0][1] > good["tuning"]["pruning"]["intermediate"][0][1]
 
-    # The good ones: every look before the last step, trained to the end, scored.
+    # The good ones: a look at each rung before the last step, trained to the end, scored.
     for trial in (good, better):
         assert pruned_at_step(trial) is None and trial["training"]["steps"] == 8
-        assert [step for step, _ in trial["tuning"]["pruning"]["intermediate"]] == [2, 4, 6]
+        assert [step for step, _ in trial["tuning"]["pruning"]["intermediate"]] == [2, 6]
         assert math.isfinite(trial["tuning"]["objective"]["value"])
         assert trial["tuning"]["objective"]["value"] == trial["metrics"]["tune"]["loss"]
 
@@ -135,7 +138,7 @@ def _trial(index: int, rate: float, loss: float, pruned: int | None = None) -> d
             "kind": "trial",
             "index": index,
             "values": {"training.learning_rate": rate},
-            "pruning": {"pruner": "successive_halving", "every": 2, "steps": 8, "pruned_at_step": pruned},
+            "pruning": {"pruner": "successive_halving", "after": 2, "steps": 8, "pruned_at_step": pruned},
         },
     }
 
@@ -161,12 +164,12 @@ def test_a_pruned_trial_is_never_chosen_even_with_the_best_loss(specs: Path, tmp
         ("none", "NopPruner"),
     ],
 )
-def test_the_pruner_is_optunas_own_its_first_rung_at_prune_every(pruner: str, kind: str) -> None:
+def test_the_pruner_is_optunas_own_its_first_rung_at_prune_after(pruner: str, kind: str) -> None:
     """A study in memory: at the first rung (step 2) the worse of two trials is stopped, the
     better goes on (successive halving; hyperband with these steps has one bracket)."""
     import optuna
 
-    search = TuneSettings(pruner=pruner, prune_every=2)
+    search = TuneSettings(pruner=pruner, prune_after=2)
     made = make_pruner(search, 4)  # hyperband: floor(log3(4 / 2)) + 1 = 1 bracket
     assert type(made).__name__ == kind
     study = optuna.create_study(pruner=made, direction="minimize")
@@ -184,12 +187,44 @@ def test_the_pruner_is_optunas_own_its_first_rung_at_prune_every(pruner: str, ki
     assert decisions == ([False, True, False] if pruner != "none" else [False, False, False])
 
 
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_looking_only_at_the_rungs_prunes_as_looking_at_every_step(pruner: str) -> None:
+    """A trial looks at its loss only at the pruners' rungs (each look scores the tuning split):
+    Optuna's pruners decide the same as when it looks after every step. Twelve trials of 30
+    steps with random loss curves, in two studies of the same name (hyperband's brackets hash it)."""
+    import random
+
+    import optuna
+
+    search = TuneSettings(pruner=pruner, prune_after=1)
+    assert look_steps(search, 30) == (1, 3, 9, 27)
+    rng = random.Random(0)
+    curves = [[rng.uniform(0.5, 3.0) / (1 + rng.uniform(0, 0.2) * s) for s in range(30)] for _ in range(12)]
+
+    def stopped(steps: Sequence[int], storage: str) -> list[int | None]:
+        study = optuna.create_study(study_name="s", storage=storage, pruner=make_pruner(search, 30))
+        where = []
+        for curve in curves:
+            trial = study.ask()
+            at = next((s for s in steps if trial.report(curve[s], s) is None and trial.should_prune()), None)
+            where.append(at)
+            if at is None:
+                study.tell(trial, curve[-1])
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return where
+
+    every_step = stopped(range(1, 30), "sqlite:///:memory:")
+    at_rungs = stopped(look_steps(search, 30), "sqlite:///:memory:")
+    assert every_step == at_rungs and any(at is not None for at in at_rungs)
+
+
 @pytest.mark.parametrize(
     ("change", "key", "words"),
     [
-        ("  steps: 8\n", "tune.prune_every", "2 is not below a trial's 2 optimizer steps"),  # max_steps 2
-        ("  steps: 2\n", "tune.prune_every", "2 is not below a trial's 2 optimizer steps"),
-        ("  pruner: none\n", "tune.prune_every", "but tune.pruner is none, so no trial is looked at"),
+        ("  steps: 8\n", "tune.prune_after", "2 is not below a trial's 2 optimizer steps"),  # max_steps 2
+        ("  steps: 2\n", "tune.prune_after", "2 is not below a trial's 2 optimizer steps"),
+        ("  pruner: none\n", "tune.prune_after", "but tune.pruner is none, so no trial is looked at"),
         (
             "  search: {training.max_steps: {values: [4, 8]}}\n",
             "tune.pruner",

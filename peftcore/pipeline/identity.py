@@ -55,8 +55,8 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
         # default run trains at the method's own values, whatever the search.
         tuning["search"].pop("compare_default", None)
         # Unset (no pruner, or its default), the key added with pruning leaves the hash as it was.
-        if tuning["search"].get("prune_every") is None:
-            tuning["search"].pop("prune_every", None)
+        if tuning["search"].get("prune_after") is None:
+            tuning["search"].pop("prune_after", None)
         if tuning["kind"] == "default":
             tuning.pop("search")
     return spec

@@ -1,7 +1,8 @@
 """A search's trial stopped as it trains when Optuna's pruner finds it hopeless (``tune.pruner``).
 
-Every ``prune_every`` optimizer steps before its last, the trial's model is scored on the tuning
-split: the mean answer loss (the objective ``loss``; the loss whatever the objective metric,
+At the pruners' rungs (``prune_after * 3**k`` optimizer steps, before its last:
+:func:`peftcore.spec.tuning.look_steps`), the trial's model is scored on the tuning split: the
+mean answer loss (the objective ``loss``; the loss whatever the objective metric,
 since every task has it and it is cheap to score). The loss goes to the trial's Optuna trial in
 the study's journal (``trial.report(loss, step)``, negated in a study that maximizes its
 objective: :func:`peftcore.pipeline.tuning.intermediate_sign`), and when ``trial.should_prune()``
@@ -22,7 +23,7 @@ from typing import Any
 from peftcore.data.example import TaskData
 from peftcore.pipeline.tuning import TuneError, intermediate_sign, open_study
 from peftcore.spec.cases import Case
-from peftcore.spec.tuning import prune_every
+from peftcore.spec.tuning import look_steps, prune_after
 from peftcore.train.prompting import PromptFormat
 
 
@@ -36,7 +37,8 @@ class Looks:
     """A trial's looks at its tuning-split loss as it trains, filled by its callback."""
 
     pruner: str
-    every: int  # optimizer steps between two looks
+    after: int  # the first look's step (the pruners' min_resource)
+    at: tuple[int, ...]  # the steps it looks at: the pruners' rungs below its last step
     steps: int  # the steps the trial would train unpruned
     intermediate: list[tuple[int, float]] = field(default_factory=list)  # (step, mean answer loss)
     pruned_at_step: int | None = None
@@ -45,14 +47,15 @@ class Looks:
     @classmethod
     def of(cls, case: Case) -> Looks:
         assert case.tuning is not None
-        steps = case.training.max_steps
-        return cls(case.tuning.search.pruner, prune_every(case.tuning.search, steps), steps)
+        search, steps = case.tuning.search, case.training.max_steps
+        return cls(search.pruner, prune_after(search, steps), look_steps(search, steps), steps)
 
     def block(self) -> dict[str, Any]:
         """The record's ``tuning.pruning``."""
         return {
             "pruner": self.pruner,
-            "every": self.every,
+            "after": self.after,
+            "at": list(self.at),
             "steps": self.steps,
             # A loss that is not finite (a diverging trial) is written null: records are strict JSON.
             "intermediate": [
@@ -74,7 +77,7 @@ def pruning_callback(
     model: Callable[[], Any],
     looks: Looks,
 ) -> Any:
-    """A TrainerCallback that looks at the trial's loss every ``looks.every`` steps, reports it
+    """A TrainerCallback that looks at the trial's loss at ``looks.at`` steps, reports it
     to the case's running Optuna trial and stops training when the pruner says so. ``model``
     gives the model being trained. TuneError when the study holds no running trial of the case
     (it is asked by :func:`peftcore.pipeline.tuning.begin_trial` before the case runs)."""
@@ -101,8 +104,8 @@ def pruning_callback(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             step = int(state.global_step)
-            if step % looks.every or step >= looks.steps:
-                return  # not a look; the last step's loss is the trial's objective, scored after
+            if step not in looks.at:
+                return  # no rung here (the last step's loss is the trial's objective, scored after)
             start = time.perf_counter()
             losses = score_answer_losses(
                 model(), fmt, examples, case.eval, device=device, precision=precision

@@ -31,17 +31,13 @@ from typing import Any, Literal
 from peftcore.errors import PeftcoreError
 from peftcore.results.store import read_record, record_path
 from peftcore.spec.cases import Case, Tuning
-from peftcore.spec.tuning import LOSS, key_kind, prune_every, search_grid
+from peftcore.spec.tuning import LOSS, REDUCTION_FACTOR, key_kind, prune_after, search_grid
 from peftcore.spec.types import TuneSettings
 from peftcore.vocab.quantities import higher_is_better
 from peftcore.vocab.record import Record, RecordError
 
 STUDY_FOLDER = "tune"
 LEARNING_RATE = "training.learning_rate"
-# The pruners' reduction factor (Optuna's default for hyperband; successive halving's own is 4):
-# a rung promotes the best third of the trials that reached it (while fewer than three have: the
-# best so far).
-REDUCTION_FACTOR = 3
 
 
 class TuneError(PeftcoreError):
@@ -88,29 +84,29 @@ def _distributions(case: Case) -> dict[str, Any]:
 
 def make_pruner(search: TuneSettings, steps: int) -> Any:
     """Optuna's pruner for a search whose trials train ``steps`` optimizer steps and report their
-    loss every ``prune_every`` steps (:func:`peftcore.spec.tuning.prune_every`).
+    loss at ``prune_after * 3**k`` steps (:func:`peftcore.spec.tuning.look_steps`).
 
-    - ``successive_halving``: ``SuccessiveHalvingPruner(min_resource=prune_every,
-      reduction_factor=3, min_early_stopping_rate=0)``: rungs at ``prune_every * 3**k`` steps; a
+    - ``successive_halving``: ``SuccessiveHalvingPruner(min_resource=prune_after,
+      reduction_factor=3, min_early_stopping_rate=0)``: rungs at ``prune_after * 3**k`` steps; a
       trial that reaches a rung goes on only if its loss there is in the best third of the
       trials' losses at that rung (the best so far while fewer than three have reached it).
-    - ``hyperband``: ``HyperbandPruner(min_resource=prune_every, max_resource=steps,
-      reduction_factor=3)``: ``floor(log3(steps / prune_every)) + 1`` successive-halving
-      brackets, each trial in one (by a hash of the study and the trial's number), compared
-      only with its bracket's trials.
+    - ``hyperband``: ``HyperbandPruner(min_resource=prune_after, max_resource=steps,
+      reduction_factor=3)``: ``floor(log3(steps / prune_after)) + 1`` successive-halving
+      brackets (bracket ``b``'s rungs at ``prune_after * 3**(b + k)``), each trial in one (by a
+      hash of the study and the trial's number), compared only with its bracket's trials.
     - ``none``: Optuna's ``NopPruner``.
     """
     import optuna
 
     if search.pruner == "none":
         return optuna.pruners.NopPruner()
-    every = prune_every(search, steps)
+    first = prune_after(search, steps)
     if search.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=every, reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
+            min_resource=first, reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
         )
     return optuna.pruners.HyperbandPruner(
-        min_resource=every, max_resource=steps, reduction_factor=REDUCTION_FACTOR
+        min_resource=first, max_resource=steps, reduction_factor=REDUCTION_FACTOR
     )
 
 

@@ -11,7 +11,7 @@ torch, so every mistake is one line at collection naming the file and the key:
   runs, each with a valid partial block;
 - the objective is ``loss`` or a metric the task reports (checked per task, in
   :func:`check_objective`);
-- a pruner looks at a trial before its last step: ``prune_every`` below the trial's steps
+- a pruner looks at a trial before its last step: ``prune_after`` below the trial's steps
   (checked per case when ``tune.steps`` is unset), and set only with a pruner
   (:func:`check_pruning`).
 """
@@ -33,6 +33,10 @@ from peftcore.spec.types import MethodSpec, ProfileSpec, SearchSpace, TaskSpec, 
 from peftcore.vocab.metrics import BUILT_IN_METRICS
 
 LOSS = "loss"  # the objective every task has: the mean loss of the tuning split's answers
+# The pruners' reduction factor (Optuna's default for hyperband; successive halving's own is 4):
+# rungs at prune_after * 3**k steps, where a rung promotes the best third of the trials that
+# reached it (while fewer than three have: the best so far).
+REDUCTION_FACTOR = 3
 # Training keys a search may not change: they decide what is compared, not how well one method
 # trains (a trial's seed is the search's own; precision and processes change the computation).
 _FIXED_TRAINING = {"seed", "precision", "processes", "parallelism", "stall_timeout_seconds", "logging_steps"}
@@ -121,28 +125,43 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
             )
 
 
-def prune_every(tune: TuneSettings, steps: int) -> int:
-    """The optimizer steps between a pruned trial's looks at its tuning-split loss (and the
-    pruner's first rung): ``prune_every``, or a tenth of the trial's ``steps``, at least 1.
+def prune_after(tune: TuneSettings, steps: int) -> int:
+    """The optimizer steps after which a pruned trial first looks at its tuning-split loss (the
+    pruners' first rung): ``prune_after``, or a tenth of the trial's ``steps``, at least 1.
 
     >>> search = TuneSettings(pruner="hyperband")
-    >>> prune_every(search, 20), prune_every(search, 5), prune_every(TuneSettings(prune_every=3), 20)
+    >>> prune_after(search, 20), prune_after(search, 5), prune_after(TuneSettings(prune_after=3), 20)
     (2, 1, 3)
     """
-    return tune.prune_every or max(1, steps // 10)
+    return tune.prune_after or max(1, steps // 10)
+
+
+def look_steps(tune: TuneSettings, steps: int) -> tuple[int, ...]:
+    """The steps at which a pruned trial of ``steps`` steps looks at its loss: the pruners' rungs,
+    ``prune_after * 3**k``, below ``steps`` (the last step's loss is the trial's objective).
+    Optuna's successive halving decides only there, and each hyperband bracket at a subset, so a
+    look between two rungs would cost a scoring of the tuning split and decide nothing.
+
+    >>> look_steps(TuneSettings(pruner="hyperband"), 30), look_steps(TuneSettings(prune_after=2), 8)
+    ((3, 9, 27), (2, 6))
+    """
+    at = [prune_after(tune, steps)]
+    while at[-1] * REDUCTION_FACTOR < steps:
+        at.append(at[-1] * REDUCTION_FACTOR)
+    return tuple(step for step in at if step < steps)
 
 
 def check_pruning(tune: TuneSettings, steps: int | None, file: Path | None, where: str) -> None:
-    """A pruner's keys: ``prune_every`` only with a pruner, below the trial's ``steps`` (a trial
+    """A pruner's keys: ``prune_after`` only with a pruner, below the trial's ``steps`` (a trial
     must be looked at before its last step; ``steps`` None: not known yet, checked per case), and
     no searched ``training.max_steps`` (the pruner compares trials at the same step)."""
     if tune.pruner == "none":
-        if tune.prune_every is not None:
+        if tune.prune_after is not None:
             raise SpecError(
                 file,
-                f"{where}.prune_every",
-                f"{tune.prune_every} steps, but {where}.pruner is none, so no trial is looked at; "
-                "set a pruner (successive_halving or hyperband) or drop prune_every",
+                f"{where}.prune_after",
+                f"{tune.prune_after} steps, but {where}.pruner is none, so no trial is looked at; "
+                "set a pruner (successive_halving or hyperband) or drop prune_after",
             )
         return
     if "training.max_steps" in tune.search:
@@ -154,14 +173,14 @@ def check_pruning(tune: TuneSettings, steps: int | None, file: Path | None, wher
         )
     if steps is None:
         return
-    every = prune_every(tune, steps)
-    if every >= steps:
-        given = f"{every}" if tune.prune_every else f"{every} (unset: a tenth of the steps, at least 1)"
+    first = prune_after(tune, steps)
+    if first >= steps:
+        given = f"{first}" if tune.prune_after else f"{first} (unset: a tenth of the steps, at least 1)"
         raise SpecError(
             file,
-            f"{where}.prune_every",
+            f"{where}.prune_after",
             f"{given} is not below a trial's {steps} optimizer steps, so no trial would be looked at "
-            f"before its last step; set prune_every below {steps}, or train trials longer (tune.steps)",
+            f"before its last step; set prune_after below {steps}, or train trials longer (tune.steps)",
         )
 
 
