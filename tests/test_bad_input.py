@@ -400,6 +400,16 @@ SPEC_MISTAKES: list[tuple[str, str, str | None, str, str, str | None, str]] = [
         "expected true or false",
     ),
     (
+        "tune: a pruner that would look at a trial only at its last step",
+        "profiles/p.yaml",
+        None,
+        ONE + "data: {tune: 20}\ntune: {search: {training.learning_rate: {low: 1.0e-5, high: 1.0e-2}},"
+        " steps: 10, pruner: hyperband, prune_after: 10}\n",
+        "profiles/p.yaml",
+        "tune.prune_after",
+        "10 is not below a trial's 10 optimizer steps",
+    ),
+    (
         "nested YAML aliases (a billion laughs)",
         "tasks/sst2.yaml",
         "description:",

@@ -37,6 +37,7 @@ class CaseState:
     stage: str = "setup"
     model: Any = None
     outcome: TrainOutcome | None = None  # filled as training goes
+    looks: Any = None  # a pruned search's trial's looks at its loss (peftcore.pipeline.pruning.Looks)
     trackers: Any = None  # the case's open tracker runs (training.report_to), until closed
 
 

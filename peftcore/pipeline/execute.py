@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from peftcore.data.example import TaskData
-from peftcore.device import precision_choice
+from peftcore.device import precision_choice, scoring_precision
 from peftcore.errors import DivergenceError, PeftcoreError, SpecError, UnchangedWeightsError
 from peftcore.measure import PeakMemory, release_freed_memory
 from peftcore.models.load import LoadedBase
@@ -190,26 +190,29 @@ def _train_and_score(
     elif case.training.processes > 1:  # under torchrun (peftcore.train.launch), not in this process
         ready = _train_across_processes(case, base, _train_set(case, data, fmt, state), ctx, state)
     else:
-        ready = _train_in_process(case, base, _train_set(case, data, fmt, state), ctx, state)
+        callbacks = _pruning(case, data, fmt, ctx, state)
+        ready = _train_in_process(case, base, _train_set(case, data, fmt, state), ctx, state, callbacks)
     record["reused_training_from"] = ready.reused_training_from
     record["adapter_dir"] = ready.adapter_dir
     record["training"] = ready.training
-    score_case(
-        case,
-        base,
-        data,
-        fmt,
-        state,
-        record,
-        device=ctx.device,
-        off_task=ctx.off_task,
-        timer=ctx.timer,
-        timed=ready.timed_by_scoring,
-    )
+    # A trial the pruner stopped is not scored: hopeless, it is never chosen (its looks say why).
+    if state.looks is None or state.looks.pruned_at_step is None:
+        score_case(
+            case,
+            base,
+            data,
+            fmt,
+            state,
+            record,
+            device=ctx.device,
+            off_task=ctx.off_task,
+            timer=ctx.timer,
+            timed=ready.timed_by_scoring,
+        )
     if case.tuning is not None:
         from peftcore.pipeline.tuning import record_block
 
-        record["tuning"] = record_block(case, record)
+        record["tuning"] = record_block(case, record, state.looks.block() if state.looks else None)
     if state.trackers is not None:
         state.stage = "logging to the trackers"
         state.trackers.finish(record_numbers(record), step=int(ready.training.get("steps") or 0))
@@ -264,11 +267,38 @@ def _untrained(case: Case, base: LoadedBase, state: CaseState) -> _Ready:
     return _Ready(training={**counts, **memory_figures(state.memory)}, timed_by_scoring=True)
 
 
+def _pruning(case: Case, data: TaskData, fmt: PromptFormat, ctx: CaseContext, state: CaseState) -> list[Any]:
+    """A pruned search's trial's callback (its looks kept in ``state``); none for other cases.
+    Made before the case's memory window: it opens the study."""
+    from peftcore.pipeline.pruning import Looks, pruned_search_trial, pruning_callback
+
+    if not pruned_search_trial(case):
+        return []
+    state.stage = "opening the study to report to"
+    state.looks = Looks.of(case)
+    callback = pruning_callback(
+        ctx.run_dir,
+        case,
+        data,
+        fmt,
+        device=ctx.device,
+        precision=scoring_precision(case.eval.precision),
+        model=lambda: state.model,
+        looks=state.looks,
+    )
+    return [callback]
+
+
 def _train_in_process(
-    case: Case, base: LoadedBase, train_set: _TrainSet, ctx: CaseContext, state: CaseState
+    case: Case,
+    base: LoadedBase,
+    train_set: _TrainSet,
+    ctx: CaseContext,
+    state: CaseState,
+    callbacks: list[Any] | None = None,
 ) -> _Ready:
     """The method applied to a fresh base and trained here, timed as the case's training; the
-    trained weights saved."""
+    trained weights saved. ``callbacks``: more TrainerCallbacks (a pruned trial's)."""
     import peftcore.train.trainer as train
     from peftcore.train import methods
     from peftcore.train.flops import training_peaks
@@ -299,6 +329,7 @@ def _train_in_process(
                     outcome=so_far,
                     trackers=state.trackers,
                     peak_flops=peak_flops,
+                    extra_callbacks=callbacks or (),
                 )
 
             outcome: TrainOutcome = ctx.timer("training", fit)

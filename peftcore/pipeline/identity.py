@@ -54,6 +54,9 @@ def _hashed_spec(case: Case) -> dict[str, Any]:
         # Whether default runs go beside the tuned ones changes neither (nor any trial); a
         # default run trains at the method's own values, whatever the search.
         tuning["search"].pop("compare_default", None)
+        # Unset (no pruner, or its default), the key added with pruning leaves the hash as it was.
+        if tuning["search"].get("prune_after") is None:
+            tuning["search"].pop("prune_after", None)
         if tuning["kind"] == "default":
             tuning.pop("search")
     return spec

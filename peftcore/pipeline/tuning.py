@@ -12,6 +12,11 @@ is the same again and its record is resumed, not retrained.
 The choice reads the trials' records (their objective on the tuning split and its standard
 error), never held_out: ``best`` takes the best objective; ``one_se`` the largest learning rate
 whose objective is within one standard error of the best (the steadier choice among ties).
+
+With ``tune.pruner``, the study is opened with Optuna's pruner (:func:`make_pruner`); a trial
+reports its tuning-split loss as it trains (:mod:`peftcore.pipeline.pruning`) and one the
+pruner stops is told ``PRUNED``: its record is ``finished`` with ``tuning.pruning.pruned_at_step``
+set and no objective, so it is never chosen, and it is resumed like a finished trial.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Literal
 from peftcore.errors import PeftcoreError
 from peftcore.results.store import read_record, record_path
 from peftcore.spec.cases import Case, Tuning
-from peftcore.spec.tuning import LOSS, key_kind, search_grid
+from peftcore.spec.tuning import LOSS, REDUCTION_FACTOR, key_kind, prune_after, search_grid
 from peftcore.spec.types import TuneSettings
 from peftcore.vocab.quantities import higher_is_better
 from peftcore.vocab.record import Record, RecordError
@@ -77,8 +82,37 @@ def _distributions(case: Case) -> dict[str, Any]:
     return out
 
 
+def make_pruner(search: TuneSettings, steps: int) -> Any:
+    """Optuna's pruner for a search whose trials train ``steps`` optimizer steps and report their
+    loss at ``prune_after * 3**k`` steps (:func:`peftcore.spec.tuning.look_steps`).
+
+    - ``successive_halving``: ``SuccessiveHalvingPruner(min_resource=prune_after,
+      reduction_factor=3, min_early_stopping_rate=0)``: rungs at ``prune_after * 3**k`` steps; a
+      trial that reaches a rung goes on only if its loss there is in the best third of the
+      trials' losses at that rung (the best so far while fewer than three have reached it).
+    - ``hyperband``: ``HyperbandPruner(min_resource=prune_after, max_resource=steps,
+      reduction_factor=3)``: ``floor(log3(steps / prune_after)) + 1`` successive-halving
+      brackets (bracket ``b``'s rungs at ``prune_after * 3**(b + k)``), each trial in one (by a
+      hash of the study and the trial's number), compared only with its bracket's trials.
+    - ``none``: Optuna's ``NopPruner``.
+    """
+    import optuna
+
+    if search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    first = prune_after(search, steps)
+    if search.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first, reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
+        )
+    return optuna.pruners.HyperbandPruner(
+        min_resource=first, max_resource=steps, reduction_factor=REDUCTION_FACTOR
+    )
+
+
 def open_study(run_dir: Path, case: Case) -> Any:
-    """The case's study in the run folder, created at its first trial, with the search's sampler.
+    """The case's study in the run folder, created at its first trial, with the search's sampler
+    and pruner (a trial case's steps are its ``max_steps``: ``tune.steps`` or the case's own).
 
     TPE's sampler is seeded with the case's seed plus the trials the study holds: a sampler is
     made anew for each trial (sessions come and go), and one seed for all would draw the same
@@ -99,6 +133,7 @@ def open_study(run_dir: Path, case: Case) -> Any:
         sampler=optuna.samplers.GridSampler(search_grid(search, case.method.tuner), seed=0)
         if search.sampler == "grid"
         else None,
+        pruner=make_pruner(search, case.training.max_steps),
         direction=direction(search),
         load_if_exists=True,
     )
@@ -115,7 +150,8 @@ def begin_trial(run_dir: Path, case: Case) -> tuple[Case, int]:
     """The trial case with its values from the study, and its trial number there.
 
     A trial of this case left running by an interrupted session is failed first; one that
-    finished before gives its values again (its record is then resumed or adopted).
+    finished (or was pruned) before gives its values again (its record is then resumed or
+    adopted, never trained again).
     """
     from optuna.trial import TrialState
 
@@ -123,7 +159,7 @@ def begin_trial(run_dir: Path, case: Case) -> tuple[Case, int]:
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("case_id") == case.case_id]
     for stale in (t for t in mine if t.state == TrialState.RUNNING):
         study.tell(stale.number, state=TrialState.FAIL)
-    done = [t for t in mine if t.state == TrialState.COMPLETE]
+    done = [t for t in mine if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     if done:
         return case.with_values(done[-1].params), done[-1].number
     assert case.tuning is not None
@@ -135,7 +171,11 @@ def begin_trial(run_dir: Path, case: Case) -> tuple[Case, int]:
 
 
 def end_trial(run_dir: Path, case: Case, number: int, record: Record) -> None:
-    """Tell the study the trial's objective (a trial that did not finish: failed)."""
+    """Tell the study the trial's objective (a trial the pruner stopped: pruned; one that did
+    not finish: failed).
+
+    A record with looks at its loss that the study's trial lacks (adopted from another run) has
+    them reported first, so the pruner compares later trials with them too."""
     from optuna.trial import TrialState
 
     assert case.tuning is not None
@@ -143,6 +183,11 @@ def end_trial(run_dir: Path, case: Case, number: int, record: Record) -> None:
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state != TrialState.RUNNING:
         return  # told in an earlier session
+    if record.get("status") == "finished" and not trial.intermediate_values:
+        _replay_looks(study, trial, record, case.tuning.search)
+    if record.get("status") == "finished" and pruned_at_step(record) is not None:
+        study.tell(number, state=TrialState.PRUNED)
+        return
     value = objective_value(record, case.tuning.search)
     if value is None:
         study.tell(number, state=TrialState.FAIL)
@@ -150,9 +195,51 @@ def end_trial(run_dir: Path, case: Case, number: int, record: Record) -> None:
         study.tell(number, value)
 
 
+def intermediate_sign(search: TuneSettings) -> float:
+    """What a trial's loss is multiplied by before Optuna's pruner sees it: 1, or -1 in a study
+    that maximizes its objective (the pruner ranks intermediate values in the study's direction,
+    and a lower loss is better whatever the objective)."""
+    return 1.0 if direction(search) == "minimize" else -1.0
+
+
+def _replay_looks(study: Any, frozen: Any, record: Mapping[str, Any], search: TuneSettings) -> None:
+    from optuna.trial import Trial
+
+    looks = looks_at_loss(record)
+    if not looks:
+        return
+    trial = Trial(study, frozen._trial_id)
+    for step, loss in looks:
+        trial.report(intermediate_sign(search) * loss, step)  # NaN stays NaN: pruned
+        trial.should_prune()  # the pruner keeps each rung's value as it judges it
+
+
+def pruning_block(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A trial record's ``tuning.pruning`` (empty without a pruner)."""
+    return ((record.get("tuning") or {}).get("pruning")) or {}
+
+
+def pruned_at_step(record: Mapping[str, Any]) -> int | None:
+    """The step at which the pruner stopped the trial; None when it was not pruned."""
+    step = pruning_block(record).get("pruned_at_step")
+    return int(step) if isinstance(step, (int, float)) else None
+
+
+def looks_at_loss(record: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """A pruned search's trial's intermediate tuning-split losses, as ``(step, loss)`` (NaN where
+    the record has null: a loss that was not finite)."""
+    return [
+        (int(step), math.nan if loss is None else float(loss))
+        for step, loss in pruning_block(record).get("intermediate") or ()
+    ]
+
+
 def objective_value(record: Mapping[str, Any], search: TuneSettings) -> float | None:
-    """The trial's objective on the tuning split; None unless it finished with a finite one."""
-    return _scored(record, search) if record.get("status") == "finished" else None
+    """The trial's objective on the tuning split; None unless it finished with a finite one (a
+    trial the pruner stopped has none: it is never chosen)."""
+    if record.get("status") != "finished" or pruned_at_step(record) is not None:
+        return None
+    return _scored(record, search)
 
 
 def _scored(record: Mapping[str, Any], search: TuneSettings) -> float | None:
@@ -175,6 +262,7 @@ class _TrialRow:
     values: dict[str, Any]
     value: float | None  # its objective; None unless it finished with a finite one
     stderr: float | None
+    pruned_at_step: int | None = None  # the step the pruner stopped it at (then value is None)
 
 
 def _trial_row(run_dir: Path, case_id: str, records: Mapping[str, Record], search: TuneSettings) -> _TrialRow:
@@ -183,7 +271,8 @@ def _trial_row(run_dir: Path, case_id: str, records: Mapping[str, Record], searc
         return _TrialRow(case_id, "missing", {}, None, None)
     values = dict((record.get("tuning") or {}).get("values") or {})
     value = objective_value(record, search)
-    return _TrialRow(case_id, str(record["status"]), values, value, _stderr(record, search.objective.metric))
+    stderr = _stderr(record, search.objective.metric)
+    return _TrialRow(case_id, str(record["status"]), values, value, stderr, pruned_at_step(record))
 
 
 def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
@@ -200,7 +289,9 @@ def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
     rows = [_trial_row(run_dir, case.trial_id(i), records, search) for i in range(trial_count(case))]
     done = [(row, row.value) for row in rows if row.value is not None]
     if not done:
-        states = ", ".join(f"{row.case_id} {row.status}" for row in rows)
+        states = ", ".join(
+            f"{row.case_id} {row.status if row.pruned_at_step is None else 'pruned'}" for row in rows
+        )
         raise TuneError(
             f"{case.case_id}: none of its {len(rows)} trials has a {metric} on the tuning split ({states}); "
             "run its trials first (select them with -k too)"
@@ -220,6 +311,7 @@ def choose(run_dir: Path, case: Case, records: Mapping[str, Record]) -> Case:
         "objective": {"metric": metric, "direction": way},
         "trials": [dataclasses.asdict(row) for row in rows],
         "finished": len(done),
+        "pruned": sum(row.pruned_at_step is not None for row in rows),
         "chosen": chosen.values,
         "chosen_trial": chosen.case_id,
         "why": why,
@@ -234,8 +326,11 @@ def _read(run_dir: Path, case_id: str) -> Record | None:
         return None
 
 
-def record_block(case: Case, record: Mapping[str, Any]) -> dict[str, Any]:
-    """What a record says of its case's part in the search (``record["tuning"]``)."""
+def record_block(
+    case: Case, record: Mapping[str, Any], pruning: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a record says of its case's part in the search (``record["tuning"]``); a pruned
+    search's trial adds its looks at its loss (``pruning``: :meth:`peftcore.pipeline.pruning.Looks.block`)."""
     tuning: Tuning | None = case.tuning
     assert tuning is not None
     block: dict[str, Any] = {
@@ -255,6 +350,8 @@ def record_block(case: Case, record: Mapping[str, Any]) -> dict[str, Any]:
                 "stderr": _stderr(record, metric),
             },
         )
+        if pruning is not None:
+            block["pruning"] = dict(pruning)
     elif tuning.kind == "tuned":
         block.update(dict(tuning.choice))
     return block

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from peftcore.errors import SpecError
@@ -24,7 +25,7 @@ from peftcore.spec.grid_checks import check_gates_match, check_gates_reported, d
 from peftcore.spec.loader import deep_merge
 from peftcore.spec.schema import build, freeze, plain
 from peftcore.spec.store import SpecStore
-from peftcore.spec.tuning import apply_values, check_objective, method_search, search_grid
+from peftcore.spec.tuning import apply_values, check_objective, check_pruning, method_search, search_grid
 from peftcore.spec.types import (
     DataSizes,
     DeploySettings,
@@ -252,19 +253,34 @@ def expand(
                     ),
                 )
             )
-        cases += _with_search(cell, searches.get(method))
+        where = f"tune.methods.{method}" if method in profile.tune.methods else "tune"
+        cases += _with_search(cell, searches.get(method), profile.file, where)
     cases.sort(key=_order)
     return cases
 
 
-def _with_search(cell: list[Case], search: TuneSettings | None) -> list[Case]:
+def _with_search(
+    cell: list[Case], search: TuneSettings | None, file: Path | None = None, where: str = "tune"
+) -> list[Case]:
     """The cases of one (model, method, task), one per seed, with the method's search if it has
     one: its trials (one per grid point, or ``trials`` for TPE; trained once, with the first
     seed), then the compared runs, ``tuned``, at the values the trials chose; with
-    ``compare_default``, the plain runs at the method's own values too, one per seed."""
+    ``compare_default``, the plain runs at the method's own values too, one per seed.
+
+    A pruned search's trials are checked here, where their steps are known (``file`` and
+    ``where``, the search's block, name the key at fault)."""
     if search is None:
         return cell
     case = cell[0]
+    check_pruning(search, search.steps or case.training.max_steps, file, where)
+    if search.pruner != "none" and case.training.processes > 1:
+        raise SpecError(
+            file,
+            f"{where}.pruner",
+            f"a trial trained over {case.training.processes} processes cannot be pruned yet (its "
+            "tuning-split loss is scored in the session's process); set training.processes: 1 "
+            "or pruner: none",
+        )
     study = f"{case.method.name}-{case.model.name}-{case.task.name}"
     own = _own_values(case, search)
     tuned = [dataclasses.replace(c, tuning=Tuning("tuned", search, study, defaults=own)) for c in cell]

@@ -10,7 +10,10 @@ torch, so every mistake is one line at collection naming the file and the key:
 - the tuning split is not empty (``data.tune``), and ``tune.methods`` names methods the profile
   runs, each with a valid partial block;
 - the objective is ``loss`` or a metric the task reports (checked per task, in
-  :func:`check_objective`).
+  :func:`check_objective`);
+- a pruner looks at a trial before its last step: ``prune_after`` below the trial's steps
+  (checked per case when ``tune.steps`` is unset), and set only with a pruner
+  (:func:`check_pruning`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from peftcore.spec.types import MethodSpec, ProfileSpec, SearchSpace, TaskSpec, 
 from peftcore.vocab.metrics import BUILT_IN_METRICS
 
 LOSS = "loss"  # the objective every task has: the mean loss of the tuning split's answers
+# The pruners' reduction factor (Optuna's default for hyperband; successive halving's own is 4):
+# rungs at prune_after * 3**k steps, where a rung promotes the best third of the trials that
+# reached it (while fewer than three have: the best so far).
+REDUCTION_FACTOR = 3
 # Training keys a search may not change: they decide what is compared, not how well one method
 # trains (a trial's seed is the search's own; precision and processes change the computation).
 _FIXED_TRAINING = {"seed", "precision", "processes", "parallelism", "stall_timeout_seconds", "logging_steps"}
@@ -52,13 +59,6 @@ def check_tune(profile: ProfileSpec) -> None:
             raise SpecError(file, "tune.methods", "per-method changes to a search, but tune.search is empty")
         return
     _check_block(tune, file, "tune")
-    if tune.pruner != "none":
-        # Not built yet: a trial would need its objective scored as it trains.
-        raise SpecError(
-            file,
-            "tune.pruner",
-            f"pruning ({tune.pruner}) is not built yet; use none (every trial trains its steps)",
-        )
     if profile.data.tune < 1:
         raise SpecError(
             file,
@@ -100,6 +100,7 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
     numeric = _numeric_training_keys()
     if not tune.search:
         raise SpecError(file, f"{where}.search", "empty: name at least one key to search")
+    check_pruning(tune, tune.steps, file, where)
     if tune.choose == "one_se" and "training.learning_rate" not in tune.search:
         raise SpecError(
             file, f"{where}.choose", "one_se picks the largest learning rate: search training.learning_rate"
@@ -122,6 +123,65 @@ def _check_block(tune: TuneSettings, file: Path | None, where: str) -> None:
             raise SpecError(
                 file, key, "expected training.<key> or adapter.<keyword>, e.g. training.learning_rate"
             )
+
+
+def prune_after(tune: TuneSettings, steps: int) -> int:
+    """The optimizer steps after which a pruned trial first looks at its tuning-split loss (the
+    pruners' first rung): ``prune_after``, or a tenth of the trial's ``steps``, at least 1.
+
+    >>> search = TuneSettings(pruner="hyperband")
+    >>> prune_after(search, 20), prune_after(search, 5), prune_after(TuneSettings(prune_after=3), 20)
+    (2, 1, 3)
+    """
+    return tune.prune_after or max(1, steps // 10)
+
+
+def look_steps(tune: TuneSettings, steps: int) -> tuple[int, ...]:
+    """The steps at which a pruned trial of ``steps`` steps looks at its loss: the pruners' rungs,
+    ``prune_after * 3**k``, below ``steps`` (the last step's loss is the trial's objective).
+    Optuna's successive halving decides only there, and each hyperband bracket at a subset, so a
+    look between two rungs would cost a scoring of the tuning split and decide nothing.
+
+    >>> look_steps(TuneSettings(pruner="hyperband"), 30), look_steps(TuneSettings(prune_after=2), 8)
+    ((3, 9, 27), (2, 6))
+    """
+    at = [prune_after(tune, steps)]
+    while at[-1] * REDUCTION_FACTOR < steps:
+        at.append(at[-1] * REDUCTION_FACTOR)
+    return tuple(step for step in at if step < steps)
+
+
+def check_pruning(tune: TuneSettings, steps: int | None, file: Path | None, where: str) -> None:
+    """A pruner's keys: ``prune_after`` only with a pruner, below the trial's ``steps`` (a trial
+    must be looked at before its last step; ``steps`` None: not known yet, checked per case), and
+    no searched ``training.max_steps`` (the pruner compares trials at the same step)."""
+    if tune.pruner == "none":
+        if tune.prune_after is not None:
+            raise SpecError(
+                file,
+                f"{where}.prune_after",
+                f"{tune.prune_after} steps, but {where}.pruner is none, so no trial is looked at; "
+                "set a pruner (successive_halving or hyperband) or drop prune_after",
+            )
+        return
+    if "training.max_steps" in tune.search:
+        raise SpecError(
+            file,
+            f"{where}.pruner",
+            f"{tune.pruner} compares trials at the same step, but training.max_steps is searched; "
+            "search it with pruner: none",
+        )
+    if steps is None:
+        return
+    first = prune_after(tune, steps)
+    if first >= steps:
+        given = f"{first}" if tune.prune_after else f"{first} (unset: a tenth of the steps, at least 1)"
+        raise SpecError(
+            file,
+            f"{where}.prune_after",
+            f"{given} is not below a trial's {steps} optimizer steps, so no trial would be looked at "
+            f"before its last step; set prune_after below {steps}, or train trials longer (tune.steps)",
+        )
 
 
 def _check_space(space: SearchSpace, kind: type, file: Path | None, key: str) -> None:

@@ -216,8 +216,13 @@ class TuneSettings:
     trials: int = at_least(1, 8)  # tpe: trials per method, model and task
     steps: int | None = at_least(1, None)  # optimizer steps a trial trains; None: the case's max_steps
     # Stop hopeless trials on their intermediate tuning-split loss: Optuna's successive halving or
-    # hyperband pruner; none: every trial trains its steps.
+    # hyperband pruner (docs/tuning.md, "Pruning hopeless trials"); none: every trial trains its steps.
     pruner: Literal["none", "successive_halving", "hyperband"] = "none"
+    # With a pruner: the optimizer steps after which a trial first looks at its mean answer loss
+    # on the tuning split (reported to its Optuna trial, whose pruner may stop it there): the
+    # pruners' min_resource. It looks again at 3, 9, 27... times as many steps (the pruners'
+    # rungs), before its last step. None: a tenth of the trial's steps, at least 1.
+    prune_after: int | None = at_least(1, None)
     objective: TuneObjective = field(default_factory=TuneObjective)  # what a trial is judged by
     # best: the best trial's values; one_se: the largest learning rate whose objective is within
     # one standard error of the best (the steadier choice when trials tie).
