@@ -84,15 +84,17 @@ def _run(tools: llama_tools.LlamaTools, path: Path) -> dict[str, Any]:
 def test_a_run_passes_the_settings_and_keeps_the_childs_peak_memory(tmp_path: Path) -> None:
     tools = _stand_in(
         tmp_path,
-        "held = bytearray(300 << 20)\n"  # 300 MiB touched: the child's peak, not ours
+        "held = bytearray(300 << 20)\n"  # 300 MiB touched, held a while: the child's peak
         "held[::4096] = b'x' * len(held[::4096])\n"
+        "time.sleep(0.5)\n"
         f"ok = args == {_expected_args(tmp_path)!r}\n"
         f"print(json.dumps({BENCH_JSON!r}) if ok else 'bad args ' + repr(args))",
     )
     figures = _run(tools, tmp_path / "model.gguf")
     assert figures["status"] == "finished" and figures["repetitions"] == 3 and figures["threads"] == 2
     assert figures["prompt"]["tokens_per_second"] == 321.46 and "abc1234" in figures["tool"]
-    assert 300 << 20 < figures["peak_rss_bytes"] < 1 << 30
+    # its own peak: not the address space of this process, which it was forked from
+    assert 300 << 20 < figures["peak_rss_bytes"] < 400 << 20
 
 
 def _expected_args(tmp_path: Path) -> list[str]:
@@ -172,5 +174,6 @@ def test_the_real_llama_bench_times_the_default_models_gguf() -> None:
     for test in ("prompt", "generation"):
         assert figures[test]["tokens_per_second"] > 0 and len(figures[test]["samples"]) == 2
     assert figures["model_n_params"] > 100_000_000
-    # the weights are mapped and read: the child's peak holds most of the file
-    assert figures["peak_rss_bytes"] > path.stat().st_size // 2
+    # the weights are mapped and read: the child's peak holds most of the file, and little more
+    size = path.stat().st_size
+    assert size // 2 < figures["peak_rss_bytes"] < size + (256 << 20)

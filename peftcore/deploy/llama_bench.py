@@ -4,8 +4,8 @@
 -o json`` times two tests on the file: prompt processing (``pp<P>``, one batch of P tokens) and
 text generation (``tg<N>``, N tokens one at a time), each repeated, and prints every repetition's
 tokens/s. We keep llama.cpp's own mean and standard deviation and the samples, so the figure
-carries its spread, and the child's peak resident memory (``wait4``'s ``ru_maxrss``: llama-bench
-maps the file and allocates the KV cache and compute buffers of one context, as a server would).
+carries its spread, and the child's peak resident memory (its ``VmHWM``, read from /proc while it
+runs: the weights it maps and reads, the KV cache and compute buffers of one context).
 
 llama-bench feeds random tokens: the figures are the runtime's speed on the file's shapes, not on
 the task's prompts (the variant's ms/example from transformers is beside it in the report).
@@ -15,10 +15,8 @@ The tool is built by :mod:`peftcore.deploy.llama_tools` (``make llama-cpp``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 from peftcore.deploy.llama_tools import SOURCE_PACKAGE, SOURCE_VERSION, LlamaTools
 
 BENCH_TIMEOUT_S = 600  # pp128 + tg32 of a 135M model take seconds; a 7B on 2 cores, minutes
+POLL_S = 0.02  # how often the child's memory high-water mark is read
 
 
 class BenchError(RuntimeError):
@@ -103,34 +102,30 @@ def run_bench(
         generate_tokens=generate_tokens,
         repetitions=repetitions,
     )
+    name = Path(command[0]).name[:15]  # the kernel's comm of the program after exec
     start = time.perf_counter()
-    # Popen + os.wait4 rather than subprocess.run: wait4 returns the rusage of this one child,
-    # its peak memory (RUSAGE_CHILDREN would be the largest of every child ever waited for).
-    # Its output goes to files, so waiting cannot block on a full pipe.
+    # The peak is the child's own VmHWM, sampled while it runs: wait4's ru_maxrss would not do,
+    # Linux counts in it the address space the child was forked from (this Python process's,
+    # gigabytes with a model loaded) as well as the program it became. Output goes to files, so
+    # the child never blocks on a full pipe.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, stdout=out, stderr=err)
-        timed_out = threading.Event()
-
-        def stop() -> None:
-            timed_out.set()
-            proc.kill()
-
-        timer = threading.Timer(BENCH_TIMEOUT_S, stop)
-        timer.start()
+        peak: int | None = None
         try:
-            _, status, rusage = os.wait4(proc.pid, 0)
-        except BaseException:  # a signal's KeyboardInterrupt: no llama-bench left behind
-            proc.kill()
-            proc.wait()
-            raise
+            while proc.poll() is None:
+                peak = _high_water(proc.pid, name, peak)
+                if time.perf_counter() - start > BENCH_TIMEOUT_S:
+                    raise BenchError(
+                        f"llama-bench on {path.name} took over {BENCH_TIMEOUT_S} s and was killed"
+                    )
+                time.sleep(POLL_S)
         finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            if proc.poll() is None:  # timed out, or a signal's KeyboardInterrupt: none left behind
+                proc.kill()
+                proc.wait()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if timed_out.is_set():
-        raise BenchError(f"llama-bench on {path.name} took over {BENCH_TIMEOUT_S} s and was killed")
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
@@ -143,6 +138,20 @@ def run_bench(
         "threads": threads,
         "repetitions": repetitions,
         **figures,
-        "peak_rss_bytes": int(rusage.ru_maxrss) * 1024,  # Linux reports KiB
+        "peak_rss_bytes": peak,  # None where there is no /proc (not Linux)
         "seconds": round(seconds, 3),
     }
+
+
+def _high_water(pid: int, name: str, peak: int | None) -> int | None:
+    """``peak`` raised to the process's VmHWM (bytes) once it runs ``name`` (before its exec it is
+    still a copy of this process); unchanged when /proc cannot tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return peak
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("Name", "").strip() != name or "VmHWM" not in fields:
+        return peak  # not exec'd yet, or a zombie (its memory already released)
+    high_water = int(fields["VmHWM"].split()[0]) * 1024  # "VmHWM:   133504 kB"
+    return high_water if peak is None else max(peak, high_water)
