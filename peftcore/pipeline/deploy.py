@@ -61,8 +61,9 @@ def variant_hash(case_hash: str, variant: Variant, case: Case) -> str:
         else None,
         "versions": {name: _version(name) for name in ("gguf", "llama-cpp-python")},
     }
-    if variant.kind == "gguf" and _bench_tool() is not None:  # absent: the hashes stay as they were
-        material["llama_bench"] = [settings.bench_prompt_tokens, settings.bench_repetitions, _bench_tool()]
+    bench = _bench_tool() if variant.kind == "gguf" else None
+    if bench is not None:  # absent: the hashes stay as they were
+        material["llama_bench"] = [settings.bench_prompt_tokens, settings.bench_repetitions, bench]
     if variant.writer == "llama-quantize":  # only here: the other variants' hashes stay as they were
         material["llama_quantize"] = _quantize_tool()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

@@ -115,6 +115,7 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
                 inference = row.get("inference") or {}
                 delta = value - own if variant is not None and value is not None and own is not None else None
                 latency = _num(inference, "latency_ms_per_example")
+                name = str(row["method"]).partition("@")[2] if variant is not None else None
                 rows.append(
                     [
                         str(row["method"]),
@@ -126,10 +127,9 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
                         _cell(_num(inference, "examples_per_second"), "number"),
                         _cell(_num(inference, "peak_memory_bytes"), "bytes"),
                         _cell(_num(deployment, "generation_tokens_per_second"), "number"),
-                        *_bench_cells(record, row if variant is not None else None),
+                        *_bench_cells(record, name),
                     ]
                 )
-                name = str(row["method"]).partition("@")[2] if variant is not None else None
                 size = _num(deployment, "size_bytes")
                 tps = _num(deployment, "llama_bench_generation_tokens_per_second")
                 points.append(DeployPoint(str(record["method"]), name, value, size, latency, tps))
@@ -139,12 +139,12 @@ def deploy_tables(records: Iterable[Mapping[str, Any]]) -> list[DeployTable]:
     return tables
 
 
-def _bench_cells(record: Mapping[str, Any], variant_row: Mapping[str, Any] | None) -> list[str]:
-    """llama-bench's prompt and generation tokens/s (``mean ± sd``) and peak memory of a variant
-    (the record's ``deploy`` block keeps the spread); dashes for the case itself and the rest."""
-    if variant_row is None:
+def _bench_cells(record: Mapping[str, Any], name: str | None) -> list[str]:
+    """llama-bench's prompt and generation tokens/s (``mean ± sd``) and peak memory of the variant
+    ``name`` (the record's ``deploy`` block keeps the spread); dashes for the case itself (None)
+    and a variant llama-bench did not time."""
+    if name is None:
         return [DASH] * 3
-    name = str(variant_row["case_id"]).partition("@")[2]
     bench = ((record.get("deploy") or {}).get(name) or {}).get("llama_bench") or {}
     if bench.get("status") != "finished":
         return [DASH] * 3

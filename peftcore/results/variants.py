@@ -35,7 +35,8 @@ def variant_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         if bench.get("status") == "finished":
             deployment["llama_bench_prompt_tokens_per_second"] = bench["prompt"]["tokens_per_second"]
             deployment["llama_bench_generation_tokens_per_second"] = bench["generation"]["tokens_per_second"]
-            deployment["llama_bench_peak_rss_bytes"] = bench["peak_rss_bytes"]
+            if isinstance(bench.get("peak_rss_bytes"), int):  # None where there is no /proc
+                deployment["llama_bench_peak_rss_bytes"] = bench["peak_rss_bytes"]
         row = {k: v for k, v in record.items() if k not in ("deploy", "general_text", "predictions")}
         row.update(
             {
