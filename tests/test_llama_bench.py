@@ -90,7 +90,12 @@ def test_a_run_passes_the_settings_and_keeps_the_childs_peak_memory(tmp_path: Pa
         f"ok = args == {_expected_args(tmp_path)!r}\n"
         f"print(json.dumps({BENCH_JSON!r}) if ok else 'bad args ' + repr(args))",
     )
+    # This process holds 600 MiB while it runs: a peak read from wait4's ru_maxrss would count
+    # them (Linux charges the child the address space it was forked from) and fail the bound.
+    ballast = bytearray(600 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
     figures = _run(tools, tmp_path / "model.gguf")
+    del ballast
     assert figures["status"] == "finished" and figures["repetitions"] == 3 and figures["threads"] == 2
     assert figures["prompt"]["tokens_per_second"] == 321.46 and "abc1234" in figures["tool"]
     # its own peak: not the address space of this process, which it was forked from
