@@ -217,21 +217,21 @@ def test_xdist_workers_give_the_records_of_a_serial_run(
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the serial run computes with one thread, as each worker
     common = ["-p", "no:cacheprovider", "--profile", "two", "--benchmark-disable"]
     serial = project.runpytest_subprocess(*common, "--run-id", "serial", "--results-dir", "one/runs")
-    parallel = project.runpytest_subprocess(
-        *common, "-n", "2", "-v", "--run-id", "xdist", "--results-dir", "two/runs"
-    )
+    # No --run-id: the controller names the run and every worker writes into that one folder.
+    parallel = project.runpytest_subprocess(*common, "-n", "2", "-v", "--results-dir", "two/runs")
     # The rule is broken in both: on the case in the serial run, by the controller under xdist.
     assert serial.ret == parallel.ret == pytest.ExitCode.TESTS_FAILED
     parallel.stdout.fnmatch_lines(["*compare: rules broken (over all workers)*", "*lora-tiny-sst2*"])
     workers = {line.split()[0] for line in parallel.outlines if " PASSED " in line and line.startswith("[gw")}
     assert workers == {"[gw0]", "[gw1]"}, parallel.outlines
-    parallel.stdout.fnmatch_lines(["*peftcore cases*", "*peftcore report: *two/xdist*"])
-    summary = (project.path / "two" / "xdist" / "summary.csv").read_text()  # written by the controller
+    (run_dir,) = (project.path / "two" / "runs").iterdir()  # one run folder, the workers' and controller's
+    parallel.stdout.fnmatch_lines(["*peftcore cases*", f"*peftcore report: *two/{run_dir.name}*"])
+    summary = (project.path / "two" / run_dir.name / "summary.csv").read_text()  # written by the controller
     assert "lora-tiny-sst2" in summary and "ia3-tiny-sst2" in summary
 
     one, two = (
         _records(project.path / "one" / "runs" / "serial"),
-        _records(project.path / "two" / "runs" / "xdist"),
+        _records(run_dir),
     )
     assert sorted(one) == sorted(two) == ["ia3-tiny-sst2", "lora-tiny-sst2"]
     for case_id in one:
