@@ -91,6 +91,15 @@ def test_a_hopeless_trial_is_pruned_before_its_last_step_never_chosen_never_retr
     saved = 3 * 8 - sum(t["training"]["steps"] for t in (good, absurd, better))
     print(f"steps trained: {24 - saved} of 24 ({saved} saved)")
 
+    # The report counts it, and load_results' trial rows say where it stopped.
+    summary = (tiny_project.path / "p1" / "summary.md").read_text()
+    assert "| 3 (1 pruned) |" in summary
+    from peftcore import load_results
+
+    frame = load_results(tiny_project.path / "runs" / "p1", trials=True).set_index("case_id")
+    assert frame.loc[absurd["case_id"], "tuning.pruned_at_step"] == 2
+    assert frame.loc[[good["case_id"], better["case_id"]], "tuning.pruned_at_step"].isna().all()
+
     # The study: told PRUNED, with the looks the record keeps; the others COMPLETE.
     journal = tiny_project.path / "runs" / "p1" / "tune" / "lora-tiny-sst2.journal"
     study = _study(journal)
