@@ -1,5 +1,6 @@
 """Shared by the library's tests: ``pytester`` (the plugin is tested by running pytest inside
-pytest) and a writable copy of the shipped spec directory."""
+pytest), a writable copy of the shipped spec directory, and the tiny Llama as a model folder and
+as a pytester project's model ``tiny``."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base.model.save_pretrained(folder)
     base.tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_project(pytester: pytest.Pytester, shipped_specs: Path, tiny_model_folder: Path) -> pytest.Pytester:
+    """A pytester project for pytest sessions of the tiny Llama: a copy of the shipped specs with
+    the model ``tiny`` added, and the plugin's ini (tests/test_plugin.py). A test writes its
+    profile into ``specs/profiles/`` and reads the run's records with ``report_fixtures.read_cases``."""
+    from test_plugin import INI
+    from tiny_llama import add_tiny_model
+
+    shutil.copytree(shipped_specs, pytester.path / "specs")
+    add_tiny_model(pytester.path / "specs", tiny_model_folder)
+    pytester.makefile(".ini", pytest=INI)
+    return pytester

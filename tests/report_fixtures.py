@@ -3,6 +3,8 @@
 The figures are shaped like what peftcore measures: full fine-tuning needs the most memory and
 stores a whole model; QLoRA trades time for memory; IA3 stores a few hundred KiB; the untrained
 ``base`` row has no training block. Values are deterministic (seeded by method, task, seed).
+Written into a run folder with :func:`write_run`; a run's records, these or a session's, are
+read back with :func:`read_cases`.
 """
 
 from __future__ import annotations
@@ -218,6 +220,11 @@ def write_run(results_dir: Path, run_id: str, records: Iterable[Mapping[str, Any
         write_record(run_dir, {**record, "run_id": run_id})
     (run_dir / "cases").mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def read_cases(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each case record of the run folder ``run_dir``, by case id (as a session wrote them)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
 
 
 def write_benchmark_json(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:

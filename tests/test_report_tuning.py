@@ -10,8 +10,18 @@ from report_fixtures import make_record, scored, write_run
 
 from peftcore.report.build import build_report, read_run
 from peftcore.report.rows import group_rows
-from peftcore.report.tuning import method_search, plot_search, ranks, tuning_md, tuning_tables
+from peftcore.report.tuning import (
+    PRUNED_Y,
+    PrunedPoint,
+    method_search,
+    plot_search,
+    ranks,
+    search_figure,
+    tuning_md,
+    tuning_tables,
+)
 from peftcore.vocab.quantities import Quantity
+from peftcore.vocab.record import is_trial
 
 LR = "training.learning_rate"
 RATES = (1e-4, 1e-3, 1e-2)
@@ -198,3 +208,74 @@ def test_the_report_files_carry_the_section(tmp_path: Path) -> None:
     # Neither trials nor default runs are rows of summary.csv.
     csv = (written.out_dir / "summary.csv").read_text()
     assert "-trial0" not in csv and "lora-smollm2-135m-sst2-seed0" not in csv
+
+
+def pruned_and_failed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with lora's first trial (1e-4, its worst) stopped by the pruner at step 2 and
+    ia3's first trial failed, in the trials' records and in the tuned runs' lists of them."""
+    for record in rows:
+        block = record.get("tuning") or {}
+        if record["case_id"] == f"{_study('lora')}-trial0":
+            record.update(metrics={}, uncertainty={})
+            block["objective"].update(value=None, stderr=None)
+            block["pruning"] = {
+                "pruner": "successive_halving",
+                "after": 2,
+                "at": [2, 6],
+                "steps": 8,
+                "intermediate": [[2, 11.2]],
+                "pruned_at_step": 2,
+                "seconds": 0.6,
+            }
+        elif record["case_id"] == f"{_study('ia3')}-trial0":
+            record.update(status="failed", reason="diverged: the loss was nan at step 3", metrics={})
+            block["objective"].update(value=None, stderr=None)
+        elif block.get("kind") == "tuned":
+            first = block["trials"][0]
+            first.update(value=None, stderr=None, pruned_at_step=None)
+            if record["method"] == "lora":
+                first["pruned_at_step"] = 2
+                block.update(finished=2, pruned=1)
+            else:
+                first["status"] = "failed"
+                block["finished"] = 2
+    return rows
+
+
+def test_a_pruned_trial_is_counted_apart_from_a_failed_one(tmp_path: Path) -> None:
+    run = _run(tmp_path, pruned_and_failed(records()))
+    (table,) = tuning_tables(run)
+    assert {row[0]: row[8] for row in table.rows} == {"ia3": "3 (1 failed)", "lora": "3 (1 pruned)"}
+    lora = next(line for line in tuning_md(run) if line.startswith("| lora |"))
+    assert lora.endswith("| 3 (1 pruned) | 33.0 s | 30.0 s |")  # the pruned trial's time counts
+    # Without the trials' records in the run, the tuned runs' lists of them give the same counts.
+    tuned_only = [r for r in pruned_and_failed(records()) if not is_trial(r)]
+    (table,) = tuning_tables(_run(tmp_path / "tuned-only", tuned_only))
+    assert {row[0]: row[8] for row in table.rows} == {"ia3": "3 (1 failed)", "lora": "3 (1 pruned)"}
+
+
+def test_a_pruned_trial_is_drawn_at_its_value_as_an_x_along_the_bottom(tmp_path: Path) -> None:
+    rows = pruned_and_failed(records())
+    lora = method_search(next(r for r in rows if r["case_id"] == f"{_study('lora')}-tuned-seed0"))
+    ia3 = method_search(next(r for r in rows if r["case_id"] == f"{_study('ia3')}-tuned-seed0"))
+    assert lora is not None and ia3 is not None
+    assert [p.x for p in lora.points] == [1e-3, 1e-2] and lora.pruned == [PrunedPoint(1e-4, 2)]
+    assert [p.x for p in ia3.points] == [1e-3, 1e-2] and ia3.pruned == []  # the failed one: neither
+
+    (table,) = tuning_tables(_run(tmp_path, rows))
+    colors = {"lora": "#1f77b4", "ia3": "#ff7f0e"}
+    fig = search_figure(table, colors)
+    (ax,) = fig.axes
+    (pruned,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert list(pruned.get_xdata()) == [1e-4] and list(pruned.get_ydata()) == [PRUNED_Y]
+    assert pruned.get_transform() == ax.get_xaxis_transform()  # y in axes units: along the bottom
+    assert pruned.get_color() == colors["lora"] and pruned.get_label() == "lora: pruned at step 2"
+    assert ax.get_xlim()[0] < 1e-4  # no finished trial is that low: the x axis widened to hold it
+    assert "lora: pruned at step 2" in [t.get_text() for t in fig.legends[0].get_texts()]
+    # ia3's failed trial (1e-4 too) is drawn nowhere: no point of any trial sits at 1e-4.
+    drawn = [x for c in ax.collections for x, _ in c.get_offsets()] + [
+        x for line in ax.get_lines() if line is not pruned for x in line.get_xdata()
+    ]
+    assert 1e-4 not in drawn
+    plot = plot_search(table, colors)
+    assert plot is not None and plot.alt.endswith("; pruned trials as an x along the bottom")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -173,6 +174,44 @@ def test_a_malformed_interval_is_a_one_line_error() -> None:
     record = make_record("lora", "squad", uncertainty={"held_out": {"f1": {"stderr": "small"}}})
     with pytest.raises(RecordError, match=r"'uncertainty\.held_out\.f1\.stderr': expected a number"):
         records_frame([record])
+
+
+def _trial(index: int, pruned_at_step: int | None) -> dict[str, Any]:
+    """A pruned search's trial record: finished, scored on the tuning split unless it was pruned,
+    its pruning block saying where it stopped."""
+    record = make_record("lora", "sst2")
+    record.update(
+        case_id=f"lora-smollm2-135m-sst2-trial{index}",
+        metrics={} if pruned_at_step is not None else {"tune": {"loss": 1.5}},
+        tuning={
+            "kind": "trial",
+            "study": "lora-smollm2-135m-sst2",
+            "index": index,
+            "values": {"training.learning_rate": [3e-3, 30.0][index]},
+            "pruning": {"pruner": "successive_halving", "steps": 8, "pruned_at_step": pruned_at_step},
+        },
+    )
+    return record
+
+
+def test_a_trials_row_says_the_step_the_pruner_stopped_it_at(tmp_path: Path) -> None:
+    tuned = make_record("lora", "sst2", tuning={"kind": "tuned", "values": {"training.learning_rate": 3e-3}})
+    tuned["case_id"] = "lora-smollm2-135m-sst2-tuned"
+    run = write_run(
+        tmp_path / "runs", "r", [make_record("base", "sst2"), _trial(0, None), _trial(1, 2), tuned]
+    )
+    df = peftcore.load_results(run, trials=True).set_index("case_id")
+    column = df["tuning.pruned_at_step"]
+    assert str(column.dtype) == "Int64"
+    assert column["lora-smollm2-135m-sst2-trial1"] == 2
+    # Ran to its last step, or is no trial: missing, never 0.
+    for case in ("lora-smollm2-135m-sst2-trial0", "lora-smollm2-135m-sst2-tuned", "base-smollm2-135m-sst2"):
+        assert pd.isna(column[case]), case
+    # No trial pruned: the column is still there, all missing, and still a number column.
+    unpruned = records_frame([_trial(0, None)], trials=True)["tuning.pruned_at_step"]
+    assert str(unpruned.dtype) == "Int64" and unpruned.isna().all()
+    # Without trials there is no trial row, and no column for one.
+    assert "tuning.pruned_at_step" not in peftcore.load_results(run).columns
 
 
 def test_importing_peftcore_does_not_import_pandas() -> None:

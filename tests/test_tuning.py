@@ -4,14 +4,11 @@ is the search's bookkeeping, not the model)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugin import INI
-from tiny_llama import add_tiny_model
+from report_fixtures import read_cases
 
 from peftcore.data import load_task
 from peftcore.pipeline.tuning import choose, direction
@@ -39,27 +36,15 @@ tune:
 GRID = PROFILE.format(space="{low: 1.0e-4, high: 1.0e-2}", sampler="grid")
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester, shipped_specs: Path, tiny_model_folder: Path) -> pytest.Pytester:
-    shutil.copytree(shipped_specs, pytester.path / "specs")
-    add_tiny_model(pytester.path / "specs", tiny_model_folder)
-    pytester.makefile(".ini", pytest=INI)
-    return pytester
-
-
-def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
-
-
 @pytest.mark.slow
 def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the_best(
-    project: pytest.Pytester,
+    tiny_project: pytest.Pytester,
 ) -> None:
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID + "  compare_default: true\n")
+    (tiny_project.path / "specs" / "profiles" / "search.yaml").write_text(GRID + "  compare_default: true\n")
     common = ("-p", "no:cacheprovider", "--profile", "search", "--benchmark-disable", "--run-id", "s1")
-    result = project.runpytest_subprocess(*common, "--results-dir", "runs")
+    result = tiny_project.runpytest_subprocess(*common, "--results-dir", "runs")
     result.assert_outcomes(passed=6)  # base, lora at its own rate, three trials, the tuned run
-    records = _records(project.path / "runs" / "s1")
+    records = read_cases(tiny_project.path / "runs" / "s1")
     trials = [records[f"lora-tiny-sst2-trial{i}"] for i in range(3)]
     tuned = records["lora-tiny-sst2-tuned"]
     default = records["lora-tiny-sst2"]
@@ -76,7 +61,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
         assert trial["adapter_dir"] is None
 
     # No held-out example takes part in a choice: the trials saw only the tuning split's uids.
-    specs = SpecStore(project.path / "specs")
+    specs = SpecStore(tiny_project.path / "specs")
     case = next(c for c in expand(specs, "search") if c.case_id == "lora-tiny-sst2-tuned")
     data = load_task(case.task, case.data)
     tune_uids = {e.uid for e in data.tune}
@@ -104,10 +89,10 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
 
     # The report's Tuning section names each method's own and chosen rate, the trials plotted.
     chosen = tuned["tuning"]["chosen"]["training.learning_rate"]
-    summary = (project.path / "s1" / "summary.md").read_text()
+    summary = (tiny_project.path / "s1" / "summary.md").read_text()
     assert "## Tuning" in summary and f"| lora | {own:g} | {chosen:g} | best |" in summary
     assert "Held-out accuracy at default" in summary and "lora-tiny-sst2-trial" not in summary
-    page = (project.path / "s1" / "report.html").read_text()
+    page = (tiny_project.path / "s1" / "report.html").read_text()
     assert '<section id="tuning">' in page and 'id="plot-tuning-sst2-tiny"' in page
 
     # The study, in the run folder: three complete trials at the grid's values.
@@ -115,7 +100,7 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    journal = project.path / "runs" / "s1" / "tune" / "lora-tiny-sst2.journal"
+    journal = tiny_project.path / "runs" / "s1" / "tune" / "lora-tiny-sst2.journal"
     study = optuna.load_study(
         study_name="lora-tiny-sst2", storage=JournalStorage(JournalFileBackend(str(journal)))
     )
@@ -124,9 +109,9 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     assert study.best_trial.user_attrs["case_id"] == best["case_id"]
 
     # The same command again resumes every case (nothing retrained) and asks the study nothing new.
-    again = project.runpytest_subprocess(*common, "--results-dir", "runs")
+    again = tiny_project.runpytest_subprocess(*common, "--results-dir", "runs")
     again.assert_outcomes(skipped=6)  # each reported as resumed
-    assert _records(project.path / "runs" / "s1") == records
+    assert read_cases(tiny_project.path / "runs" / "s1") == records
     study = optuna.load_study(
         study_name="lora-tiny-sst2", storage=JournalStorage(JournalFileBackend(str(journal)))
     )
@@ -135,9 +120,9 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
     # Trials are rows of load_results only when asked for.
     from peftcore import load_results
 
-    compared = load_results(project.path / "runs" / "s1")
+    compared = load_results(tiny_project.path / "runs" / "s1")
     assert sorted(compared["case_id"]) == ["base-tiny-sst2", "lora-tiny-sst2-tuned"]
-    everything = load_results(project.path / "runs" / "s1", trials=True)
+    everything = load_results(tiny_project.path / "runs" / "s1", trials=True)
     assert (everything["tuning"] == "trial").sum() == 3 and (everything["tuning"] == "default").sum() == 1
     assert set(everything.loc[everything["tuning"] == "trial", "tuning.values.training.learning_rate"]) == {
         0.0001,
@@ -147,9 +132,9 @@ def test_a_grid_search_trains_its_trials_on_the_tuning_split_then_the_run_at_the
 
 
 @pytest.mark.slow
-def test_a_tuned_run_whose_trials_were_not_selected_fails_saying_so(project: pytest.Pytester) -> None:
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(GRID)
-    result = project.runpytest_subprocess(
+def test_a_tuned_run_whose_trials_were_not_selected_fails_saying_so(tiny_project: pytest.Pytester) -> None:
+    (tiny_project.path / "specs" / "profiles" / "search.yaml").write_text(GRID)
+    result = tiny_project.runpytest_subprocess(
         "-p", "no:cacheprovider", "--profile", "search", "--benchmark-disable", "-k", "tuned"
     )
     result.assert_outcomes(failed=1)
@@ -159,12 +144,14 @@ def test_a_tuned_run_whose_trials_were_not_selected_fails_saying_so(project: pyt
 
 
 @pytest.mark.slow
-def test_a_tpe_search_draws_its_values_from_the_range_and_again_the_same(project: pytest.Pytester) -> None:
+def test_a_tpe_search_draws_its_values_from_the_range_and_again_the_same(
+    tiny_project: pytest.Pytester,
+) -> None:
     profile = PROFILE.format(space="{low: 1.0e-4, high: 1.0e-2}", sampler="tpe")
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(profile)
+    (tiny_project.path / "specs" / "profiles" / "search.yaml").write_text(profile)
     drawn = []
     for run in ("t1", "t2"):
-        result = project.runpytest_subprocess(
+        result = tiny_project.runpytest_subprocess(
             "-p",
             "no:cacheprovider",
             "--profile",
@@ -178,7 +165,7 @@ def test_a_tpe_search_draws_its_values_from_the_range_and_again_the_same(project
             "lora",
         )
         result.assert_outcomes(passed=4)
-        records = _records(project.path / f"runs-{run}" / run)
+        records = read_cases(tiny_project.path / f"runs-{run}" / run)
         drawn.append(
             [
                 records[f"lora-tiny-sst2-trial{i}"]["tuning"]["values"]["training.learning_rate"]

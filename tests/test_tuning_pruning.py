@@ -4,16 +4,13 @@ again. Pytest sessions of the tiny Llama (marked slow); the checks without a mod
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugin import INI
-from tiny_llama import add_tiny_model
+from report_fixtures import read_cases
 
 from peftcore.errors import SpecError
 from peftcore.pipeline.tuning import choose, make_pruner, objective_value, pruned_at_step
@@ -46,18 +43,6 @@ def _profile(pruner: str = "successive_halving") -> str:
     return PROFILE.format(rates=", ".join(f"{r:g}" for r in RATES), pruner=pruner)
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester, shipped_specs: Path, tiny_model_folder: Path) -> pytest.Pytester:
-    shutil.copytree(shipped_specs, pytester.path / "specs")
-    add_tiny_model(pytester.path / "specs", tiny_model_folder)
-    pytester.makefile(".ini", pytest=INI)
-    return pytester
-
-
-def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
-
-
 def _study(journal: Path) -> Any:
     import optuna
     from optuna.storages import JournalStorage
@@ -70,13 +55,13 @@ def _study(journal: Path) -> Any:
 
 @pytest.mark.slow
 def test_a_hopeless_trial_is_pruned_before_its_last_step_never_chosen_never_retrained(
-    project: pytest.Pytester,
+    tiny_project: pytest.Pytester,
 ) -> None:
-    (project.path / "specs" / "profiles" / "search.yaml").write_text(_profile())
+    (tiny_project.path / "specs" / "profiles" / "search.yaml").write_text(_profile())
     common = ("-p", "no:cacheprovider", "--profile", "search", "--benchmark-disable", "--run-id", "p1")
-    result = project.runpytest_subprocess(*common, "--results-dir", "runs")
+    result = tiny_project.runpytest_subprocess(*common, "--results-dir", "runs")
     result.assert_outcomes(passed=4)  # three trials (one pruned: not a failure) and the tuned run
-    records = _records(project.path / "runs" / "p1")
+    records = read_cases(tiny_project.path / "runs" / "p1")
     good, absurd, better = (records[f"lora-tiny-sst2-trial{i}"] for i in range(3))
 
     # The absurd rate: stopped at the first rung (step 2 of 8), not scored, no objective.
@@ -106,8 +91,17 @@ def test_a_hopeless_trial_is_pruned_before_its_last_step_never_chosen_never_retr
     saved = 3 * 8 - sum(t["training"]["steps"] for t in (good, absurd, better))
     print(f"steps trained: {24 - saved} of 24 ({saved} saved)")
 
+    # The report counts it, and load_results' trial rows say where it stopped.
+    summary = (tiny_project.path / "p1" / "summary.md").read_text()
+    assert "| 3 (1 pruned) |" in summary
+    from peftcore import load_results
+
+    frame = load_results(tiny_project.path / "runs" / "p1", trials=True).set_index("case_id")
+    assert frame.loc[absurd["case_id"], "tuning.pruned_at_step"] == 2
+    assert frame.loc[[good["case_id"], better["case_id"]], "tuning.pruned_at_step"].isna().all()
+
     # The study: told PRUNED, with the looks the record keeps; the others COMPLETE.
-    journal = project.path / "runs" / "p1" / "tune" / "lora-tiny-sst2.journal"
+    journal = tiny_project.path / "runs" / "p1" / "tune" / "lora-tiny-sst2.journal"
     study = _study(journal)
     states = {t.user_attrs["case_id"]: t.state.name for t in study.trials}
     assert states == {
@@ -119,9 +113,9 @@ def test_a_hopeless_trial_is_pruned_before_its_last_step_never_chosen_never_retr
     assert pruned.intermediate_values == dict(map(tuple, pruning["intermediate"]))
 
     # The same command again: every case resumed, the pruned trial not trained again.
-    again = project.runpytest_subprocess(*common, "--results-dir", "runs")
+    again = tiny_project.runpytest_subprocess(*common, "--results-dir", "runs")
     again.assert_outcomes(skipped=4)
-    assert _records(project.path / "runs" / "p1") == records
+    assert read_cases(tiny_project.path / "runs" / "p1") == records
     assert len(_study(journal).trials) == 3
 
 

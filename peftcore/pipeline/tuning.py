@@ -34,7 +34,7 @@ from peftcore.spec.cases import Case, Tuning
 from peftcore.spec.tuning import LOSS, REDUCTION_FACTOR, key_kind, prune_after, search_grid
 from peftcore.spec.types import TuneSettings
 from peftcore.vocab.quantities import higher_is_better
-from peftcore.vocab.record import Record, RecordError
+from peftcore.vocab.record import Record, RecordError, pruned_at_step, pruning_block
 
 STUDY_FOLDER = "tune"
 LEARNING_RATE = "training.learning_rate"
@@ -212,17 +212,6 @@ def _replay_looks(study: Any, frozen: Any, record: Mapping[str, Any], search: Tu
     for step, loss in looks:
         trial.report(intermediate_sign(search) * loss, step)  # NaN stays NaN: pruned
         trial.should_prune()  # the pruner keeps each rung's value as it judges it
-
-
-def pruning_block(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A trial record's ``tuning.pruning`` (empty without a pruner)."""
-    return ((record.get("tuning") or {}).get("pruning")) or {}
-
-
-def pruned_at_step(record: Mapping[str, Any]) -> int | None:
-    """The step at which the pruner stopped the trial; None when it was not pruned."""
-    step = pruning_block(record).get("pruned_at_step")
-    return int(step) if isinstance(step, (int, float)) else None
 
 
 def looks_at_loss(record: Mapping[str, Any]) -> list[tuple[int, float]]:

@@ -4,11 +4,13 @@ methods at their own values beside the values the search chose.
 For each (model, task) with tuned runs (profile ``tune:``), a plot and a table. The plot: for
 each method, its trials' objective on the tuning split against the searched value (the learning
 rate when it is searched, else the first searched key), ± one standard error where the trial
-recorded one, the chosen value ringed. The table: per method, its own value of that key (the
-default) and the chosen one with the rule that chose it, the held-out primary metric at each
-(the default runs of ``tune.compare_default``; ± half its 95% interval, as the summary tables
-write it), the method's rank among the searched methods at each, and what the search cost: its
-trials and their summed training time, beside the tuned run's own.
+recorded one, the chosen value ringed; a trial the pruner stopped (``tune.pruner``) has no
+objective, so it is an "x" along the bottom at its value. The table: per method, its own value
+of that key (the default) and the chosen one with the rule that chose it, the held-out primary
+metric at each (the default runs of ``tune.compare_default``; ± half its 95% interval, as the
+summary tables write it), the method's rank among the searched methods at each, and what the
+search cost: its trials (how many were pruned, how many failed) and their summed training time,
+beside the tuned run's own.
 
 Everything is read from records: the tuned runs' ``tuning`` block (every trial's values and
 objective, the choice; :func:`peftcore.pipeline.tuning.record_block`), and the run's trials and
@@ -40,17 +42,21 @@ from peftcore.report.rows import (
 )
 from peftcore.results.store import Run
 from peftcore.vocab.quantities import Quantity, higher_is_better
-from peftcore.vocab.record import is_default_run, is_trial
+from peftcore.vocab.record import is_default_run, is_trial, pruned_at_step
 
 LEARNING_RATE = "training.learning_rate"  # plotted when searched: what a search is above all about
 TRAIN_SECONDS = Quantity("training", "train_seconds")
+PRUNED_Y = 0.03  # where a pruned trial's marker sits, in axes units: just above the bottom spine
 LEAD = (
     "Each trained method's search, scored on the tuning split (never on held-out examples): its "
     "trials' objective against the searched value, ± one standard error, the chosen value ringed. "
+    "A trial the pruner stopped early (tune.pruner) has no objective: it is an x along the bottom "
+    "at its value, the legend naming the step it stopped at; a trial that failed is not drawn. "
     "The table sets each method's own value (default) beside the chosen one, the held-out primary "
     "metric at each (± half its 95% interval; with tune.compare_default, the default runs use the "
     "tuned runs' seeds and examples), the method's rank among the searched methods at each, and the "
-    "search's cost: its trials and their summed training time, beside the tuned run's own."
+    "search's cost: its trials (how many were pruned, how many failed) and their summed training "
+    "time, beside the tuned run's own."
 )
 
 
@@ -65,13 +71,44 @@ class TrialPoint:
 
 
 @dataclass(frozen=True)
+class PrunedPoint:
+    """A trial the pruner stopped: its searched value and the step it stopped at (no objective)."""
+
+    x: float
+    at_step: int
+
+
+@dataclass(frozen=True)
 class MethodSearch:
     """One method's trials against one searched key, as its tuned run's record lists them."""
 
     method: str
     key: str  # the plotted key, e.g. training.learning_rate
     log: bool  # the key's space is on a log scale
-    points: list[TrialPoint]
+    points: list[TrialPoint]  # the trials with an objective
+    pruned: list[PrunedPoint]  # the trials the pruner stopped (a failed trial is in neither list)
+
+
+@dataclass(frozen=True)
+class TrialCount:
+    """How many trials a method's search has, and how many of them were pruned or failed."""
+
+    total: int
+    pruned: int  # finished early, stopped by tune.pruner: no objective, never chosen
+    failed: int  # did not finish (failed, oom, cancelled; or missing when its tuned run chose)
+
+    @classmethod
+    def of(cls, outcomes: Sequence[tuple[Any, Any]]) -> TrialCount:
+        """From each trial's ``(status, pruned_at_step)``."""
+        kinds = [_outcome(status, step) for status, step in outcomes]
+        return cls(len(kinds), kinds.count("pruned"), kinds.count("failed"))
+
+    def cell(self) -> str:
+        """``8``, ``8 (3 pruned)``, ``8 (3 pruned, 1 failed)``; a dash when there are none."""
+        if not self.total:
+            return DASH
+        parts = [f"{n} {word}" for n, word in ((self.pruned, "pruned"), (self.failed, "failed")) if n]
+        return f"{self.total} ({', '.join(parts)})" if parts else str(self.total)
 
 
 @dataclass(frozen=True)
@@ -136,22 +173,40 @@ def _log_scale(record: Mapping[str, Any], key: str, xs: Sequence[float]) -> bool
     return bool(log) and all(x > 0 for x in xs)
 
 
+def _outcome(status: Any, step: Any) -> str:
+    """``pruned`` (finished, stopped by the pruner at ``step``), ``finished`` or ``failed``: a
+    trial that did not finish is never counted as pruned, whatever its pruning block says."""
+    if status != "finished":
+        return "failed"
+    return "finished" if step is None else "pruned"
+
+
 def method_search(record: Mapping[str, Any]) -> MethodSearch | None:
-    """A tuned run's trials against its plotted key; None when no trial has an objective."""
+    """A tuned run's trials against its plotted key: those with an objective as points, those the
+    pruner stopped (they have none) apart, those that failed left out. None when no trial has an
+    objective."""
     block = _block(record)
     key = plotted_key(block)
     if key is None:
         return None
     chosen = block.get("chosen_trial")
-    points = []
+    points: list[TrialPoint] = []
+    pruned: list[PrunedPoint] = []
     for trial in block.get("trials") or ():
         x, y = _number((trial.get("values") or {}).get(key)), _number(trial.get("value"))
-        if x is not None and y is not None:
+        if x is None:
+            continue
+        step = trial.get("pruned_at_step")
+        if _outcome(trial.get("status"), step) == "pruned":
+            pruned.append(PrunedPoint(x, int(step)))
+        elif y is not None:
             points.append(TrialPoint(x, y, _number(trial.get("stderr")), trial.get("case_id") == chosen))
     if not points:
         return None
     points.sort(key=lambda p: p.x)
-    return MethodSearch(str(record["method"]), key, _log_scale(record, key, [p.x for p in points]), points)
+    pruned.sort(key=lambda p: p.x)
+    log = _log_scale(record, key, [p.x for p in points] + [p.x for p in pruned])
+    return MethodSearch(str(record["method"]), key, log, points, pruned)
 
 
 def own_value(tuned: Mapping[str, Any], default: Mapping[str, Any] | None, key: str) -> float | None:
@@ -195,11 +250,19 @@ def _rank_cell(rank: Mapping[str, int], method: str) -> str:
     return f"{rank[method]} of {len(rank)}" if method in rank else DASH
 
 
-def _trial_seconds(trials: Sequence[Mapping[str, Any]], study: Any) -> tuple[int, float | None]:
-    """How many trial records the study has in the run, and their summed training seconds."""
-    mine = [t for t in trials if _block(t).get("study") == study]
+def _search_cost(
+    trials: Sequence[Mapping[str, Any]], block: Mapping[str, Any]
+) -> tuple[TrialCount, float | None]:
+    """A tuned run's trials counted, and their summed training seconds: from the study's trial
+    records in the run, else (none of them there) from the list its ``block`` keeps, which has
+    no time."""
+    mine = [t for t in trials if _block(t).get("study") == block.get("study")]
+    if not mine:
+        rows = block.get("trials") or ()
+        return TrialCount.of([(row.get("status"), row.get("pruned_at_step")) for row in rows]), None
     seconds = [s for t in mine if (s := TRAIN_SECONDS.value(t)) is not None]
-    return len(mine), (sum(seconds) if seconds else None)
+    count = TrialCount.of([(t.get("status"), pruned_at_step(t)) for t in mine])
+    return count, (sum(seconds) if seconds else None)
 
 
 def _objective_words(tuned: Sequence[Row]) -> str:
@@ -280,8 +343,7 @@ class _Columns:
         own = own_value(record, default.records[0] if default else None, key) if key else None
         chosen = _number((block.get("chosen") or {}).get(key)) if key else None
         label = "" if self.one_key or key is None else f"{key.partition('.')[2]} "
-        count, seconds = _trial_seconds(self.trials, block.get("study"))
-        count = count or len(block.get("trials") or ())
+        count, seconds = _search_cost(self.trials, block)
         time = row.stat(TRAIN_SECONDS)
         at_default = bool(self.default_rows)
         return [
@@ -293,7 +355,7 @@ class _Columns:
             self._quality(row),
             *([_rank_cell(self.default_rank, row.method)] if at_default else []),
             _rank_cell(self.tuned_rank, row.method),
-            str(count) if count else DASH,
+            count.cell(),
             fmt_seconds(Stat(seconds, None, 1)) if seconds is not None else DASH,
             fmt_seconds(time) if time is not None else DASH,
         ]
@@ -340,8 +402,20 @@ def tuning_plots(run: Run) -> list[Plot]:
 
 
 def plot_search(table: TuningTable, colors: Mapping[str, str]) -> Plot | None:
+    """:func:`search_figure` as the page's PNG; None when no method has a trial to plot."""
+    fig = search_figure(table, colors)
+    if fig is None:
+        return None
+    pruned = any(s.pruned for s in table.searches)
+    alt = f"{table.title}: each method's trials, {table.objective_words} against the searched value"
+    alt += "; pruned trials as an x along the bottom" if pruned else ""
+    return Plot(table.plot_id, alt, png_bytes(fig))
+
+
+def search_figure(table: TuningTable, colors: Mapping[str, str]) -> Any | None:
     """Each method's trials: objective (y) against the searched value (x), a panel per searched
-    key (one unless methods search different keys), the chosen trial ringed."""
+    key (one unless methods search different keys), the chosen trial ringed, each pruned trial
+    an "x" along the bottom at its value. A matplotlib Figure; None without searches."""
     if not table.searches:
         return None
     keys = list(dict.fromkeys(s.key for s in table.searches))
@@ -357,12 +431,13 @@ def plot_search(table: TuningTable, colors: Mapping[str, str]) -> Plot | None:
             _draw_search(ax, search, colors.get(search.method, "#555555"))
         if all(s.log for s in searches):
             ax.set_xscale("log")
+        if any(s.pruned for s in searches):
+            ax.margins(y=0.15)  # room along the bottom, so no trial's point hides a pruned one's x
         ax.set_xlabel(key.partition(".")[2] + (" (log scale)" if all(s.log for s in searches) else ""))
         ax.set_ylabel(table.objective_words, fontsize=9)
     axes[0].set_title(f"{table.title}: the search, trial by trial", loc="left", fontsize=11)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
-    alt = f"{table.title}: each method's trials, {table.objective_words} against the searched value"
-    return Plot(table.plot_id, alt, png_bytes(fig))
+    return fig
 
 
 def _draw_search(ax: Any, search: MethodSearch, color: str) -> None:
@@ -391,4 +466,23 @@ def _draw_search(ax: Any, search: MethodSearch, color: str) -> None:
             linewidths=1.8,
             zorder=4,
             label=f"{search.method}: chosen {point.x:g}",
+        )
+    if search.pruned:
+        steps = sorted({p.at_step for p in search.pruned})
+        words = f"step {steps[0]}" if len(steps) == 1 else "steps " + ", ".join(map(str, steps))
+        # A pruned trial has no objective to stand at: x in data units and y in axes units put it
+        # along the bottom at its value. A line, not a scatter: in this blended transform a line
+        # still widens the x axis to its values, a scatter's collection would not.
+        ax.plot(
+            [p.x for p in search.pruned],
+            [PRUNED_Y] * len(search.pruned),
+            linestyle="none",
+            marker="x",
+            markersize=8,
+            markeredgewidth=1.8,
+            color=color,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            zorder=4,
+            label=f"{search.method}: pruned at {words}",
         )

@@ -11,6 +11,7 @@ from it (mean and standard deviation over seeds are a ``groupby``, :func:`seed_s
     training.precision  base_model.quantization  inference.batch_size  ...       other block fields
     provenance.versions.torch  provenance.finished_at  ...                       where it comes from
     spec.method.tuner  spec.method.adapter.r  spec.training.learning_rate  ...    the resolved spec
+    tuning.values.<key>  tuning.pruned_at_step                                  a search's (trials=True)
 
 A value a record does not carry (the untrained base has no training; a failed case no metrics) is
 missing (NaN / <NA>), never zero. A cost figure's unit is the one its field declares in
@@ -23,6 +24,10 @@ Each metric column is followed by its standard error and the ends of its 95% int
 examples it was scored on (the record's ``uncertainty`` block); they are NaN where the record has
 none (a record from before intervals were kept, or a metric with no per-example scores). They are
 numbers about a metric, not metrics: they declare no direction (:func:`is_uncertainty_column`).
+
+A search's records (``load_results(..., trials=True)``) carry its values under
+``tuning.values.<key>``; a trial's row has ``tuning.pruned_at_step`` (Int64), the step
+``tune.pruner`` stopped it at, missing when it ran to its last step (and on every other row).
 
 Pandas is imported inside the functions: the pytest plugin and the CLI import this package.
 """
@@ -55,7 +60,9 @@ from peftcore.vocab.record import (
     case_key,
     case_seed,
     is_search_only,
+    is_trial,
     primary_metric,
+    pruned_at_step,
 )
 
 if TYPE_CHECKING:
@@ -94,6 +101,7 @@ GROUP_KEYS = ("model", "task", "method")  # a report row: its seeds are aggregat
 # The fields of a record's uncertainty[split][metric] that get a column after the metric's own.
 UNCERTAINTY_FIELDS = ("stderr", "ci_low", "ci_high")
 DEFAULT_RESULTS = Path("reports/runs")
+PRUNED_AT_STEP = "tuning.pruned_at_step"  # a trial's row: the step the pruner stopped it at
 
 
 # --------------------------------------------------------------------------- column names
@@ -217,6 +225,8 @@ def _row(record: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
     if isinstance(tuning, Mapping):  # a search's trial or tuned run: its kind and values
         row["tuning"] = tuning.get("kind")
         row.update(flat(dict(tuning.get("values") or {}), "tuning.values"))
+        if is_trial(record):  # set on every trial, so the column is there whether any was pruned
+            row[PRUNED_AT_STEP] = pruned_at_step(record)
     for column, value in _metric_fields(record, where).items():  # each metric, then its uncertainty
         row[column] = value
         row.update(_uncertainty_fields(record, column, where))
@@ -304,6 +314,7 @@ def records_frame(
     ordered = sorted(names, key=_column_order)
     declared = _annotated_types()
     declared.update(dict.fromkeys(IDENTITY, str))
+    declared[PRUNED_AT_STEP] = int  # a step; all missing when no trial was pruned, still Int64
     columns: dict[str, Any] = {}
     for name in ordered:
         values = [row.get(name) for row in rows]
@@ -393,8 +404,10 @@ def load_results(
     every run that adopted it). A record file that cannot be read is a RecordError naming it,
     unless ``skip_unreadable`` (then its message is in ``frame.attrs["problems"]``). RunError
     names a source that is not a run. ``trials`` adds a search's trials (``tuning == "trial"``,
-    their scores under ``tune.<metric>``, their values under ``tuning.values.<key>``) and its
-    runs at each method's own values (``tuning == "default"``, profile ``tune.compare_default``).
+    their scores under ``tune.<metric>``, their values under ``tuning.values.<key>``, and
+    ``tuning.pruned_at_step``: the step ``tune.pruner`` stopped the trial at, missing when it ran
+    to its last step) and its runs at each method's own values (``tuning == "default"``, profile
+    ``tune.compare_default``).
 
     >>> df = load_results("reports/runs")                                    # doctest: +SKIP
     >>> df.groupby(["task", "method"])["held_out.accuracy"].agg(["mean", "std"])  # doctest: +SKIP

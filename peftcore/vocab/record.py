@@ -389,6 +389,20 @@ def is_search_only(record: Mapping[str, Any]) -> bool:
     return is_trial(record) or is_default_run(record)
 
 
+# A trial's pruning is read by the search (peftcore.pipeline.tuning), by load_results and by the
+# report, which may not import one another: so it is read here, beneath all three.
+def pruning_block(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A trial record's ``tuning.pruning`` (empty without a pruner)."""
+    return ((record.get("tuning") or {}).get("pruning")) or {}
+
+
+def pruned_at_step(record: Mapping[str, Any]) -> int | None:
+    """The step at which the pruner stopped the trial; None when it was not pruned (it ran to
+    its last step, or its search has no pruner)."""
+    step = pruning_block(record).get("pruned_at_step")
+    return int(step) if isinstance(step, (int, float)) else None
+
+
 def finished_at(record: Mapping[str, Any]) -> str:
     """When the record was finished (ISO 8601 in UTC, so it sorts as text); "" when unknown."""
     provenance = record.get("provenance")
