@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from report_fixtures import grid as record_grid
-from report_fixtures import write_run
+from report_fixtures import read_cases, write_run
 from test_plugin import INI, collected, own_grid_test, planned
 from tiny_llama import add_tiny_model
 
@@ -204,10 +204,6 @@ compare:
 """
 
 
-def _records(run_dir: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cases").glob("*.json"))}
-
-
 @pytest.mark.slow
 def test_xdist_workers_give_the_records_of_a_serial_run(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tiny_model_folder: Path
@@ -230,8 +226,8 @@ def test_xdist_workers_give_the_records_of_a_serial_run(
     assert "lora-tiny-sst2" in summary and "ia3-tiny-sst2" in summary
 
     one, two = (
-        _records(project.path / "one" / "runs" / "serial"),
-        _records(run_dir),
+        read_cases(project.path / "one" / "runs" / "serial"),
+        read_cases(run_dir),
     )
     assert sorted(one) == sorted(two) == ["ia3-tiny-sst2", "lora-tiny-sst2"]
     for case_id in one:
